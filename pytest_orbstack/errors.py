@@ -13,7 +13,7 @@ The client maps a failed call to one of these classes in exactly one place
 from __future__ import annotations
 
 import shlex
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = [
     "ImageNotFoundError",
@@ -110,7 +110,9 @@ class OrbctlCommandError(OrbstackError):
         super().__init__(first_line + self._details())
 
     def _summary(self) -> str:
-        return f"{self.argv[0] if self.argv else 'orbctl'} failed with exit code {self.returncode}"
+        said = [line.strip() for line in self.stderr.splitlines() if line.strip()]
+        reason = f": {said[0]}" if said else ""
+        return f"{shlex.join(self.argv[:3])} failed with exit code {self.returncode}{reason}"
 
     def _details(self) -> str:
         parts = [f"\n  command: {shlex.join(self.argv)}", f"\n  exit code: {self.returncode}"]
