@@ -1,0 +1,234 @@
+"""The simple orbctl commands: status, version, list, info, rename, default, logs, config."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from . import version as versions
+from .cli import (
+    COMMANDS,
+    SERVICE_PREFIX,
+    Ctx,
+    Failure,
+    ServiceError,
+    dump_json,
+    fault_error,
+    info_object,
+    lookup,
+    out,
+    public_record,
+    reconcile,
+    vm_gate,
+)
+from .cobra import Opts, UsageError
+from .state import Data, Record, by_name, find
+
+
+def cmd_status(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    with ctx.store.locked() as data:
+        if ctx.faults:
+            from .faults import take
+
+            fault = take(data, ctx.faults, "vm", (), frozenset({"stopped", "starting"}))
+            if fault is not None and fault.kind == "starting":
+                out("Starting\n")
+                return 2
+            if fault is not None:
+                out("Stopped\n")
+                return 1
+        if data.get("vm") == "stopped":
+            out("Stopped\n")
+            return 1
+    out("Running\n")
+    return 0
+
+
+def cmd_version(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    out(versions.version_output(ctx.version))
+    return 0
+
+
+def _fmt(opts: Opts, cmd: str, default: str) -> str:
+    fmt = str(opts.get("format") or default)
+    if fmt not in ("text", "json"):
+        raise UsageError(f"invalid format: {fmt}", COMMANDS[cmd])
+    return fmt
+
+
+def cmd_list(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    fmt = _fmt(opts, "list", "text")
+    with ctx.store.locked() as data:
+        fault_error(vm_gate(ctx, data, "list"), None, "listing")
+        reconcile(ctx, data)
+        recs = by_name(data)
+    if opts.get("running"):
+        recs = [r for r in recs if r["state"] == "running"]
+    if opts.get("quiet"):
+        out("".join(r["name"] + "\n" for r in recs))
+    elif fmt == "json":
+        out(dump_json([public_record(ctx, r) for r in recs]))
+    else:
+        rows = [[r["name"], r["state"], r["distro"], r["version"], r["arch"]] for r in recs]
+        if sys.stdout.isatty():
+            rows.insert(0, ["NAME", "STATE", "DISTRO", "VERSION", "ARCH"])
+        out(table(rows))
+    return 0
+
+
+def table(rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_info(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    fmt = _fmt(opts, "info", "text")
+    with ctx.store.locked() as data:
+        fault = vm_gate(ctx, data, "info", args)
+        reconcile(ctx, data)
+        rec = lookup(ctx, data, args[0])
+        fault_error(fault, rec, rec["state"])
+    obj = info_object(ctx, rec)
+    if fmt == "json":
+        out(dump_json(obj))
+        return 0
+    lines = [
+        ("ID", rec["id"]),
+        ("Name", rec["name"]),
+        ("State", rec["state"]),
+        ("Distro", rec["distro"]),
+        ("Version", rec["version"]),
+        ("Architecture", rec["arch"]),
+    ]
+    if "ip4" in obj:
+        lines.append(("IPv4", obj["ip4"]))
+    out("".join(f"{k}: {v}\n" for k, v in lines))
+    return 0
+
+
+def cmd_rename(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    from .images import valid_name
+
+    old, new = args
+    with ctx.store.locked() as data:
+        fault = vm_gate(ctx, data, "rename", args)
+        rec = lookup(ctx, data, old)
+        fault_error(fault, rec, "renaming")
+        if not valid_name(new):
+            raise ServiceError(f"invalid machine name '{new}'")
+        other = find(data, new)
+        if other is not None and other is not rec:
+            raise ServiceError(f"machine already exists: '{new}'")
+        if rec["state"] not in ("running", "stopped"):
+            raise ServiceError(f"cannot transition from {rec['state']} to renaming")
+        rec["name"] = new
+        ctx.engine.set_hostname(ctx.mdir(rec), new)
+    return 0
+
+
+def cmd_default(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    with ctx.store.locked() as data:
+        fault_error(vm_gate(ctx, data, "default", args), None, "default")
+        if args:
+            rec = lookup(ctx, data, args[0])
+            data["default"] = rec["id"]
+            return 0
+        rec = default_machine(ctx, data)
+    out(rec["name"] + "\n")
+    return 0
+
+
+def default_machine(ctx: Ctx, data: Data) -> Record:
+    """The default machine: the one set with ``default``, else the oldest machine."""
+    chosen = data.get("default")
+    if chosen and chosen in data["machines"]:
+        rec: Record = data["machines"][chosen]
+        return rec
+    recs = sorted(data["machines"].values(), key=lambda r: (r.get("created_at", 0), r["name"]))
+    if not recs:
+        raise ServiceError("no machines: create one with `orbctl create DISTRO`")
+    first: Record = recs[0]
+    return first
+
+
+def cmd_logs(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    with ctx.store.locked() as data:
+        rec = find(data, args[0])
+    if rec is None:
+        msg = ctx.not_found(args[0]).message
+        out(SERVICE_PREFIX + msg + "\n")  # orbctl logs reports errors on stdout, exit 0
+        return 0
+    log = ctx.mdir(rec) / "console.log"
+    if log.is_file():
+        out(log.read_text(errors="replace"))
+    return 0
+
+
+def cmd_not_done(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    raise Failure("orbsim does not implement export/import: create the machine instead")
+
+
+# --------------------------------------------------------------------------- config
+
+GLOBAL_CONFIG: dict[str, str] = {
+    "cpu": "0",
+    "memory_mib": "0",
+    "network_proxy": "auto",
+    "rosetta": "true",
+    "setup.use_admin": "true",
+}
+
+
+def _config_items(ctx: Ctx, data: Data) -> list[tuple[str, str]]:
+    items = {**GLOBAL_CONFIG, **data.get("config", {})}
+    pairs = sorted(items.items())
+    for rec in by_name(data):
+        pairs.append((f"machine.{rec['name']}.username", rec["username"]))
+    return pairs
+
+
+def cmd_config_show(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    with ctx.store.locked() as data:
+        fault_error(vm_gate(ctx, data, "config"), None, "config")
+        pairs = _config_items(ctx, data)
+    out("".join(f"{k}: {v}\n" for k, v in pairs))
+    return 0
+
+
+def _machine_key(key: str) -> Optional[tuple[str, str]]:
+    if key.startswith("machine.") and key.count(".") >= 2:
+        name, _, field = key[len("machine.") :].rpartition(".")
+        return name, field
+    return None
+
+
+def cmd_config_get(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    key = args[0]
+    with ctx.store.locked() as data:
+        fault_error(vm_gate(ctx, data, "config"), None, "config")
+        pairs = dict(_config_items(ctx, data))
+    if key not in pairs:
+        parsed = _machine_key(key)
+        if parsed and parsed[1] == "username":
+            raise ctx.not_found(parsed[0])
+        raise Failure(f"Error: unknown config key: {key}")
+    out(pairs[key] + "\n")
+    return 0
+
+
+def cmd_config_set(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    key, value = args
+    with ctx.store.locked() as data:
+        fault_error(vm_gate(ctx, data, "config"), None, "config")
+        parsed = _machine_key(key)
+        if parsed is not None and parsed[1] == "username":
+            rec = lookup(ctx, data, parsed[0])
+            rec["username"] = value
+        elif key in GLOBAL_CONFIG:
+            data.setdefault("config", {})[key] = value
+        else:
+            raise Failure(f"Error: unknown config key: {key}")
+    return 0

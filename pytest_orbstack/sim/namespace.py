@@ -1,0 +1,465 @@
+"""The namespace engine: orbsim machines that are real, isolated Linux environments.
+
+A machine (``mdir`` = ``$ORBSIM_HOME/machines/<id>/``):
+
+- ``upper/`` and ``work/``: its overlay layers over the shared, read-only
+  image (``rootfs.py``); ``merged/`` is the mount point, used only inside the
+  machine's own mount namespace, so the host's mount table never shows it;
+- ``engine.json``: the default user (name, uid, gid);
+- ``runtime.json`` while it runs: host pid and start time of its init, its pid
+  namespace, address and veth;
+- ``console.log``: output of its init.
+
+Boot: ``unshare`` makes new mount, uts, ipc, pid and net namespaces; a host
+``sh`` script mounts the overlay, ``/proc``, a read-only ``/sys``, a small
+tmpfs ``/dev`` (null, zero, full, random, urandom, tty, a private
+``/dev/pts``, ``/dev/shm``), tmpfs ``/run`` and ``/tmp``, sets the hostname,
+``pivot_root``s into the overlay (the host's tree is then unreachable and
+the machine's mount table lists only its own mounts) and execs the init: the
+image's ``/bin/sh`` looping on ``wait``, which reaps every orphan of the
+machine.  The network is attached from the host (``network.py``).
+
+Commands: ``nsenter`` into every namespace and the machine's root as the
+user's uid/gid, then the image's ``/bin/sh`` changes to the working directory
+(``/`` if it is missing) and execs the command (127 if not found, as a shell).
+Output handling: ``runner.interactive``.
+
+Halt: SIGKILL to the init ends every process of the pid namespace at once;
+the mount namespace and its mounts vanish with the last process, the veth
+with the net namespace.  orbsim then checks that no process of that pid
+namespace is left, releases the address and removes the bridge if no
+machine uses it.  (On a host whose PID 1 does not reap orphans, the exited
+``unshare`` parent stays a zombie: no longer a process, only a table entry.)
+
+There is no ``/mnt/mac``: a host bind-mount inside test machines would let
+any test (root in the machine is root on the host) change the host.  Files
+move only through ``push``/``pull``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Optional
+
+from .engine import NOT_ROOT, EngineError
+
+DEFAULT_UID = 501
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
+BOOT_TIMEOUT = 20.0
+
+#: Tools the engine runs, and the Debian package that has each.
+TOOLS = {"unshare": "util-linux", "nsenter": "util-linux", "pivot_root": "util-linux",
+         "mount": "mount", "umount": "mount", "ip": "iproute2", "cp": "coreutils", "tar": "tar"}
+
+BOOT_SCRIPT = r"""set -e
+L=$1 U=$2 W=$3 M=$4 H=$5
+exec 3>&1 1>&2
+mount --make-rprivate /
+mount -t overlay overlay -o "lowerdir=$L,upperdir=$U,workdir=$W" "$M"
+mount -t proc -o nosuid,nodev,noexec proc "$M/proc"
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"
+mount -t tmpfs -o mode=755,size=1024k,nosuid tmpfs "$M/dev"
+cd "$M/dev"
+mknod -m 666 null c 1 3; mknod -m 666 zero c 1 5; mknod -m 666 full c 1 7
+mknod -m 666 random c 1 8; mknod -m 666 urandom c 1 9; mknod -m 666 tty c 5 0
+ln -s /proc/self/fd fd; ln -s /proc/self/fd/0 stdin; ln -s /proc/self/fd/1 stdout
+ln -s /proc/self/fd/2 stderr; ln -s pts/ptmx ptmx
+mkdir pts shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts pts
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs shm
+mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$M/run"
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$M/tmp"
+hostname "$H"
+read -r hostpid rest < /proc/self/stat
+cd "$M"
+pivot_root . .
+umount -l .
+cd /
+echo "ready $hostpid" >&3
+exec 3>&-
+exec /bin/sh -c 'trap "exit 0" TERM; while :; do sleep 2147483647 & wait; done' orbsim-init
+"""
+
+#: Runs inside the machine as the target user: working directory, then the command.
+ENTER_SCRIPT = 'cd -- "$1" 2>/dev/null || cd /; shift; exec "$@"'
+
+
+def _read_json(path: Path) -> Optional[dict[str, object]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: Mapping[str, object]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _int(data: Mapping[str, object], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int):
+        raise EngineError(f"orbsim machine record lacks {key!r}: delete the machine and create it again")
+    return value
+
+
+def preflight_problem(*, euid: int, image_ready: bool, can_build: bool,
+                      missing_tools: Mapping[str, str]) -> Optional[str]:
+    """The one line that says why machines cannot be made here, or None.  Pure, for tests."""
+    if euid != 0:
+        return NOT_ROOT
+    if missing_tools:
+        names = ", ".join(sorted(missing_tools))
+        pkgs = " ".join(sorted(set(missing_tools.values())))
+        return f"orbsim needs {names}: install them (`apt-get install {pkgs}`)"
+    if not image_ready and not can_build:
+        return ("no machine image: run `orbsim image build` (needs root and Debian's mirror, about 1 min; "
+                "`apt-get install debootstrap` first)")
+    return None
+
+
+class NamespaceEngine:
+    """Isolated machines: overlay + namespaces + a bridge (see the module docstring)."""
+
+    kind = "namespace"
+
+    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
+        self.environ: Mapping[str, str] = dict(os.environ if environ is None else environ)
+
+    # ------------------------------------------------------------ preflight
+
+    def preflight(self) -> None:
+        """Raise EngineError if machines cannot be made; build the image on first need."""
+        import shutil
+
+        from . import rootfs
+
+        missing = {tool: pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}
+        ready = rootfs.is_ready(self.environ)
+        autobuild = self.environ.get("ORBSIM_IMAGE_AUTOBUILD", "1") != "0"
+        problem = preflight_problem(
+            euid=os.geteuid(), image_ready=ready, missing_tools=missing,
+            can_build=autobuild and shutil.which("debootstrap") is not None,
+        )
+        if problem:
+            raise EngineError(problem)
+        if not ready:
+            rootfs.build(self.environ)
+
+    def _image(self) -> Path:
+        from . import rootfs
+
+        if not rootfs.is_ready(self.environ):
+            self.preflight()
+        return rootfs.image_path(self.environ)
+
+    # ------------------------------------------------------------ filesystem
+
+    def prepare(self, mdir: Path, *, hostname: str, username: str) -> None:
+        from . import fsutil
+
+        image = self._image()
+        fsutil.check_username(username)
+        for sub in ("upper", "work", "merged"):
+            (mdir / sub).mkdir(parents=True, exist_ok=True)
+        upper = mdir / "upper"
+        uid, gid = fsutil.add_user(image, upper, username, DEFAULT_UID)
+        _write_json(mdir / "engine.json", {"username": username, "uid": uid, "gid": gid})
+        self._write_hostname_files(upper, image, hostname)
+
+    def _write_hostname_files(self, upper: Path, image: Path, hostname: str) -> None:
+        from . import fsutil
+
+        fsutil.safe_write(upper, "etc/hostname", f"{hostname}\n".encode())
+        fsutil.safe_write(upper, "etc/hosts", fsutil.hosts_file(hostname).encode())
+
+    def set_hostname(self, mdir: Path, hostname: str) -> None:
+        if self.running(mdir):
+            script = (
+                'printf "%s\\n" "$1" > /etc/hostname && hostname "$1" && '
+                'sed -i "s/^127\\.0\\.1\\.1[[:space:]].*/127.0.1.1\\t$1/" /etc/hosts'
+            )
+            code = self._run_in(mdir, ["/bin/sh", "-c", script, "sh", hostname], user="root")
+            if code != 0:
+                raise EngineError(f"cannot set the hostname of the running machine to {hostname!r}")
+            return
+        self._write_hostname_files(mdir / "upper", self._image(), hostname)
+
+    def clone(self, src: Path, dst: Path, *, hostname: str) -> None:
+        import shutil
+
+        from . import runner
+
+        dst.mkdir(parents=True, exist_ok=True)
+        if (dst / "upper").exists():
+            shutil.rmtree(dst / "upper")
+        runner.run(["cp", "-a", "--reflink=auto", str(src / "upper"), str(dst / "upper")], timeout=1800)
+        for sub in ("work", "merged"):
+            (dst / sub).mkdir(exist_ok=True)
+        shutil.copyfile(src / "engine.json", dst / "engine.json")
+        self._write_hostname_files(dst / "upper", self._image(), hostname)
+
+    # ------------------------------------------------------------ life cycle
+
+    def _runtime(self, mdir: Path) -> Optional[dict[str, object]]:
+        rt = _read_json(mdir / "runtime.json")
+        if rt is None:
+            return None
+        from .procs import start_time
+
+        pid, start = rt.get("pid"), rt.get("start")
+        if isinstance(pid, int) and isinstance(start, int) and start_time(pid) == start:
+            return rt
+        return None
+
+    def running(self, mdir: Path) -> bool:
+        return self._runtime(mdir) is not None
+
+    def ip4(self, mdir: Path) -> Optional[str]:
+        rt = self._runtime(mdir)
+        ip = rt.get("ip") if rt else None
+        return ip if isinstance(ip, str) else None
+
+    def boot(self, mdir: Path, *, hostname: str) -> str:
+        from . import fsutil
+
+        with fsutil.flocked(mdir / "engine.lock"):
+            rt = self._runtime(mdir)
+            if rt is not None:
+                return str(rt["ip"])
+            image = self._image()
+            self._halt_locked(mdir)  # leftovers of a crash, if any
+            try:
+                return self._boot_locked(mdir, image, hostname)
+            except BaseException:
+                self._halt_locked(mdir)
+                raise
+
+    def _boot_locked(self, mdir: Path, image: Path, hostname: str) -> str:
+        import time
+
+        from . import network, procs, runner
+
+        for sub in ("upper", "work", "merged"):
+            (mdir / sub).mkdir(parents=True, exist_ok=True)
+        r, w = os.pipe()
+        try:
+            # A file rather than `sh -c SCRIPT`: `ps` then shows a readable command line.
+            (mdir / "boot.sh").write_text(BOOT_SCRIPT)
+            argv = ["unshare", "--mount", "--uts", "--ipc", "--pid", "--net", "--fork", "--kill-child",
+                    "--", "/bin/sh", str(mdir / "boot.sh"),
+                    str(image), str(mdir / "upper"), str(mdir / "work"), str(mdir / "merged"),
+                    hostname]
+            with open(mdir / "console.log", "ab") as log:
+                log.write(f"--- boot {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
+            # The script reports readiness on its stdout (then fd 3), a pipe to us.
+            outer = runner.spawn_daemon(argv, log_path=str(mdir / "console.log"), stdout=w)
+        finally:
+            os.close(w)
+        outer_start = procs.start_time(outer)
+        _write_json(mdir / "runtime.json", {"outer": outer, "outer_start": outer_start})
+        line = _read_line(r, BOOT_TIMEOUT)
+        os.close(r)
+        if not line.startswith("ready "):
+            tail = _tail(mdir / "console.log")
+            raise EngineError(f"machine did not start: {tail or 'no output'} (see {mdir / 'console.log'})")
+        pid = int(line.split()[1])
+        start = procs.start_time(pid)
+        ns = procs.pid_namespace(pid)
+        if start is None or ns is None or procs.parent(pid) != outer:
+            raise EngineError(f"machine init exited during boot (see {mdir / 'console.log'})")
+        record: dict[str, object] = {"outer": outer, "outer_start": outer_start, "pid": pid, "start": start,
+                                     "pidns": ns}
+        _write_json(mdir / "runtime.json", record)
+        ip, veth = network.attach(str(mdir.resolve()), pid, start, self.environ)
+        _write_json(mdir / "runtime.json", {**record, "ip": ip, "veth": veth})
+        return ip
+
+    def halt(self, mdir: Path) -> None:
+        from . import fsutil
+
+        if not mdir.exists():
+            return
+        with fsutil.flocked(mdir / "engine.lock"):
+            self._halt_locked(mdir)
+
+    def _halt_locked(self, mdir: Path) -> None:
+        import signal
+        import time
+
+        from . import network, procs
+
+        rt = _read_json(mdir / "runtime.json") or {}
+        pid, start = rt.get("pid"), rt.get("start")
+        outer = rt.get("outer")
+        ns_fd = None  # held open, the pid namespace cannot be freed and its inode reused meanwhile
+        if isinstance(pid, int) and isinstance(start, int) and procs.start_time(pid) == start:
+            with contextlib.suppress(OSError):
+                ns_fd = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY)
+            if procs.start_time(pid) != start and ns_fd is not None:  # exited meanwhile
+                os.close(ns_fd)
+                ns_fd = None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        elif isinstance(outer, int) and procs.start_time(outer) == rt.get("outer_start"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(outer, signal.SIGKILL)  # died mid-boot: --kill-child takes the init along
+        try:
+            ns = os.readlink(f"/proc/self/fd/{ns_fd}") if ns_fd is not None else None
+            deadline = time.monotonic() + 10
+            while (ns is not None and procs.pids_in_namespace(ns)) or (
+                    isinstance(outer, int) and procs.start_time(outer) == rt.get("outer_start")):
+                if time.monotonic() > deadline:
+                    left = procs.pids_in_namespace(ns) if ns is not None else []
+                    raise EngineError(f"machine processes {left or [outer]} survived SIGKILL: "
+                                      "look for D-state processes")
+                time.sleep(0.005)
+        finally:
+            if ns_fd is not None:
+                os.close(ns_fd)
+        network.release(str(mdir.resolve()), self.environ)
+        network.cleanup_if_unused(self.environ)
+        with contextlib.suppress(FileNotFoundError):
+            (mdir / "runtime.json").unlink()
+
+    def destroy(self, mdir: Path) -> None:
+        import shutil
+
+        from . import network
+
+        if not mdir.exists():
+            network.release(str(mdir.resolve()), self.environ)
+            return
+        self.halt(mdir)
+        _check_nothing_mounted(mdir)
+        shutil.rmtree(mdir, ignore_errors=True)
+        if mdir.exists():
+            raise EngineError(f"cannot remove {mdir}: remove it by hand")
+
+    # ------------------------------------------------------------ commands
+
+    def _user_ids(self, mdir: Path, pid: int, user: str) -> tuple[int, int, str]:
+        """(uid, gid, home) of ``user`` from the running machine's /etc/passwd."""
+        from . import fsutil
+
+        if user == "root":
+            return 0, 0, "/root"
+        info = _read_json(mdir / "engine.json") or {}
+        if info.get("username") == user and isinstance(info.get("uid"), int):
+            return _int(info, "uid"), _int(info, "gid"), f"/home/{user}"
+        entry = fsutil.passwd_entry(Path(f"/proc/{pid}/root"), user)
+        if entry is None:
+            raise EngineError(f"user {user!r} does not exist in the machine")
+        return entry
+
+    def default_user(self, mdir: Path) -> str:
+        info = _read_json(mdir / "engine.json") or {}
+        name = info.get("username")
+        if not isinstance(name, str):
+            raise EngineError(f"no default user recorded in {mdir}: delete the machine and create it again")
+        return name
+
+    def _enter_argv(self, mdir: Path, user: str, workdir: Optional[str],
+                    env: Mapping[str, str], argv: list[str]) -> tuple[list[str], dict[str, str]]:
+        rt = self._runtime(mdir)
+        if rt is None:
+            raise EngineError("the machine is not running: start it first")
+        pid = _int(rt, "pid")
+        uid, gid, home = self._user_ids(mdir, pid, user)
+        full_env = {
+            "PATH": ROOT_PATH if uid == 0 else USER_PATH,
+            "HOME": home, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash",
+        }
+        term = os.environ.get("TERM")
+        if term and os.isatty(0):
+            full_env["TERM"] = term  # an interactive session, as with orbctl's terminal
+        full_env.update(env)
+        nsenter = ["/usr/bin/nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"]
+        if uid != 0:
+            # The image's setpriv: the user's uid, gid and supplementary groups (sudo, ...).
+            nsenter += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
+        cwd = workdir if workdir is not None else home
+        nsenter += ["/bin/sh", "-c", ENTER_SCRIPT, "orbsim-run", cwd, *argv]
+        return nsenter, full_env
+
+    def exec(self, mdir: Path, argv: list[str], *, user: str, workdir: Optional[str],
+             env: dict[str, str], replace: bool = False) -> int:
+        """Run ``argv`` in the machine (see the module docstring).
+
+        With ``replace`` orbsim's process may be replaced by the command when no
+        output relay is needed (callers that do nothing afterwards).
+        """
+        from . import runner
+
+        cmd, full_env = self._enter_argv(mdir, user, workdir, env, argv)
+        code = runner.interactive(cmd, full_env, exec_ok=replace)
+        return 128 - code if code < 0 else code
+
+    def _run_in(self, mdir: Path, argv: list[str], *, user: str, input: Optional[bytes] = None,
+                stdout_file: Optional[str] = None, timeout: float = 3600) -> int:
+        from . import runner
+
+        cmd, full_env = self._enter_argv(mdir, user, None, {}, argv)
+        if stdout_file is not None:
+            with open(stdout_file, "wb") as out:
+                res = runner.run(cmd, env=full_env, input=input, stdout=out, check=False, timeout=timeout)
+        else:
+            res = runner.run(cmd, env=full_env, input=input, check=False, timeout=timeout)
+            sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        return res.returncode
+
+    def push(self, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
+        from . import transfer
+
+        return transfer.push(self, mdir, user=self.default_user(mdir), sources=sources, dest=dest)
+
+    def pull(self, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
+        from . import transfer
+
+        return transfer.pull(self, mdir, user=self.default_user(mdir), sources=sources, dest=dest)
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        chunk = os.read(fd, 256)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode("ascii", "replace").strip()
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _check_nothing_mounted(mdir: Path) -> None:
+    prefix = str(mdir.resolve())
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            target = line.split()[1].replace("\\040", " ")
+            if target == prefix or target.startswith(prefix + "/"):
+                raise EngineError(f"{target} is still mounted: unmount it, then delete the machine again")

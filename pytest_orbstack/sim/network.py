@@ -1,0 +1,157 @@
+"""orbsim's host network: one bridge, one veth and one address per running machine.
+
+Host-global, shared by every ``ORBSIM_HOME`` on the host (tests run many at
+once): the bridge ``orbsim0`` with ``198.19.249.1/24`` and the address table
+``$ORBSIM_RUN_DIR/ips.json`` (default ``/run/orbsim``), always changed under
+the exclusive lock ``$ORBSIM_RUN_DIR/net.lock``.  Every orbsim on a host must
+use the same run directory.  Machines get ``.2`` to ``.254``; an address is
+reused once released, or once the machine that held it is gone.  The bridge
+exists only while some machine uses it.  Machines have no default route:
+they reach the host and each other, nothing else (no NAT, no forwarding).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+BRIDGE = "orbsim0"
+SUBNET = "198.19.249"
+HOST_IP = f"{SUBNET}.1"
+PREFIXLEN = 24
+FIRST, LAST = 2, 254
+
+
+def run_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("ORBSIM_RUN_DIR") or "/run/orbsim")
+
+
+@contextmanager
+def _locked(environ: Optional[Mapping[str, str]]) -> Iterator[dict[str, dict[str, object]]]:
+    """The address table, read and written back under the host-wide lock."""
+    import fcntl
+
+    d = run_dir(environ)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "net.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table_file = d / "ips.json"
+        try:
+            table: dict[str, dict[str, object]] = json.loads(table_file.read_text())
+        except (OSError, ValueError):
+            table = {}
+        before = json.dumps(table, sort_keys=True)
+        yield table
+        if json.dumps(table, sort_keys=True) != before:
+            tmp = table_file.with_name(f".ips.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, table_file)
+
+
+def _owner_alive(entry: Mapping[str, object]) -> bool:
+    from .procs import start_time
+
+    pid, start = entry.get("pid"), entry.get("start")
+    if not isinstance(pid, int) or not isinstance(start, int):
+        return False
+    return start_time(pid) == start
+
+
+def link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def bridge_ports() -> list[str]:
+    try:
+        return sorted(os.listdir(f"/sys/class/net/{BRIDGE}/brif"))
+    except OSError:
+        return []
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    from . import runner
+
+    runner.run(["ip", *args], timeout=15, check=check)
+
+
+def _ensure_bridge() -> None:
+    if link_exists(BRIDGE):
+        return
+    _ip("link", "add", BRIDGE, "type", "bridge")
+    _ip("addr", "add", f"{HOST_IP}/{PREFIXLEN}", "dev", BRIDGE)
+    _ip("link", "set", BRIDGE, "up")
+
+
+def attach(owner: str, pid: int, start: int, environ: Optional[Mapping[str, str]] = None) -> tuple[str, str]:
+    """Give the machine whose init is ``pid`` an address; return ``(ip4, host veth name)``.
+
+    ``owner`` identifies the machine (its directory).  Inside the machine the
+    link is ``eth0`` and ``lo`` is up.
+    """
+    from . import runner
+    from .engine import EngineError
+
+    with _locked(environ) as table:
+        for ip, entry in list(table.items()):
+            if entry.get("owner") == owner or not _owner_alive(entry):
+                _drop(table, ip)
+        free = [n for n in range(FIRST, LAST + 1) if f"{SUBNET}.{n}" not in table]
+        if not free:
+            raise EngineError(f"no free address in {SUBNET}.0/24: halt some orbsim machines")
+        ip = f"{SUBNET}.{free[0]}"
+        veth = "orbv" + secrets.token_hex(4)  # 12 characters: within IFNAMSIZ
+        _ensure_bridge()
+        table[ip] = {"owner": owner, "pid": pid, "start": start, "veth": veth}
+        try:
+            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(pid))
+            _ip("link", "set", veth, "master", BRIDGE, "up")
+            script = (
+                f"link set lo up\naddr add {ip}/{PREFIXLEN} dev eth0\nlink set eth0 up\n"
+            ).encode()
+            runner.run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=script, timeout=15)
+        except runner.RunError as exc:
+            _drop(table, ip)
+            raise EngineError(f"cannot attach the machine to {BRIDGE}: {exc}") from exc
+    return ip, veth
+
+
+def _drop(table: dict[str, dict[str, object]], ip: str) -> None:
+    entry = table.pop(ip, None)
+    veth = entry.get("veth") if entry else None
+    if isinstance(veth, str) and veth.startswith("orbv") and link_exists(veth):
+        _ip("link", "del", veth, check=False)
+
+
+def release(owner: str, environ: Optional[Mapping[str, str]] = None) -> None:
+    """Free the address of machine ``owner`` and remove its veth (if still there)."""
+    with _locked(environ) as table:
+        for ip, entry in list(table.items()):
+            if entry.get("owner") == owner:
+                _drop(table, ip)
+
+
+Table = dict[str, dict[str, object]]
+
+
+def usage(environ: Optional[Mapping[str, str]] = None) -> tuple[Table, bool, list[str]]:
+    """A consistent view, under the lock: (address table, bridge exists, bridge ports)."""
+    with _locked(environ) as table:
+        return dict(table), link_exists(BRIDGE), bridge_ports()
+
+
+def cleanup_if_unused(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Remove the bridge when no live machine holds an address and no port is attached; True if removed."""
+    with _locked(environ) as table:
+        for ip, entry in list(table.items()):
+            if not _owner_alive(entry):
+                _drop(table, ip)
+        if table or not link_exists(BRIDGE) or bridge_ports():
+            return False
+        _ip("link", "del", BRIDGE, check=False)
+        return not link_exists(BRIDGE)

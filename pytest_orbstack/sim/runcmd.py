@@ -1,0 +1,129 @@
+"""``orbctl run`` (its own flag parser) and ``push``/``pull``.
+
+``run`` parses flags only before the command and stops at the first
+non-flag; ``--`` is rejected like OrbStack 2.0.x does (``Error: unknown flag --``).
+Environment variables reach the machine only when named in ``ORBENV``
+(``ORBENV=A:B``).  The working directory defaults to orbsim's own cwd (the
+engine falls back to ``/`` when that path does not exist in the machine).
+A stopped machine is started first.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from .basic import default_machine
+from .cli import COMMANDS, Ctx, ServiceError, lookup, vm_gate
+from .cobra import HelpRequested, Opts, UsageError
+from .state import Record
+
+RUN_FLAGS = {
+    "-m": "machine",
+    "--machine": "machine",
+    "-u": "user",
+    "--user": "user",
+    "-w": "workdir",
+    "--workdir": "workdir",
+}
+
+
+def parse_run(argv: list[str]) -> tuple[dict[str, str], bool, list[str]]:
+    """(options, shell flag, command) from run's argv."""
+    opts: dict[str, str] = {}
+    shell = False
+    rest = list(argv)
+    while rest and rest[0].startswith("-") and rest[0] != "-":
+        word = rest.pop(0)
+        name, eq, value = word.partition("=")
+        if name in ("-h", "--help"):
+            raise HelpRequested(COMMANDS["run"])
+        if name in ("-s", "--shell") and not eq:
+            shell = True
+        elif name in RUN_FLAGS:
+            if not eq:
+                if not rest:
+                    raise UsageError(f"flag needs an argument: {name}", COMMANDS["run"])
+                value = rest.pop(0)
+            opts[RUN_FLAGS[name]] = value
+        else:
+            raise UsageError(f"unknown flag {word}", COMMANDS["run"])
+    return opts, shell, rest
+
+
+def forwarded_env() -> dict[str, str]:
+    names = [n for n in os.environ.get("ORBENV", "").split(":") if n]
+    return {n: os.environ[n] for n in names if n in os.environ}
+
+
+def _ready_machine(ctx: Ctx, ref: Optional[str], op: str) -> Record:
+    """The machine to act on, started first if it is stopped (waits while another call starts it)."""
+    import time
+
+    names = [ref] if ref else []
+    fault = None
+    deadline = time.monotonic() + 120
+    first = True
+    while True:
+        with ctx.store.locked() as data:
+            if first:
+                fault = vm_gate(ctx, data, op, names)
+                first = False
+            else:
+                vm_gate(ctx, data, "", names)
+            rec = lookup(ctx, data, ref) if ref else default_machine(ctx, data)
+            if rec["state"] == "running" and not ctx.engine.running(ctx.mdir(rec)):
+                from .cli import reconcile
+
+                reconcile(ctx, data)
+                rec = lookup(ctx, data, rec["id"])
+            busy = rec["state"] == "starting" and fault is None and time.monotonic() < deadline
+            todo: list[Record] = []
+            if not busy and (rec["state"] != "running" or fault is not None):
+                from .lifecycle import start_machines
+
+                todo = start_machines(ctx, data, [rec], fault)
+            snapshot = dict(rec)
+        if not busy:
+            break
+        time.sleep(0.05)
+    if todo:
+        from .lifecycle import _boot
+
+        for r in todo:
+            _boot(ctx, r)
+    return snapshot
+
+
+def cmd_run(ctx: Ctx, argv: list[str]) -> int:
+    opts, shell, command = parse_run(argv)
+    if ctx.faults:
+        from .cli import gate_faults
+
+        gate_faults(ctx, "run", [opts["machine"]] if "machine" in opts else [])
+    rec = _ready_machine(ctx, opts.get("machine"), "run")
+    if shell:
+        command = ["/bin/sh", "-lc", " ".join(command)]
+    elif not command:
+        command = ["/bin/sh", "-l"]
+    workdir = opts.get("workdir")
+    if workdir is None:
+        try:
+            workdir = os.getcwd()
+        except OSError:
+            workdir = "/"
+    ctx.profile.sleep("run")
+    code = ctx.engine.exec(
+        ctx.mdir(rec), command, user=opts.get("user") or rec["username"], workdir=workdir, env=forwarded_env()
+    )
+    return code if code >= 0 else 128 - code
+
+
+def cmd_transfer(ctx: Ctx, which: str, opts: Opts, args: list[str]) -> int:
+    ref = opts.get("machine")
+    rec = _ready_machine(ctx, str(ref) if ref else None, which)
+    sources, dest = (args, None) if len(args) == 1 else (args[:-1], args[-1])
+    fn = ctx.engine.push if which == "push" else ctx.engine.pull
+    if not sources:
+        raise ServiceError("no sources")
+    return fn(ctx.mdir(rec), user=rec["username"], sources=sources, dest=dest)

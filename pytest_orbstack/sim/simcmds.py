@@ -1,0 +1,93 @@
+"""orbsim's own commands (only when invoked as ``orbsim``): shims, reset, image, timeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .cli import Ctx, dump_json, lookup, out, reconcile
+from .cobra import Opts
+from .state import by_name, empty
+
+SHIM = """#!{python}
+# Written by `orbsim shims`: runs orbsim as {name}.
+import sys
+
+from pytest_orbstack.sim.__main__ import main
+
+sys.exit(main(prog={name!r}))
+"""
+
+
+def cmd_shims(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    """Write ``DIR/orbctl`` and ``DIR/orb``, executables that are orbsim answering as orbctl."""
+    target = Path(args[0])
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("orbctl", "orb"):
+        path = target / name
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        tmp.write_text(SHIM.format(python=sys.executable, name=name), encoding="utf-8")
+        tmp.chmod(0o755)
+        os.replace(tmp, path)
+    return 0
+
+
+def cmd_reset(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    """Delete every machine of this ``$ORBSIM_HOME`` and forget its state (fault counters too)."""
+    with ctx.store.locked() as data:
+        for rec in list(data["machines"].values()):
+            ctx.engine.destroy(ctx.mdir(rec))
+        data.clear()
+        data.update(empty())
+    machines = ctx.store.machines_dir
+    if machines.is_dir():
+        for leftover in machines.iterdir():
+            ctx.engine.destroy(leftover)
+    try:
+        from . import network
+
+        network.cleanup_if_unused()
+    except ImportError:
+        pass
+    return 0
+
+
+def cmd_image_build(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    from . import rootfs
+
+    path = rootfs.build(force=bool(opts.get("force")), progress=True)
+    sys.stderr.write(f"orbsim: machine image ready at {path}\n")
+    return 0
+
+
+def cmd_image_status(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    from . import rootfs
+
+    status = rootfs.status()
+    out(dump_json(status))
+    return 0 if status.get("ready") else 1
+
+
+TIMES = ("created_at", "started_at", "ready_at", "ip_at", "stopped_at")
+
+
+def cmd_timeline(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    """Per machine: id, name, state and the UNIX times it was created, started, ready, got its IP."""
+    with ctx.store.locked() as data:
+        reconcile(ctx, data)
+        recs = [lookup(ctx, data, ref) for ref in args] if args else by_name(data)
+    now = time.time()
+    rows = []
+    for rec in recs:
+        row = {"id": rec["id"], "name": rec["name"], "state": rec["state"]}
+        row.update({key: rec.get(key) for key in TIMES})
+        ip_at = rec.get("ip_at")
+        row["ip_visible"] = (
+            bool(rec.get("ip4")) and rec["state"] == "running" and ip_at is not None and now >= ip_at
+        )
+        rows.append(row)
+    out(json.dumps(rows, indent=2) + "\n")
+    return 0

@@ -1,0 +1,181 @@
+"""The machine registry of one ``$ORBSIM_HOME``, safe for many concurrent orbsim processes.
+
+Layout of ``$ORBSIM_HOME`` (default ``$XDG_DATA_HOME/orbsim``, else
+``~/.local/share/orbsim``)::
+
+    state.json        the registry (machines, default machine, config, fault counters)
+    state.lock        flock(2) guarding state.json: every read-modify-write holds it
+    machines/<id>/    one directory per machine, owned by the engine
+    argv.log          every argv orbsim received, one JSON array per line
+
+``state.json`` is replaced atomically (write a temporary file, fsync, rename), so a
+reader never sees a half-written registry and a killed orbsim never corrupts it.
+Long work (making, booting, deleting a machine) runs *outside* the lock: the
+machine is first put in a transitional state (``creating``, ``starting``, ...)
+owned by the orbsim process doing the work (``op_pid`` + its start time), so
+other processes see that state, refuse conflicting transitions, and can tell
+when the owner died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+Record = dict[str, Any]
+Data = dict[str, Any]
+
+TRANSITIONAL = frozenset({"creating", "provisioning", "starting", "stopping", "deleting"})
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def home(environ: Optional[Mapping[str, str]] = None) -> Path:
+    env = os.environ if environ is None else environ
+    explicit = env.get("ORBSIM_HOME")
+    if explicit:
+        return Path(explicit)
+    xdg = env.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "share"
+    return base / "orbsim"
+
+
+def new_ulid(now: Optional[float] = None) -> str:
+    """A 26-character ULID: 48 bits of milliseconds, 80 random bits, Crockford base32."""
+    ms = int((time.time() if now is None else now) * 1000)
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def proc_token(pid: int) -> Optional[str]:
+    """The start time of process ``pid`` (a pid-reuse-proof identity), ``None`` if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "?"
+        return "?" if not os.path.isdir("/proc") else None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    if fields and fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode() if len(fields) > 19 else "?"
+
+
+def owner_alive(rec: Record) -> bool:
+    pid = rec.get("op_pid")
+    if not isinstance(pid, int):
+        return False
+    token = proc_token(pid)
+    return token is not None and token == rec.get("op_token", token)
+
+
+def empty() -> Data:
+    return {"machines": {}, "default": None, "config": {}, "faults": {}, "vm": "running"}
+
+
+class Store:
+    """``$ORBSIM_HOME``'s registry.  ``with store.locked() as data:`` reads, and writes back changes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / "state.json"
+        self.lock_path = root / "state.lock"
+        self.machines_dir = root / "machines"
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Store:
+        return cls(home(environ))
+
+    def mdir(self, machine_id: str) -> Path:
+        return self.machines_dir / machine_id
+
+    def _load(self) -> Data:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data: Data = json.load(fh)
+        except FileNotFoundError:
+            return empty()
+        base = empty()
+        base.update(data)
+        return base
+
+    def _save(self, data: Data) -> None:
+        tmp = self.path.with_name(f"state.json.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    @contextmanager
+    def locked(self) -> Iterator[Data]:
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            data = self._load()
+            before = json.dumps(data, sort_keys=True)
+            try:
+                yield data
+            except BaseException as exc:
+                # A deliberate error (a service error, an injected fault) keeps what was
+                # recorded before it, e.g. a used fault counter; anything else changes nothing.
+                if getattr(exc, "keeps_state", False) and json.dumps(data, sort_keys=True) != before:
+                    self._save(data)
+                raise
+            if json.dumps(data, sort_keys=True) != before:
+                self._save(data)
+        finally:
+            os.close(fd)  # closing the descriptor drops the lock
+
+    def read(self) -> Data:
+        """A consistent snapshot (no write-back)."""
+        with self.locked() as data:
+            return json.loads(json.dumps(data))  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def find(data: Data, ref: str) -> Optional[Record]:
+    """By ID (a 26-char ULID) first, then by name."""
+    machines: dict[str, Record] = data["machines"]
+    if ref in machines:
+        return machines[ref]
+    for rec in machines.values():
+        if rec["name"] == ref:
+            return rec
+    return None
+
+
+def by_name(data: Data) -> list[Record]:
+    return sorted(data["machines"].values(), key=lambda r: r["name"])
+
+
+def claim(rec: Record, state: str) -> None:
+    """Put ``rec`` in a transitional ``state`` owned by this process."""
+    pid = os.getpid()
+    rec["state"] = state
+    rec["op_pid"] = pid
+    rec["op_token"] = proc_token(pid)
+
+
+def settle(rec: Record, state: str) -> None:
+    rec["state"] = state
+    rec.pop("op_pid", None)
+    rec.pop("op_token", None)

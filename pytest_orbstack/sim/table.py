@@ -1,0 +1,273 @@
+"""The command table: every orbctl command with its usage line, aliases, flags and argument rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import version as versions
+from .basic import (
+    cmd_config_get,
+    cmd_config_set,
+    cmd_config_show,
+    cmd_default,
+    cmd_info,
+    cmd_list,
+    cmd_logs,
+    cmd_not_done,
+    cmd_rename,
+    cmd_status,
+    cmd_version,
+)
+from .cli import COMMANDS, ROOT, Ctx
+from .cobra import Command, Flag, Opts
+
+
+def _lifecycle(name: str) -> Any:
+    def call(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+        from . import lifecycle
+
+        return int(getattr(lifecycle, name)(ctx, opts, args))
+
+    return call
+
+
+def _run(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    from .runcmd import cmd_run
+
+    return cmd_run(ctx, args)
+
+
+def _transfer(which: str) -> Any:
+    def call(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+        from .runcmd import cmd_transfer
+
+        return cmd_transfer(ctx, which, opts, args)
+
+    return call
+
+
+def _orbsim(name: str) -> Any:
+    def call(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+        from . import simcmds
+
+        return int(getattr(simcmds, name)(ctx, opts, args))
+
+    return call
+
+
+FMT = Flag("format", "f", "output format: text, json")
+MACHINE = Flag("machine", "m", "machine name (default: default machine)")
+
+
+def _orbctl_commands(v: versions.Version) -> list[Command]:
+    create_flags = [
+        Flag("arch", "a", "override machine CPU architecture (amd64, arm64)"),
+        Flag("user", "u", "username for the default user"),
+        Flag("user-data", "c", "path to a cloud-init user data file"),
+    ]
+    if versions.has_isolated_flag(v):
+        create_flags.append(Flag("isolated", None, "isolate the machine from macOS", is_bool=True))
+    if versions.has_limits(v):
+        create_flags += [
+            Flag("cpus", None, "CPU limit", metavar="uint"),
+            Flag("memory", None, "memory limit (e.g. 4G)"),
+            Flag("disk", None, "disk size limit (e.g. 64G)"),
+        ]
+    cmds = [
+        Command("status", "status", "Show OrbStack status", nargs=(0, 0), run=cmd_status),
+        Command("version", "version", "Show version", nargs=(0, 0), run=cmd_version),
+        Command(
+            "create",
+            "create [flags] DISTRO[:VERSION] [MACHINE_NAME]",
+            "Create a new machine",
+            aliases=("add", "new"),
+            flags=create_flags,
+            nargs=(1, 2),
+            run=_lifecycle("cmd_create"),
+        ),
+        Command(
+            "list",
+            "list [flags]",
+            "List machines",
+            aliases=(),
+            flags=[
+                Flag("running", "r", "only show running machines", is_bool=True),
+                Flag("quiet", "q", "only show machine names", is_bool=True),
+                FMT,
+            ],
+            nargs=(0, 0),
+            run=cmd_list,
+        ),
+        Command(
+            "info",
+            "info [flags] ID/NAME",
+            "Get info about a machine",
+            aliases=("i",),
+            flags=[FMT],
+            nargs=(1, 1),
+            run=cmd_info,
+        ),
+        Command(
+            "start",
+            "start [flags] [ID/NAME]...",
+            "Start OrbStack or a machine",
+            flags=[Flag("all", "a", "start all machines", is_bool=True)],
+            run=_lifecycle("cmd_start"),
+        ),
+        Command(
+            "stop",
+            "stop [flags] [ID/NAME]...",
+            "Stop OrbStack or a machine",
+            flags=[
+                Flag("all", "a", "stop all machines", is_bool=True),
+                Flag("force", "f", "force stop (kill)", is_bool=True),
+            ],
+            run=_lifecycle("cmd_stop"),
+        ),
+        Command(
+            "restart",
+            "restart [flags] [ID/NAME]...",
+            "Restart OrbStack or a machine",
+            flags=[Flag("all", "a", "restart all machines", is_bool=True)],
+            run=_lifecycle("cmd_restart"),
+        ),
+        Command(
+            "delete",
+            "delete [flags] ID/NAME...",
+            "Delete machines",
+            flags=[
+                Flag("force", "f", "do not ask for confirmation", is_bool=True),
+                Flag("all", "a", "delete all machines", is_bool=True),
+            ],
+            run=_lifecycle("cmd_delete"),
+        ),
+        Command("rename", "rename OLD_NAME NEW_NAME", "Rename a machine", nargs=(2, 2), run=cmd_rename),
+        Command(
+            "run",
+            "run [flags] COMMAND [ARGS]...",
+            "Run a command in a machine",
+            aliases=("exec", "shell"),
+            run=_run,
+        ),
+        Command(
+            "push",
+            "push [flags] MACOS_SOURCE... [LINUX_DEST]",
+            "Copy files to a machine",
+            flags=[MACHINE],
+            nargs=(1, None),
+            run=_transfer("push"),
+        ),
+        Command(
+            "pull",
+            "pull [flags] LINUX_SOURCE... [MACOS_DEST]",
+            "Copy files from a machine",
+            flags=[MACHINE],
+            nargs=(1, None),
+            run=_transfer("pull"),
+        ),
+        Command(
+            "logs",
+            "logs [flags] ID/NAME",
+            "Show a machine's console logs",
+            flags=[Flag("all", "a", "show all logs", is_bool=True)],
+            nargs=(1, 1),
+            run=cmd_logs,
+        ),
+        Command(
+            "default", "default [ID/NAME]", "Get or set the default machine", nargs=(0, 1), run=cmd_default
+        ),
+        Command(
+            "config",
+            "config",
+            "Change OrbStack settings",
+            subcommands=[
+                Command("show", "show", "Show all settings", nargs=(0, 0), run=cmd_config_show),
+                Command("get", "get KEY", "Get a setting", nargs=(1, 1), run=cmd_config_get),
+                Command("set", "set KEY VALUE", "Change a setting", nargs=(2, 2), run=cmd_config_set),
+            ],
+        ),
+        Command(
+            "export",
+            "export [flags] ID/NAME OUTPUT.tar.zst",
+            "Export a machine",
+            nargs=(2, 2),
+            run=cmd_not_done,
+        ),
+        Command(
+            "import",
+            "import [flags] INPUT.tar.zst",
+            "Import a machine",
+            flags=[Flag("name", "n", "name of the imported machine")],
+            nargs=(1, 1),
+            run=cmd_not_done,
+        ),
+    ]
+    if versions.has_clone(v):
+        cmds.insert(
+            10,
+            Command(
+                "clone",
+                "clone OLD_NAME NEW_NAME",
+                "Clone a machine",
+                nargs=(2, 2),
+                run=_lifecycle("cmd_clone"),
+            ),
+        )
+    return cmds
+
+
+def _orbsim_commands() -> list[Command]:
+    return [
+        Command(
+            "shims",
+            "shims DIR",
+            "orbsim: write orbctl and orb launchers into DIR",
+            nargs=(1, 1),
+            run=_orbsim("cmd_shims"),
+        ),
+        Command(
+            "reset",
+            "reset",
+            "orbsim: delete every machine of this ORBSIM_HOME",
+            nargs=(0, 0),
+            run=_orbsim("cmd_reset"),
+        ),
+        Command(
+            "image",
+            "image",
+            "orbsim: the machine image",
+            subcommands=[
+                Command(
+                    "build",
+                    "build [flags]",
+                    "build the machine image (root, ~1 min)",
+                    flags=[Flag("force", None, "rebuild even if it exists", is_bool=True)],
+                    nargs=(0, 0),
+                    run=_orbsim("cmd_image_build"),
+                ),
+                Command(
+                    "status",
+                    "status",
+                    "show the machine image as JSON",
+                    nargs=(0, 0),
+                    run=_orbsim("cmd_image_status"),
+                ),
+            ],
+        ),
+        Command(
+            "timeline",
+            "timeline [ID/NAME]...",
+            "orbsim: per-machine timestamps as JSON (ready_at, ...)",
+            run=_orbsim("cmd_timeline"),
+        ),
+    ]
+
+
+def build_root(prog: str, v: versions.Version) -> Command:
+    subs = _orbctl_commands(v)
+    if prog == "orbsim":
+        subs += _orbsim_commands()
+    root = Command(ROOT, ROOT, "OrbStack command-line interface", subcommands=subs)
+    COMMANDS.clear()
+    COMMANDS.update({c.name: c for c in subs})
+    return root

@@ -1,0 +1,142 @@
+"""The orbstack timing profile: what callers can observe in between (states, ip4 after start).
+
+No assertion on durations: only on order and on what concurrent callers see.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from orbsim_cli_helpers import Sim, make_sim, orbsim_bin
+
+N = "pytest-test-prof"
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Sim]:
+    yield from make_sim(tmp_path, ORBSIM_PROFILE="orbstack", ORBSIM_SCALE="0.25")
+
+
+def _until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+def test_create_shows_creating_then_provisioning_then_running(sim: Sim) -> None:
+    proc = subprocess.Popen([orbsim_bin(), "create", "ubuntu", N], env={**sim.env, "ORBSIM_SCALE": "0.5"})
+    seen: list[str] = []
+    try:
+        while proc.poll() is None:
+            states = [m["state"] for m in sim.machines()]
+            if states and (not seen or seen[-1] != states[0]):
+                seen.append(states[0])
+            time.sleep(0.02)
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0
+    assert seen[0] == "creating"
+    assert "provisioning" in seen
+    assert [m["state"] for m in sim.machines()] == ["running"]
+    order = [s for s in ("creating", "provisioning", "running") if s in seen]
+    assert seen == order or seen == order[:-1]
+    sim.ok("delete", N)
+
+
+def test_start_returns_before_the_ip_appears(sim: Sim) -> None:
+    sim.ok("create", "ubuntu", N)
+    sim.ok("stop", N)
+    env = {"ORBSIM_SCALE": "4"}  # start ~4 s, then the ip ~4 s later
+    sim.ok("start", N, env=env)
+    info = json.loads(sim.ok("info", N, "-f", "json").stdout)
+    assert info["record"]["state"] == "running"
+    assert "ip4" not in info
+    _until(lambda: "ip4" in json.loads(sim.ok("info", N, "-f", "json").stdout), "ip4 appears", timeout=120)
+    sim.ok("delete", N)
+
+
+def test_timeline_records_readiness(sim: Sim) -> None:
+    sim.ok("create", "ubuntu", N)
+    (row,) = json.loads(sim.ok("timeline").stdout)
+    assert row["name"] == N
+    assert row["created_at"] <= row["started_at"] <= row["ready_at"]
+    sim.ok("stop", N)
+    sim.ok("start", N)
+    (after,) = json.loads(sim.ok("timeline", N).stdout)
+    assert after["ready_at"] > row["ready_at"]
+    assert after["ip_at"] > after["ready_at"]  # the ip comes after start returned
+    sim.ok("clone", N, "pytest-test-prof2")
+    clone = json.loads(sim.ok("timeline", "pytest-test-prof2").stdout)[0]
+    assert clone["state"] == "stopped"
+    assert clone["ready_at"] is None
+    sim.ok("delete", N, "pytest-test-prof2")
+
+
+def test_bad_profile_or_scale(sim: Sim) -> None:
+    for env, word in (
+        ({"ORBSIM_PROFILE": "warp"}, "ORBSIM_PROFILE"),
+        ({"ORBSIM_SCALE": "-1"}, "ORBSIM_SCALE"),
+    ):
+        proc = sim("create", "ubuntu", N, env=env)
+        assert proc.returncode == 1
+        assert proc.stderr.startswith(f"orbsim: {word}=")
+    assert sim.names() == []
+
+
+def _creating(sim: Sim, scale: str, version: str = "2.0.4") -> subprocess.Popen[str]:
+    env = {**sim.env, "ORBSIM_SCALE": scale, "ORBSIM_VERSION": version}
+    proc = subprocess.Popen(
+        [orbsim_bin(), "create", "ubuntu", N],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    _until(lambda: [m["state"] for m in sim.machines()] == ["creating"], "state creating")
+    return proc
+
+
+def test_start_during_create_is_a_transition_conflict(sim: Sim) -> None:
+    proc = _creating(sim, "1")
+    try:
+        started = sim("start", N)
+        assert (started.returncode, started.stderr) == (
+            1,
+            "[-32098] cannot transition from creating to starting\n",
+        )
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0
+    sim.ok("delete", N)
+
+
+def test_delete_during_create_cancels_the_create(sim: Sim) -> None:
+    proc = _creating(sim, "1")
+    try:
+        sim.ok("delete", N)
+        assert sim.names() == []
+    finally:
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert err == f"[-32098] create '{N}': context canceled\n"
+
+
+def test_delete_during_create_is_a_conflict_before_2_0(sim: Sim) -> None:
+    proc = _creating(sim, "1", version="1.10.0")
+    try:
+        deleted = sim("delete", N, env={"ORBSIM_VERSION": "1.10.0"})
+        assert deleted.stderr == "[-32098] cannot transition from creating to deleting\n"
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0
+    sim.ok("delete", N)
