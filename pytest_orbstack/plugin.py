@@ -1,9 +1,297 @@
-"""pytest entry point: options, ini values, markers and hook wiring."""
+"""pytest entry point: options, ini values, markers, hooks, xdist wiring, ownership and reporting.
+
+Roles: without xdist the one process does everything.  With xdist the
+controller makes the run id (handed to workers in ``workerinput``), holds the
+run's lease, purges orphans at the start and this run's leftovers at the end,
+and prints; workers make, hand out and delete their own machines.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Generator
+from typing import Any, Final, Optional
+
 import pytest
+
+from pytest_orbstack import hookspecs, naming, ownership
+from pytest_orbstack.client import OrbctlClient, Timeouts
+from pytest_orbstack.errors import OrbctlCommandError, OrbstackError
+from pytest_orbstack.fixtures import (
+    OrbRuntime,
+    get_runtime,
+    machines_used_by,
+    new_runtime,
+    orb_client,
+    orb_machines,
+    orb_vm,
+    orb_vm_fresh,
+    runtime_key,
+)
+from pytest_orbstack.report import EVENTS_ATTR, WORKEROUTPUT_KEY, failure_section, summary_lines
+from pytest_orbstack.settings import MARKER_LINE, MarkerError, add_options, load_settings, marker_overrides
+
+__all__ = ["orb_client", "orb_machines", "orb_vm", "orb_vm_fresh"]
+
+#: ``workerinput`` key of the run id the controller hands to xdist workers.
+RUN_ID_KEY: Final = "orbstack_run_id"
+_lease_key: Final = pytest.StashKey[Optional[ownership.RunLease]]()
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.getgroup("orbstack", "OrbStack machines (pytest-orbstack)")
+    add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+class XdistHooks:
+    """Hooks that exist only with pytest-xdist: registered only when it is installed and active."""
+
+    def __init__(self, runtime: OrbRuntime) -> None:
+        self._runtime = runtime
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[RUN_ID_KEY] = self._runtime.run_id
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
+        if data:
+            self._runtime.stats.merge(data)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_LINE)
+    settings = load_settings(config)
+    if _is_worker(config):
+        workerinput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
+        run_id = str(workerinput.get(RUN_ID_KEY) or naming.new_run_id())
+        runtime = new_runtime(config, settings, run_id, str(workerinput.get("workerid", "")))
+    else:
+        runtime = new_runtime(config, settings, naming.new_run_id(), None)
+        config.pluginmanager.register(ProgressPrinter(config), "orbstack-progress")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(XdistHooks(runtime), "orbstack-xdist")
+    config.stash[_lease_key] = None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lease = config.stash.get(_lease_key, None)
+    if lease is not None:
+        lease.release()
+        config.stash[_lease_key] = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_orbstack_make_client(config: pytest.Config) -> OrbctlClient:
+    runtime = get_runtime(config)
+    path, _ = runtime.orbctl()
+    timeouts = Timeouts()
+    if runtime.settings.create_timeout is not None:
+        timeouts = dataclasses.replace(timeouts, create=runtime.settings.create_timeout)
+    return OrbctlClient(path, timeouts)
+
+
+# --- collection: the marker --------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Collector, name: str, obj: object
+) -> Generator[None, Any, None]:
+    outcome = yield
+    if outcome.excinfo is not None:
+        return
+    result = outcome.get_result()
+    for item in result if isinstance(result, list) else [result]:
+        if isinstance(item, pytest.Item):
+            try:
+                marker_overrides(item)
+            except MarkerError as exc:
+                error = collector.CollectError(str(exc))
+                if hasattr(outcome, "force_exception"):
+                    outcome.force_exception(error)
+                    return
+                raise error from None
+
+
+# --- session: lease and purge on the controller ------------------------------------------------
+
+
+def _usable_client(runtime: OrbRuntime) -> Optional[Any]:
+    """The client if OrbStack can be used right now, else ``None`` (never starts OrbStack)."""
+    if runtime.problem() is not None:
+        return None
+    return runtime.client()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if _is_worker(config):
+        return
+    runtime = get_runtime(config)
+    try:
+        orbctl = runtime.orbctl()[0]
+    except OrbstackError:
+        orbctl = ""
+    config.stash[_lease_key] = ownership.RunLease.acquire(runtime.run_id, runtime.settings.prefix, orbctl)
+    if runtime.settings.no_purge:
+        return
+    client = _usable_client(runtime)
+    if client is not None:
+        _purge(runtime, client, own=False)
+
+
+def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
+    prefix = runtime.settings.prefix
+    try:
+        if runtime.settings.no_purge:
+            result = _delete_own(runtime, client)
+        else:
+            result = ownership.purge(client, prefix, own_run_id=runtime.run_id if own else None)
+    except OrbctlCommandError as exc:
+        runtime.stats.event(f"purge failed: {str(exc).splitlines()[0]}")
+        return
+    runtime.stats.record_purged(result.deleted)
+    if result.deleted:
+        whose = "left by this run" if own else "of dead runs"
+        runtime.stats.event(f"purged {len(result.deleted)} machine(s) {whose}: {', '.join(result.deleted)}")
+    for name in result.failed:
+        runtime.stats.record_failed_delete(name, result.error or "delete failed")
+
+
+def _delete_own(runtime: OrbRuntime, client: Any) -> ownership.PurgeResult:
+    """With --orb-no-purge: delete only this run's leftovers, never another run's."""
+    prefix = runtime.settings.prefix
+    kept = set(runtime.stats.kept)
+    names = []
+    for machine in client.list():
+        owner = naming.parse_machine_name(machine.name, prefix)
+        if owner is not None and owner.run_id == runtime.run_id and machine.name not in kept:
+            names.append(machine.name)
+    if not names:
+        return ownership.PurgeResult()
+    try:
+        client.delete(*names)
+    except OrbctlCommandError as exc:
+        return ownership.PurgeResult(failed=tuple(names), error=str(exc).splitlines()[0])
+    return ownership.PurgeResult(deleted=tuple(names))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    runtime = config.stash.get(runtime_key, None)
+    if runtime is None:
+        return
+    if _is_worker(config):
+        config.workeroutput[WORKEROUTPUT_KEY] = runtime.stats.to_dict()  # type: ignore[attr-defined]
+        return
+    lease = config.stash.get(_lease_key, None)
+    if lease is None:
+        return
+    try:
+        if runtime.stats.kept:
+            lease.keep(runtime.stats.kept)
+        client = _usable_client(runtime)
+        if client is not None:
+            _purge(runtime, client, own=True)
+    finally:
+        lease.release()
+        config.stash[_lease_key] = None
+
+
+# --- reporting ---------------------------------------------------------------------------------
+
+
+def pytest_report_header(config: pytest.Config) -> Optional[str]:
+    runtime = config.stash.get(runtime_key, None)
+    if runtime is None:
+        return None
+    settings = runtime.settings
+    where = f"image {settings.image}, prefix {settings.prefix}, run id {runtime.run_id}"
+    try:
+        path, kind = runtime.orbctl()
+    except OrbstackError:
+        return f"orbstack: orbctl not found (tests that need a machine will error), {where}"
+    version = "version unknown"
+    with contextlib.suppress(Exception):
+        version = f"version {runtime.client().version()}"
+    if kind == "orbsim-fallback":
+        kind_text = "orbsim (OrbStack double, used because no orbctl was found)"
+        return f"orbstack: {kind_text} {path}, {version}, {where}"
+    if kind == "orbsim":
+        return f"orbstack: orbsim (OrbStack double) {path}, {version}, {where}"
+    return f"orbstack: orbctl {path}, {version}, {where}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    runtime = item.config.stash.get(runtime_key, None)
+    if runtime is None:
+        return
+    if report.failed:
+        for machine in machines_used_by(item):
+            runtime.failed_machines.add(machine.name)
+            if machine.deleted:
+                continue
+            info, error = None, None
+            try:
+                info = machine.info()
+            except OrbstackError as exc:
+                error = str(exc).splitlines()[0]
+            report.sections.append(
+                (f"orbstack machine {machine.name}", failure_section(info, error, machine.history))
+            )
+    events = runtime.stats.take_events()
+    if events:
+        tag = "" if runtime.worker == "main" else f"[{runtime.worker}] "
+        setattr(report, EVENTS_ATTR, [[verbose, f"{tag}{line}"] for verbose, line in events])
+
+
+class ProgressPrinter:
+    """Prints progress lines carried by test reports (registered on the controller / only process)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        events = getattr(report, EVENTS_ATTR, None)
+        if not events:
+            return
+        reporter = self._config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        show_verbose = self._config.option.verbose > 0
+        for verbose, line in events:
+            if verbose and not show_verbose:
+                continue
+            if getattr(reporter._tw, "width_of_current_line", 0):
+                reporter.write("\n")  # after progress dots
+            reporter.write_line(f"orbstack: {line}")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    runtime = config.stash.get(runtime_key, None)
+    if runtime is None or _is_worker(config):
+        return
+    for _, line in runtime.stats.take_events():
+        terminalreporter.write_line(f"orbstack: {line}")
+    if not runtime.stats.anything:
+        return
+    try:
+        orbctl = runtime.orbctl()[0]
+    except OrbstackError:
+        orbctl = "orbctl"
+    terminalreporter.section("orbstack")
+    for line in summary_lines(runtime.stats, orbctl):
+        terminalreporter.write_line(line)

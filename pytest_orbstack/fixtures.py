@@ -1,0 +1,265 @@
+"""The fixtures, and the per-process runtime they share.
+
+:class:`OrbRuntime` lives in ``config.stash`` from ``pytest_configure`` on.
+It finds orbctl, checks once per process that OrbStack is usable (lazily, the
+first time a fixture needs a machine, so tests without machines run even
+when OrbStack is missing), and owns the :class:`Provisioner`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final, Optional
+
+import pytest
+
+from pytest_orbstack import naming
+from pytest_orbstack.client import find_orbctl
+from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.provisioner import MachineFactory, MachineSpec, Provisioner
+from pytest_orbstack.report import Stats
+from pytest_orbstack.retry import RetryPolicy
+from pytest_orbstack.settings import MarkerError, Settings, marker_overrides, spec_for
+
+__all__ = [
+    "MACHINE_FIXTURES",
+    "OrbRuntime",
+    "orb_client",
+    "orb_machines",
+    "orb_vm",
+    "orb_vm_fresh",
+    "runtime_key",
+]
+
+#: Fixtures whose machines a failed test keeps (``--orb-keep failed``) and reports.
+MACHINE_FIXTURES: Final = ("orb_vm", "orb_vm_fresh", "orb_machines")
+
+
+def resolve_orbctl(settings: Settings) -> tuple[str, str]:
+    """(path, kind) of the orbctl to use; kind is ``orbctl``, ``orbsim`` or ``orbsim-fallback``.
+
+    On Linux without any orbctl, ``orbsim`` (on PATH, or next to the Python
+    interpreter) stands in: kind ``orbsim-fallback``.  Raises
+    :class:`OrbctlNotFoundError` when nothing is found.
+    """
+    try:
+        path = find_orbctl(settings.orbctl)
+    except OrbctlNotFoundError:
+        if platform.system() != "Linux":
+            raise
+        beside = Path(sys.executable).with_name("orbsim")
+        found = shutil.which("orbsim") or (str(beside) if os.access(beside, os.X_OK) else None)
+        if found is None:
+            raise
+        return found, "orbsim-fallback"
+    return path, ("orbsim" if Path(path).name.startswith("orbsim") else "orbctl")
+
+
+class OrbRuntime:
+    """Everything pytest-orbstack keeps for one pytest process."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, run_id: str, worker: str) -> None:
+        self.config = config
+        self.settings = settings
+        self.run_id = run_id
+        #: ``main`` or the xdist worker id
+        self.worker = worker
+        self.stats = Stats()
+        #: names of machines used by a failed test (``--orb-keep failed``)
+        self.failed_machines: set[str] = set()
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._problem: Optional[str] = None
+        self._checked = False
+        self._provisioner: Optional[Provisioner] = None
+
+    # --- orbctl ------------------------------------------------------------------------------
+
+    def orbctl(self) -> tuple[str, str]:
+        """(path, kind) of the orbctl in use (see :func:`resolve_orbctl`); may raise OrbctlNotFoundError."""
+        return resolve_orbctl(self.settings)
+
+    def client(self) -> Any:
+        """The orbctl client (``pytest_orbstack_make_client``), made once."""
+        with self._lock:
+            if self._client is None:
+                self._client = self.config.hook.pytest_orbstack_make_client(config=self.config)
+            return self._client
+
+    def problem(self) -> Optional[str]:
+        """Why machines cannot be made (one line naming the fix), or ``None``.  Checked once."""
+        if self._checked:
+            return self._problem
+        try:
+            client = self.client()
+        except OrbctlNotFoundError as exc:
+            self._problem = str(exc)  # names what was looked for and how to fix it
+        else:
+            status = _status(client)
+            if status != "Running":
+                self._problem = (
+                    f"OrbStack is not running (orbctl status: {status}): open the OrbStack app "
+                    "or run 'orbctl list' (which starts it), then run the tests again"
+                )
+        self._checked = True
+        return self._problem
+
+    def provisioner(self) -> Provisioner:
+        """The provisioner; a test that needs it errors with one line if OrbStack is unusable."""
+        problem = self.problem()
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+        with self._lock:
+            if self._provisioner is None:
+                self._provisioner = Provisioner(
+                    self._client,
+                    run_id=self.run_id,
+                    worker=self.worker,
+                    prefix=self.settings.prefix,
+                    ready_timeout=self.settings.ready_timeout,
+                    policy=RetryPolicy(retries=self.settings.retries),
+                    hooks=_BoundHooks(self.config),
+                    stats=self.stats,
+                )
+            return self._provisioner
+
+    # --- machines ----------------------------------------------------------------------------
+
+    def obtain(self, spec: MachineSpec) -> Machine:
+        provisioner = self.provisioner()
+        try:
+            return provisioner.obtain(spec)
+        except OrbstackError as exc:
+            pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+
+    def should_keep(self, machine: Machine) -> bool:
+        keep = self.settings.keep
+        return keep == "always" or (keep == "failed" and machine.name in self.failed_machines)
+
+    def release(self, machine: Machine) -> None:
+        self.provisioner().release(machine, keep=self.should_keep(machine))
+
+
+def _status(client: Any) -> str:
+    try:
+        return str(client.status()).strip() or "no answer"
+    except OrbctlCommandError as exc:
+        return (exc.stdout.strip() or str(exc).splitlines()[0]) or "no answer"
+
+
+class _BoundHooks:
+    """The ``pytest_orbstack_*`` machine hooks of one config."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def provision(self, machine: Machine) -> None:
+        self._config.hook.pytest_orbstack_provision(machine=machine, config=self._config)
+
+    def ready(self, machine: Machine) -> None:
+        self._config.hook.pytest_orbstack_machine_ready(machine=machine, config=self._config)
+
+    def teardown(self, machine: Machine) -> None:
+        self._config.hook.pytest_orbstack_machine_teardown(machine=machine, config=self._config)
+
+
+runtime_key: Final = pytest.StashKey[OrbRuntime]()
+
+
+def get_runtime(config: pytest.Config) -> OrbRuntime:
+    return config.stash[runtime_key]
+
+
+def _test_spec(request: pytest.FixtureRequest, runtime: OrbRuntime) -> MachineSpec:
+    try:
+        overrides = marker_overrides(request.node)
+    except MarkerError as exc:  # also caught at collection; kept for items made by other plugins
+        pytest.fail(str(exc), pytrace=False)
+    return spec_for(runtime.settings, overrides)
+
+
+@pytest.fixture(scope="session")
+def orb_client(request: pytest.FixtureRequest) -> Any:
+    """The orbctl client pytest-orbstack uses (``OrbctlClient``), for direct orbctl operations.
+
+    Errors with one line when OrbStack is missing or stopped.  Machines you
+    create through it yourself are yours to delete.
+    """
+    runtime = get_runtime(request.config)
+    runtime.provisioner()
+    return runtime.client()
+
+
+@pytest.fixture(scope="session")
+def orb_vm(request: pytest.FixtureRequest) -> Iterator[Machine]:
+    """One ready OrbStack machine per xdist worker (or per session), shared by every test there.
+
+    Made from --orb-image / --orb-arch / --orb-user / --orb-user-data (markers
+    do not apply), provisioned by the pytest_orbstack_provision hooks, deleted
+    at the end of the session (see --orb-keep).  Tests share it: leave it as
+    you found it, or use orb_vm_fresh.
+    """
+    runtime = get_runtime(request.config)
+    machine = runtime.obtain(runtime.settings.spec)
+    yield machine
+    runtime.release(machine)
+
+
+@pytest.fixture
+def orb_vm_fresh(request: pytest.FixtureRequest) -> Iterator[Machine]:
+    """A new ready OrbStack machine for this test only, deleted after it even if it fails.
+
+    Its spec comes from @pytest.mark.orb(image=..., arch=..., user=...,
+    user_data=...) on the test, then the --orb-* options.
+    """
+    runtime = get_runtime(request.config)
+    machine = runtime.obtain(_test_spec(request, runtime))
+    yield machine
+    runtime.release(machine)
+
+
+@pytest.fixture
+def orb_machines(request: pytest.FixtureRequest) -> Iterator[MachineFactory]:
+    """A factory of OrbStack machines for this test: ``.create(image=None, *, arch=, user=, user_data=)``.
+
+    ``.create_many(n, ...)`` makes n machines in parallel.  Defaults come from
+    the test's @pytest.mark.orb marker, then the --orb-* options.  Every
+    machine is deleted when the test ends.
+    """
+    runtime = get_runtime(request.config)
+    runtime.provisioner()  # errors here, at setup, when OrbStack is unusable
+    factory = MachineFactory(
+        runtime.obtain, runtime.release, _test_spec(request, runtime), Path(str(request.node.path)).parent
+    )
+    try:
+        yield factory
+    finally:
+        factory.release_all()
+
+
+def machines_used_by(item: pytest.Item) -> list[Machine]:
+    """The machines the fixtures of ``item`` handed out (directly or through other fixtures)."""
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    found: list[Machine] = []
+    for name in MACHINE_FIXTURES:
+        value = funcargs.get(name)
+        if isinstance(value, Machine):
+            found.append(value)
+        elif isinstance(value, MachineFactory):
+            found.extend(value.machines)
+    return found
+
+
+def new_runtime(
+    config: pytest.Config, settings: Settings, run_id: str, worker_id: Optional[str]
+) -> OrbRuntime:
+    runtime = OrbRuntime(config, settings, run_id, naming.worker_tag(worker_id))
+    config.stash[runtime_key] = runtime
+    return runtime

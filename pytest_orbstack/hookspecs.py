@@ -1,0 +1,48 @@
+"""The ``pytest_orbstack_*`` hooks.  Implement them in a ``conftest.py`` or a plugin.
+
+Hooks may gain arguments in later versions; implementations that take only
+the arguments they need keep working.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_orbstack.machine import Machine
+
+
+@pytest.hookspec()
+def pytest_orbstack_provision(machine: Machine, config: pytest.Config) -> None:
+    """Prepare a new machine before any test gets it: install software, write files, add users.
+
+    Called once for each machine the plugin creates, after it is ready and
+    before :func:`pytest_orbstack_machine_ready`.  Every implementation runs.
+    An exception fails the fixture that asked for the machine (the machine is
+    deleted).
+    """
+
+
+@pytest.hookspec()
+def pytest_orbstack_machine_ready(machine: Machine, config: pytest.Config) -> None:
+    """A machine is ready and provisioned and is about to be handed to a test."""
+
+
+@pytest.hookspec()
+def pytest_orbstack_machine_teardown(machine: Machine, config: pytest.Config) -> None:
+    """A machine is about to be deleted (or kept): collect logs or files from it here.
+
+    An exception is reported as a warning and does not stop the deletion.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_orbstack_make_client(config: pytest.Config) -> Optional[Any]:
+    """Return the orbctl client the plugin uses (an ``OrbctlClient`` or a compatible object).
+
+    The first non-``None`` result wins; the plugin's own implementation runs
+    last and builds an ``OrbctlClient`` from ``--orb-orbctl`` and the timeouts.
+    Called at most once per process, when a fixture first needs OrbStack.
+    """

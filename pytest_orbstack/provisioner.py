@@ -1,0 +1,405 @@
+"""The life of one machine: name, create (retry / adopt), readiness, hooks, hand out; then delete or keep.
+
+:meth:`Provisioner.obtain` is the one way machines are made.  How a machine
+comes to exist is the job of a :class:`MachineSource`; the default
+:class:`CreateSource` runs ``orbctl create``.  Another source (for example a
+clone of a provisioned base machine) plugs in without changing the fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
+
+from pytest_orbstack import commands, naming
+from pytest_orbstack.errors import (
+    MachineExistsError,
+    MachineNotFoundError,
+    MachineNotReadyError,
+    OrbctlCommandError,
+    OrbctlTimeoutError,
+    TransientOrbctlError,
+)
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.readiness import wait_ready
+from pytest_orbstack.report import Stats
+from pytest_orbstack.retry import RetryPolicy, call_with_retry
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    from pytest_orbstack.models import MachineInfo
+
+__all__ = [
+    "CreateSource",
+    "MachineFactory",
+    "Made",
+    "MachineHooks",
+    "MachineSource",
+    "MachineSpec",
+    "Provisioner",
+]
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """What a machine is made from.  Hashable: equal specs make interchangeable machines."""
+
+    #: image, ``distro[:version]`` as orbctl takes it (``ubuntu:22.04``)
+    image: str
+    #: CPU architecture, ``None`` = the host's
+    arch: Optional[str] = None
+    #: default user, ``None`` = OrbStack's default
+    user: Optional[str] = None
+    #: absolute path of a cloud-init user-data file, or ``None``
+    user_data: Optional[str] = None
+
+    def describe(self) -> str:
+        parts = [self.image]
+        if self.arch:
+            parts.append(self.arch)
+        if self.user:
+            parts.append(f"user {self.user}")
+        if self.user_data:
+            parts.append("cloud-init")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a source reports about the machine it made."""
+
+    #: the machine's info once ready
+    info: MachineInfo
+    #: seconds until the machine existed
+    create_seconds: float
+    #: seconds from then until it was ready
+    ready_seconds: float
+    #: True when the provision hooks already ran (e.g. on a base it was cloned from)
+    provisioned: bool = False
+
+
+class MachineSource(Protocol):
+    """Makes the machine ``name`` for ``spec`` exist, running and ready."""
+
+    def make(self, spec: MachineSpec, name: str) -> Made: ...
+
+
+class MachineHooks(Protocol):
+    """The plugin hooks, bound to a config."""
+
+    def provision(self, machine: Machine) -> None: ...
+
+    def ready(self, machine: Machine) -> None: ...
+
+    def teardown(self, machine: Machine) -> None: ...
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class CreateSource:
+    """Makes machines with ``orbctl create``: retries transient failures, adopts hung creates.
+
+    A create that failed in a way after which the machine may exist anyway
+    (timeout, transient setup error) is checked with ``list``: a machine that
+    exists is adopted if it becomes ready, else deleted and the create retried.
+    ``machine already exists`` right after such a failure means our own create
+    went through: adopt.
+    """
+
+    def __init__(self, provisioner: Provisioner) -> None:
+        self._p = provisioner
+
+    def _exists(self, name: str) -> bool:
+        try:
+            return any(m.name == name for m in self._p.client.list())
+        except OrbctlCommandError:
+            return True  # cannot tell: treat as existing, readiness or delete will sort it out
+
+    def make(self, spec: MachineSpec, name: str) -> Made:
+        p = self._p
+        policy = p.policy
+        start = p.clock()
+        maybe_ours = False  # a previous attempt may have left the machine behind
+        for attempt in range(policy.attempts):
+            last = attempt + 1 >= policy.attempts
+            adopted = False
+            try:
+                p.client.create(spec.image, name, arch=spec.arch, user=spec.user, user_data=spec.user_data)
+            except MachineExistsError:
+                if not maybe_ours:
+                    raise
+                adopted = True
+            except (OrbctlTimeoutError, TransientOrbctlError) as exc:
+                maybe_ours = True
+                if not self._exists(name):
+                    if last:
+                        raise
+                    p.retrying(f"create of {name}", attempt, exc)
+                    continue
+                adopted = True
+            if adopted:
+                p.stats.event(f"adopting {name}: an earlier create of it went through")
+            created = p.clock()
+            try:
+                info = wait_ready(p.client, name, p.ready_timeout, clock=p.clock, sleep=p.sleep)
+            except MachineNotReadyError as exc:
+                p.delete_name(name)
+                if not adopted or last:
+                    raise
+                p.retrying(f"create of {name}", attempt, exc)
+                continue
+            return Made(info, created - start, p.clock() - created)
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+class Provisioner:
+    """Makes, hands out and removes the machines of one process (one xdist worker)."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        run_id: str,
+        worker: str,
+        prefix: str,
+        ready_timeout: float,
+        policy: RetryPolicy,
+        hooks: MachineHooks,
+        stats: Optional[Stats] = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.worker = worker
+        self.prefix = prefix
+        self.ready_timeout = ready_timeout
+        self.policy = policy
+        self.hooks = hooks
+        self.stats = stats if stats is not None else Stats()
+        self.clock = clock
+        self.sleep = sleep
+        #: how machines come to exist; replace to change the strategy
+        self.source: MachineSource = CreateSource(self)
+        self._lock = threading.Lock()
+        self._clones: dict[str, list[Machine]] = {}
+
+    # --- helpers used by sources -------------------------------------------------------------
+
+    def new_name(self) -> str:
+        return naming.machine_name(self.prefix, self.run_id, self.worker)
+
+    def retrying(self, what: str, attempt: int, exc: BaseException) -> None:
+        """Report a failed attempt and wait before the next one."""
+        wait = self.policy.delay(attempt)
+        self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {_first_line(exc)}")
+        self.sleep(wait)
+
+    def _retry(self, what: str, func: Callable[[], object]) -> None:
+        def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
+            self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {_first_line(exc)}")
+
+        call_with_retry(func, self.policy, sleep=self.sleep, on_retry=on_retry)
+
+    def delete_name(self, name: str) -> None:
+        """Delete ``name``, retrying transient failures; a machine that is gone counts as deleted."""
+
+        def delete() -> None:
+            with contextlib.suppress(MachineNotFoundError):
+                self.client.delete(name)
+
+        self._retry(f"delete of {name}", delete)
+
+    # --- the life cycle ----------------------------------------------------------------------
+
+    def obtain(self, spec: MachineSpec) -> Machine:
+        """A new machine for ``spec``: made, ready, provisioned, announced to the ready hook."""
+        name = self.new_name()
+        made = self.source.make(spec, name)
+        machine = Machine(self, name, spec, made.info)
+        try:
+            if not made.provisioned:
+                self.hooks.provision(machine)
+            self.hooks.ready(machine)
+        except BaseException:
+            self._delete_quietly(machine)
+            raise
+        self.stats.record_created(made.create_seconds, made.ready_seconds)
+        self.stats.event(
+            f"created {name} ({spec.describe()}) in {made.create_seconds:.1f}s, "
+            f"ready {made.ready_seconds:.1f}s later"
+        )
+        return machine
+
+    def release(self, machine: Machine, *, keep: bool) -> None:
+        """The end of a machine's fixture: teardown hook, then delete it (with its clones) or keep it.
+
+        Every machine is deleted (or kept) even when a teardown hook or a
+        warning turned into an error raises: the error comes after.
+        """
+        with self._lock:
+            clones = self._clones.pop(machine.name, [])
+        with contextlib.ExitStack() as stack:
+            stack.callback(self._release_one, machine, keep)
+            for clone in clones:
+                stack.callback(self.release, clone, keep=keep)
+
+    def _release_one(self, machine: Machine, keep: bool) -> None:
+        if machine.deleted:
+            return
+        try:
+            try:
+                self.hooks.teardown(machine)
+            except Exception as exc:
+                warnings.warn(
+                    f"pytest_orbstack_machine_teardown failed for {machine.name}: {exc!r}", stacklevel=1
+                )
+        finally:
+            if keep:
+                self.stats.record_kept(machine.name)
+                self.stats.event(f"kept {machine.name} for debugging")
+            else:
+                self._delete_quietly(machine)
+
+    def _delete_quietly(self, machine: Machine) -> None:
+        """Delete at teardown: a failure is recorded for the summary, not raised."""
+        try:
+            self.delete(machine)
+        except Exception as exc:
+            self.stats.record_failed_delete(machine.name, _first_line(exc))
+            self.stats.event(f"could not delete {machine.name}: {_first_line(exc)}")
+
+    # --- what Machine delegates --------------------------------------------------------------
+
+    def delete(self, machine: Machine) -> None:
+        if machine.deleted:
+            return
+        self.delete_name(machine.name)
+        machine.deleted = True
+        self.stats.record_deleted()
+        self.stats.event(f"deleted {machine.name}", verbose=True)
+
+    def wait_ready(self, machine: Machine, timeout: float) -> MachineInfo:
+        info = wait_ready(self.client, machine.name, timeout, clock=self.clock, sleep=self.sleep)
+        machine._remember(info)
+        return info
+
+    def start(self, machine: Machine) -> None:
+        self._retry(f"start of {machine.name}", lambda: self.client.start(machine.name))
+        self.wait_ready(machine, self.ready_timeout)
+
+    def restart(self, machine: Machine) -> None:
+        self._retry(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
+        self.wait_ready(machine, self.ready_timeout)
+
+    def clone(self, machine: Machine, name: Optional[str]) -> Machine:
+        """Clone ``machine`` (``orbctl clone``), start the copy and wait until it is ready."""
+        new = name or self.new_name()
+        start = self.clock()
+        self.client.clone(machine.name, new)
+        copy = Machine(self, new, machine.spec)
+        with self._lock:
+            self._clones.setdefault(machine.name, []).append(copy)
+        created = self.clock()
+        self.start(copy)
+        self.stats.record_created(created - start, self.clock() - created)
+        self.stats.event(f"cloned {machine.name} as {new} in {created - start:.1f}s")
+        return copy
+
+
+class MachineFactory:
+    """What the ``orb_machines`` fixture gives: makes machines for one test, deleted after it."""
+
+    def __init__(
+        self,
+        obtain: Callable[[MachineSpec], Machine],
+        release: Callable[[Machine], None],
+        defaults: MachineSpec,
+        base: Path,
+    ) -> None:
+        self._obtain_one = obtain
+        self._release_machine = release
+        self._defaults = defaults
+        self._base = base
+        self._lock = threading.Lock()
+        #: every machine this factory made, in order
+        self.machines: list[Machine] = []
+
+    def _spec(
+        self,
+        image: Optional[str],
+        arch: Optional[str],
+        user: Optional[str],
+        user_data: Union[str, PathLike[str], None],
+    ) -> MachineSpec:
+        if image is not None:
+            commands.parse_image(image)
+        if arch is not None:
+            commands.validate_arch(arch)
+        data = self._defaults.user_data
+        if user_data is not None:
+            data = str((self._base / os.fspath(user_data)).resolve())
+            if not os.access(data, os.R_OK):
+                raise FileNotFoundError(f"cloud-init user-data file {data} does not exist or is not readable")
+        return MachineSpec(
+            image=image or self._defaults.image,
+            arch=arch or self._defaults.arch,
+            user=user or self._defaults.user,
+            user_data=data,
+        )
+
+    def _obtain(self, spec: MachineSpec) -> Machine:
+        machine = self._obtain_one(spec)
+        with self._lock:
+            self.machines.append(machine)
+        return machine
+
+    def create(
+        self,
+        image: Optional[str] = None,
+        *,
+        arch: Optional[str] = None,
+        user: Optional[str] = None,
+        user_data: Union[str, PathLike[str], None] = None,
+    ) -> Machine:
+        """A new ready machine; unset arguments come from the test's ``orb`` marker, then the options."""
+        return self._obtain(self._spec(image, arch, user, user_data))
+
+    def create_many(
+        self,
+        n: int,
+        image: Optional[str] = None,
+        *,
+        arch: Optional[str] = None,
+        user: Optional[str] = None,
+        user_data: Union[str, PathLike[str], None] = None,
+    ) -> list[Machine]:
+        """``n`` new ready machines, made in parallel.  If one fails, the error is raised after all finish."""
+        if n < 1:
+            raise ValueError(f"create_many needs n >= 1, got {n}")
+        spec = self._spec(image, arch, user, user_data)
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="orb-create") as pool:
+            futures = [pool.submit(self._obtain, spec) for _ in range(n)]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+        return [f.result() for f in futures]
+
+    def release_all(self) -> None:
+        """Release every machine made so far (newest first); called when the test ends."""
+        with self._lock:
+            machines, self.machines = self.machines, []
+        with contextlib.ExitStack() as stack:  # every machine is released even if one raises
+            for machine in machines:
+                stack.callback(self._release_machine, machine)

@@ -1,0 +1,115 @@
+"""Wait until a machine is ready to run commands, with a deadline.
+
+"Ready" means: ``orbctl info`` reports the state ``running`` and an IPv4
+address, and then ``orbctl run -m NAME true`` succeeds (a machine can be
+listed as running while commands still fail).  ``info`` is polled with a short
+interval that grows (50 ms, then x1.5 up to 1 s), so a machine that is ready
+quickly is handed out quickly and a slow one is not hammered.  A machine that
+stops, is being deleted or vanishes fails at once instead of at the deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Final, Optional, Protocol
+
+from pytest_orbstack.errors import (
+    MachineNotFoundError,
+    MachineNotReadyError,
+    OrbctlCommandError,
+)
+
+if TYPE_CHECKING:
+    from pytest_orbstack.models import MachineInfo
+
+__all__ = ["Poll", "wait_ready"]
+
+#: States from which a machine does not become ready without help.
+DEAD_STATES: Final = frozenset({"stopped", "deleting"})
+#: The longest single exec probe, in seconds.
+_PROBE_TIMEOUT: Final = 30.0
+
+
+@dataclass(frozen=True)
+class Poll:
+    """The polling interval: starts at ``initial`` and grows by ``factor`` up to ``cap`` seconds."""
+
+    initial: float = 0.05
+    factor: float = 1.5
+    cap: float = 1.0
+
+    def next(self, interval: float) -> float:
+        return min(self.cap, interval * self.factor)
+
+
+class _ReadinessClient(Protocol):
+    def info(self, name: str) -> MachineInfo: ...
+
+    def run(
+        self, machine: str, command: list[str], *, timeout: Optional[float] = ..., check: bool = ...
+    ) -> object: ...
+
+
+def _probe(client: _ReadinessClient, name: str, timeout: float) -> Optional[str]:
+    """Run ``true`` in the machine; ``None`` on success, else why it failed."""
+    try:
+        result = client.run(name, ["true"], timeout=max(1.0, min(timeout, _PROBE_TIMEOUT)), check=False)
+    except OrbctlCommandError as exc:
+        return str(exc).splitlines()[0]
+    code = getattr(result, "returncode", 0)
+    return None if code == 0 else f"exec probe 'true' exited with {code}"
+
+
+def wait_ready(
+    client: _ReadinessClient,
+    name: str,
+    timeout: float,
+    *,
+    poll: Poll = Poll(),
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> MachineInfo:
+    """Poll ``name`` until it is ready and return its last :class:`MachineInfo`.
+
+    Raises :class:`MachineNotReadyError` (machine, seconds waited, last state
+    seen, reason) at the deadline, or at once when the machine is stopped,
+    being deleted or gone.
+    """
+    start = clock()
+    deadline = start + timeout
+    interval = poll.initial
+    last_state: Optional[str] = None
+    reason = "the deadline passed"
+    while True:
+        try:
+            info = client.info(name)
+        except MachineNotFoundError:
+            raise MachineNotReadyError(name, clock() - start, last_state, "the machine vanished") from None
+        except OrbctlCommandError as exc:
+            reason = f"info failed: {str(exc).splitlines()[0]}"
+        else:
+            last_state = info.state
+            if info.state in DEAD_STATES:
+                raise MachineNotReadyError(
+                    name, clock() - start, last_state, f"the machine is {info.state}; start it or recreate it"
+                )
+            if info.state != "running":
+                reason = f"state is {info.state}"
+            elif not info.ip4:
+                reason = "no IPv4 address yet"
+            else:
+                failure = _probe(client, name, deadline - clock())
+                if failure is None:
+                    return info
+                reason = failure
+        now = clock()
+        if now >= deadline:
+            raise MachineNotReadyError(
+                name,
+                now - start,
+                last_state,
+                f"{reason}; raise --orb-ready-timeout ({timeout:g}s) if it is slow",
+            )
+        sleep(min(interval, deadline - now))
+        interval = poll.next(interval)

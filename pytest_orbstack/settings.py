@@ -1,0 +1,416 @@
+"""Options, ini values, environment variables and the ``orb`` marker, resolved once.
+
+Every setting can come from four places.  The first one that is set wins:
+
+1. the ``@pytest.mark.orb(...)`` marker (only ``image``, ``arch``, ``user``, ``user_data``,
+   and only for ``orb_vm_fresh`` / ``orb_machines``),
+2. the command line (``--orb-image``),
+3. the environment (``PYTEST_ORBSTACK_IMAGE``; the orbctl path also reads ``ORBCTL``),
+4. the ini file (``orb_image``),
+5. the default.
+
+A bad value raises :class:`pytest.UsageError` naming where it came from, before
+any machine is created.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Final, Optional
+
+import pytest
+
+from pytest_orbstack import commands
+from pytest_orbstack.errors import InvalidSpecError
+from pytest_orbstack.naming import DEFAULT_PREFIX, validate_prefix
+from pytest_orbstack.provisioner import MachineSpec
+
+__all__ = [
+    "KEEP_CHOICES",
+    "MARKER_ARGS",
+    "MarkerError",
+    "Settings",
+    "add_options",
+    "load_settings",
+    "marker_overrides",
+    "spec_for",
+]
+
+DEFAULT_IMAGE: Final = "ubuntu:22.04"
+DEFAULT_READY_TIMEOUT: Final = 120.0
+DEFAULT_RETRIES: Final = 3
+KEEP_CHOICES: Final = ("never", "failed", "always")
+#: The arguments ``@pytest.mark.orb`` accepts.
+MARKER_ARGS: Final = ("image", "arch", "user", "user_data")
+MARKER_LINE: Final = (
+    "orb(image=None, arch=None, user=None, user_data=None): the machine spec of orb_vm_fresh and the "
+    "defaults of orb_machines for this test (pytest-orbstack)"
+)
+#: A version given as a number: it must be one orbctl maps to a codename.
+_NUMERIC: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every pytest-orbstack setting of this run, validated."""
+
+    #: image of machines, ``distro[:version]`` (``--orb-image``)
+    image: str = DEFAULT_IMAGE
+    #: CPU architecture, ``None`` = the host's (``--orb-arch``)
+    arch: Optional[str] = None
+    #: default user created in machines, ``None`` = OrbStack's default (``--orb-user``)
+    user: Optional[str] = None
+    #: absolute path of a cloud-init user-data file (``--orb-user-data``)
+    user_data: Optional[str] = None
+    #: prefix of every machine name (``--orb-prefix``)
+    prefix: str = DEFAULT_PREFIX
+    #: ``never``, ``failed`` or ``always`` (``--orb-keep``)
+    keep: str = "never"
+    #: seconds a machine may take to become ready (``--orb-ready-timeout``)
+    ready_timeout: float = DEFAULT_READY_TIMEOUT
+    #: seconds one ``orbctl create`` may take, ``None`` = the client's default (``--orb-create-timeout``)
+    create_timeout: Optional[float] = None
+    #: retries of transient create/start/delete failures (``--orb-retries``)
+    retries: int = DEFAULT_RETRIES
+    #: the orbctl to run, ``None`` = look for ``orbctl`` (then ``orbsim`` on Linux) (``--orb-orbctl``)
+    orbctl: Optional[str] = None
+    #: do not purge machines of dead runs (``--orb-no-purge``)
+    no_purge: bool = False
+
+    @property
+    def spec(self) -> MachineSpec:
+        """The machine spec of ``orb_vm`` and of machines without a marker."""
+        return MachineSpec(image=self.image, arch=self.arch, user=self.user, user_data=self.user_data)
+
+
+# --- validators: value -> parsed value, or ValueError with what is allowed -------------------------
+
+
+def _image(value: str, base: Path) -> str:
+    try:
+        distro, version = commands.parse_image(value)
+    except InvalidSpecError as exc:
+        raise ValueError(f"expected {exc.allowed}") from None
+    aliases = commands.VERSION_ALIASES.get(distro, {})
+    if version and aliases and _NUMERIC.fullmatch(version) and version not in aliases:
+        raise ValueError(
+            f"unknown {distro} version: use one of {', '.join(aliases)} or a codename "
+            f"({', '.join(aliases.values())})"
+        )
+    return value
+
+
+def _arch(value: str, base: Path) -> str:
+    try:
+        return commands.validate_arch(value)
+    except InvalidSpecError as exc:
+        raise ValueError(f"expected {exc.allowed}") from None
+
+
+def _user(value: str, base: Path) -> str:
+    try:
+        return commands.validate_user(value)
+    except InvalidSpecError as exc:
+        raise ValueError(f"expected {exc.allowed}") from None
+
+
+def _user_data(value: str, base: Path) -> str:
+    path = (base / os.path.expanduser(value)).resolve()
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ValueError(f"expected a readable cloud-init user-data file ({exc.strerror})") from None
+    return str(path)
+
+
+def _prefix(value: str, base: Path) -> str:
+    try:
+        return validate_prefix(value)
+    except InvalidSpecError as exc:
+        raise ValueError(exc.allowed) from None  # naming's text starts with "use ..."
+
+
+def _keep(value: str, base: Path) -> str:
+    if value not in KEEP_CHOICES:
+        raise ValueError(f"expected one of {', '.join(KEEP_CHOICES)}")
+    return value
+
+
+def _seconds(value: str, base: Path) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError("expected a number of seconds > 0")
+    return seconds
+
+
+def _count(value: str, base: Path) -> int:
+    if not value.strip().isdigit():
+        raise ValueError("expected a whole number >= 0")
+    return int(value)
+
+
+def _orbctl(value: str, base: Path) -> str:
+    if os.sep not in value:
+        found = shutil.which(value)
+        if found is None:
+            raise ValueError("expected an orbctl executable; none of that name is on PATH")
+        return found
+    path = (base / os.path.expanduser(value)).resolve()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise ValueError("expected the path of an executable orbctl; it does not exist or is not executable")
+    return str(path)
+
+
+def _flag(value: str, base: Path) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false (1/0, yes/no)")
+
+
+@dataclass(frozen=True)
+class _Option:
+    field: str
+    flag: str
+    ini: str
+    env: tuple[str, ...]
+    parse: Callable[[str, Path], Any]
+    help: str
+    metavar: Optional[str] = None
+    is_flag: bool = False
+
+
+_HELP_IMAGE: Final = f"image of machines, distro[:version] (default {DEFAULT_IMAGE})"
+_OPTIONS: Final = (
+    _Option("image", "--orb-image", "orb_image", ("PYTEST_ORBSTACK_IMAGE",), _image, _HELP_IMAGE, "IMAGE"),
+    _Option(
+        "arch",
+        "--orb-arch",
+        "orb_arch",
+        ("PYTEST_ORBSTACK_ARCH",),
+        _arch,
+        "CPU architecture of machines: amd64, arm64 or i386 (default: the host's)",
+        "ARCH",
+    ),
+    _Option(
+        "user",
+        "--orb-user",
+        "orb_user",
+        ("PYTEST_ORBSTACK_USER",),
+        _user,
+        "default user created in machines (default: OrbStack's, your user name)",
+        "USER",
+    ),
+    _Option(
+        "user_data",
+        "--orb-user-data",
+        "orb_user_data",
+        ("PYTEST_ORBSTACK_USER_DATA",),
+        _user_data,
+        "cloud-init user-data file applied when machines are created",
+        "FILE",
+    ),
+    _Option(
+        "prefix",
+        "--orb-prefix",
+        "orb_prefix",
+        ("PYTEST_ORBSTACK_PREFIX",),
+        _prefix,
+        f"prefix of machine names; machines with it may be purged (default {DEFAULT_PREFIX})",
+        "PREFIX",
+    ),
+    _Option(
+        "keep",
+        "--orb-keep",
+        "orb_keep",
+        ("PYTEST_ORBSTACK_KEEP",),
+        _keep,
+        "keep machines for debugging: never (default), failed (those used by failed tests) or always",
+        "{never,failed,always}",
+    ),
+    _Option(
+        "ready_timeout",
+        "--orb-ready-timeout",
+        "orb_ready_timeout",
+        ("PYTEST_ORBSTACK_READY_TIMEOUT",),
+        _seconds,
+        f"seconds a machine may take to become ready (default {DEFAULT_READY_TIMEOUT:g})",
+        "SECONDS",
+    ),
+    _Option(
+        "create_timeout",
+        "--orb-create-timeout",
+        "orb_create_timeout",
+        ("PYTEST_ORBSTACK_CREATE_TIMEOUT",),
+        _seconds,
+        "seconds one 'orbctl create' may take before it is killed and retried",
+        "SECONDS",
+    ),
+    _Option(
+        "retries",
+        "--orb-retries",
+        "orb_retries",
+        ("PYTEST_ORBSTACK_RETRIES",),
+        _count,
+        f"retries of transient create/start/delete failures (default {DEFAULT_RETRIES})",
+        "N",
+    ),
+    _Option(
+        "orbctl",
+        "--orb-orbctl",
+        "orb_orbctl",
+        ("PYTEST_ORBSTACK_ORBCTL", "ORBCTL"),
+        _orbctl,
+        "the orbctl executable (default: orbctl on PATH; on Linux, orbsim when there is no orbctl)",
+        "PATH",
+    ),
+    _Option(
+        "no_purge",
+        "--orb-no-purge",
+        "orb_no_purge",
+        ("PYTEST_ORBSTACK_NO_PURGE",),
+        _flag,
+        "do not delete leftover machines of dead runs (this run still deletes its own)",
+        is_flag=True,
+    ),
+)
+
+#: Environment variable names, for the docs and the help text.
+ENV_NAMES: Final = {option.field: option.env for option in _OPTIONS}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option and its ini twin."""
+    group = parser.getgroup("orbstack", "OrbStack machines (pytest-orbstack)")
+    for option in _OPTIONS:
+        env = " / ".join(f"${name}" for name in option.env)
+        text = f"{option.help}. Env {env}, ini {option.ini}."
+        if option.is_flag:
+            group.addoption(
+                option.flag, action="store_true", default=None, dest=f"orb_{option.field}", help=text
+            )
+            parser.addini(option.ini, f"{option.help}.", type="bool", default=False)
+        else:
+            group.addoption(
+                option.flag, default=None, dest=f"orb_{option.field}", metavar=option.metavar, help=text
+            )
+            parser.addini(option.ini, f"{option.help}.", default="")
+
+
+def _raw(
+    config: pytest.Config, option: _Option, environ: Mapping[str, str]
+) -> Optional[tuple[str, str, Path]]:
+    """(value, source, base directory) of the first place that sets ``option``, or ``None``."""
+    invocation = Path(config.invocation_params.dir)
+    cli = getattr(config.option, f"orb_{option.field}", None)
+    if cli is not None:
+        return ("true" if cli is True else str(cli)), option.flag, invocation
+    for name in option.env:
+        if environ.get(name):
+            return environ[name], f"env {name}", invocation
+    ini = config.getini(option.ini)
+    if option.is_flag:
+        return ("true", f"ini {option.ini}", invocation) if ini else None
+    if ini:
+        base = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
+        return str(ini), f"ini {option.ini}", base
+    return None
+
+
+def load_settings(config: pytest.Config, environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Resolve every setting (CLI > env > ini > default); :class:`pytest.UsageError` on a bad value."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for option in _OPTIONS:
+        found = _raw(config, option, env)
+        if found is None:
+            continue
+        value, source, base = found
+        try:
+            values[option.field] = option.parse(value, base)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{source}: {exc}, got {value!r}") from None
+    return Settings(**values)
+
+
+class MarkerError(Exception):
+    """An ``@pytest.mark.orb`` marker is wrong; the message names the test and the argument."""
+
+
+_MARKER_PARSERS: Final[dict[str, Callable[[str, Path], Any]]] = {
+    "image": _image,
+    "arch": _arch,
+    "user": _user,
+    "user_data": _user_data,
+}
+
+
+def marker_overrides(item: pytest.Item) -> dict[str, Any]:
+    """The spec fields set by ``orb`` markers on ``item`` (closest marker wins), validated.
+
+    Raises :class:`MarkerError` for a positional argument, an unknown argument,
+    an argument given twice at one level (two ``orb`` markers on one function)
+    or a bad value.  ``user_data`` paths are relative to the test file's directory.
+    """
+    found: dict[str, Any] = {}
+    checked: list[Any] = []
+    base = Path(str(item.path)).parent
+    for node, mark in item.iter_markers_with_node("orb"):
+        if mark.args:
+            raise MarkerError(
+                f"{item.nodeid}: @pytest.mark.orb takes keyword arguments only "
+                f"({', '.join(MARKER_ARGS)}), got positional {mark.args!r}"
+            )
+        if node not in checked:
+            _check_same_level(item, node)
+            checked.append(node)
+        for key, value in mark.kwargs.items():
+            if key not in MARKER_ARGS:
+                raise MarkerError(
+                    f"{item.nodeid}: @pytest.mark.orb got an unknown argument {key!r}; "
+                    f"allowed: {', '.join(MARKER_ARGS)}"
+                )
+            if key in found or value is None:
+                continue  # a closer marker already set it
+            try:
+                found[key] = _MARKER_PARSERS[key](os.fspath(value), base)
+            except (TypeError, ValueError) as exc:
+                raise MarkerError(f"{item.nodeid}: @pytest.mark.orb({key}={value!r}): {exc}") from None
+    return found
+
+
+def _check_same_level(item: pytest.Item, node: Any) -> None:
+    """Two ``orb`` markers on the same node may not set the same argument."""
+    seen: dict[str, int] = {}
+    for other in node.own_markers:
+        if other.name != "orb":
+            continue
+        for key in other.kwargs:
+            seen[key] = seen.get(key, 0) + 1
+    twice = sorted(key for key, count in seen.items() if count > 1)
+    if twice:
+        raise MarkerError(
+            f"{item.nodeid}: @pytest.mark.orb argument {twice[0]!r} is given twice (duplicate orb markers)"
+        )
+
+
+def spec_for(settings: Settings, overrides: Mapping[str, Any]) -> MachineSpec:
+    """The spec of a machine for a test: marker values over the run's settings."""
+    base = settings.spec
+    return MachineSpec(
+        image=overrides.get("image", base.image),
+        arch=overrides.get("arch", base.arch),
+        user=overrides.get("user", base.user),
+        user_data=overrides.get("user_data", base.user_data),
+    )

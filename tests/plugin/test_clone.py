@@ -1,0 +1,319 @@
+"""The clone fast path on orbsim: one base per spec, clones for every machine, reuse across runs.
+
+Every count comes from orbsim's ``argv.log`` (one JSON argv per orbctl call).
+Every scenario ends with no ``pytest-test-`` machine left, and deletes the
+``pytest-base-`` machines it made on purpose (``--orb-reuse``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+PROVISION_CONFTEST = """
+import json, os
+
+def pytest_orbstack_provision(machine, config):
+    with open(os.environ["HOOK_LOG"], "a") as f:
+        f.write(json.dumps(["provision", machine.name]) + "\\n")
+    machine.write_text("/etc/provisioned", "{marker}", user="root")
+"""
+
+SUITE = """
+import pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_shared(orb_vm, i):
+    assert orb_vm.read_text("/etc/provisioned") == "v1"
+    print("MACHINE", orb_vm.name)
+
+@pytest.mark.parametrize("i", range(3))
+def test_fresh(orb_vm_fresh, i):
+    assert orb_vm_fresh.read_text("/etc/provisioned") == "v1"
+    assert orb_vm_fresh.run("test -e /tmp/dirty", check=False).returncode == 1
+    orb_vm_fresh.run("touch /tmp/dirty")
+
+def test_many(orb_machines):
+    a, b = orb_machines.create_many(2)
+    assert a.name != b.name
+    for m in (a, b):
+        assert m.read_text("/etc/provisioned") == "v1"
+        assert m.state == "running"
+"""
+
+
+class ArgvLog:
+    """The orbctl calls orbsim recorded since this object was made."""
+
+    def __init__(self, home: str) -> None:
+        self.path = Path(home) / "argv.log"
+        self.start = len(self._all())
+
+    def _all(self) -> list[list[str]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def calls(self, op: str) -> list[list[str]]:
+        """argv (without the program) of every ``op`` call since the start."""
+        return [argv[1:] for argv in self._all()[self.start :] if argv[1:2] == [op]]
+
+    def created(self) -> list[str]:
+        """Names given to ``create`` (the last argument)."""
+        return [argv[-1] for argv in self.calls("create")]
+
+    def cloned(self) -> list[tuple[str, str]]:
+        """(source, new) of every ``clone``."""
+        return [(argv[1], argv[2]) for argv in self.calls("clone")]
+
+    def deleted(self) -> list[str]:
+        return [name for argv in self.calls("delete") for name in argv[1:] if not name.startswith("-")]
+
+
+@pytest.fixture
+def argv_log(orbsim_env: dict[str, str]) -> Callable[[], ArgvLog]:
+    """``argv_log()``: start recording orbctl calls from now."""
+    return lambda: ArgvLog(orbsim_env["ORBSIM_HOME"])
+
+
+@pytest.fixture
+def hook_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "hooks.log"
+    monkeypatch.setenv("HOOK_LOG", str(path))
+    return path
+
+
+@pytest.fixture
+def delete_bases(
+    orbsim_bin: str, orbsim_env: dict[str, str], orbsim_machines: Callable[..., list[str]]
+) -> Iterator[None]:
+    """Delete every ``pytest-base-`` machine a test made on purpose, at its end."""
+    yield
+    names = orbsim_machines("pytest-base-")
+    if names:
+        subprocess.run(
+            [orbsim_bin, "delete", "-f", *names],
+            env={**os.environ, **orbsim_env},
+            timeout=120,
+            check=True,
+            capture_output=True,
+        )
+
+
+def _provisions(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)[1] for line in path.read_text().splitlines()]
+
+
+def test_one_base_then_clones_and_the_base_is_deleted_at_the_end(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    orbsim_machines: Callable[..., list[str]],
+    argv_log: Callable[[], ArgvLog],
+    hook_log: Path,
+    mode: list[str],
+    created_machines: Callable[[str], list[tuple[str, str]]],
+) -> None:
+    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1"))
+    pytester.makepyfile(test_suite=SUITE)
+    log = argv_log()
+    result = run_pytest(*mode)
+    result.assert_outcomes(passed=8)
+    (base,) = log.created()  # ONE create for the whole run, whatever the number of workers
+    made = [name for _, name in created_machines(result.stdout.str())]
+    clones = log.cloned()
+    assert {source for source, _ in clones} == {base}
+    assert sorted(new for _, new in clones) == sorted(made)
+    workers = 1 if "no:xdist" in mode else int(mode[1])
+    assert 3 + 2 + 1 <= len(clones) <= 3 + 2 + workers  # fresh + create_many + one orb_vm per worker used
+    assert _provisions(hook_log) == [base]  # the provision hook ran once, on the base
+    assert base.startswith("pytest-test-")
+    assert base in log.deleted()
+    result.stdout.fnmatch_lines([f"*built base {base} *"])
+    result.stdout.fnmatch_lines([f"*{len(made)} created, {len(made)} deleted, 0 kept, 0 purged*"])
+    assert orbsim_machines("pytest-base-") == []
+    assert_no_leftovers()
+
+
+def test_each_spec_has_its_own_base(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    argv_log: Callable[[], ArgvLog],
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_default(orb_vm_fresh):
+            assert orb_vm_fresh.image == "ubuntu:jammy"
+
+        @pytest.mark.orb(image="debian:12")
+        def test_debian(orb_vm_fresh):
+            assert orb_vm_fresh.image == "debian:bookworm"
+
+        @pytest.mark.orb(image="debian:12")
+        def test_debian_again(orb_vm_fresh):
+            assert orb_vm_fresh.image == "debian:bookworm"
+        """
+    )
+    log = argv_log()
+    result = run_pytest("-n", "2")
+    result.assert_outcomes(passed=3)
+    creates = log.calls("create")
+    assert sorted(argv[-2] for argv in creates) == ["debian:12", "ubuntu:22.04"]
+    assert len(log.cloned()) == 3
+    assert_no_leftovers()
+
+
+def test_clone_never_creates_every_machine(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    argv_log: Callable[[], ArgvLog],
+    hook_log: Path,
+) -> None:
+    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1"))
+    pytester.makepyfile(test_suite=SUITE)
+    log = argv_log()
+    result = run_pytest("-p", "no:xdist", "--orb-clone", "never")
+    result.assert_outcomes(passed=8)
+    assert log.cloned() == []
+    assert len(log.created()) == 1 + 3 + 2
+    assert sorted(_provisions(hook_log)) == sorted(log.created())
+    assert_no_leftovers()
+
+
+def test_orbstack_1x_falls_back_to_create_with_one_header_line(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    argv_log: Callable[[], ArgvLog],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORBSIM_VERSION", "1.9.2")
+    pytester.makepyfile("def test_a(orb_vm_fresh):\n    pass\n\ndef test_b(orb_vm_fresh):\n    pass\n")
+    log = argv_log()
+    result = run_pytest("-n", "2")
+    result.assert_outcomes(passed=2)
+    lines = [line for line in result.outlines if "has no 'orbctl clone'" in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("orbstack: OrbStack 1.9.2 has no 'orbctl clone' (2.0.0+)")
+    assert log.cloned() == []
+    assert len(log.created()) == 2
+    assert_no_leftovers()
+
+
+def test_clone_always_on_orbstack_1x_is_a_usage_error(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    argv_log: Callable[[], ArgvLog],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORBSIM_VERSION", "1.9.2")
+    pytester.makepyfile("def test_a(orb_vm):\n    pass\n")
+    log = argv_log()
+    result = run_pytest("--orb-clone", "always")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --orb-clone always: OrbStack 1.9.2 has no 'orbctl clone'*"])
+    assert log.created() == []
+
+
+def test_bad_clone_and_reuse_values_are_usage_errors(
+    pytester: pytest.Pytester, run_pytest: Callable[..., pytest.RunResult]
+) -> None:
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = run_pytest("--orb-clone", "sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --orb-clone: expected one of auto, always, never, got 'sometimes'"])
+    result = run_pytest("--orb-reuse=later")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --orb-reuse: expected *refresh*, got 'later'"])
+    result = run_pytest("--orb-reuse", "--orb-prefix", "pytest-")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --orb-reuse: the machine name prefix 'pytest-' overlaps*"])
+
+
+def test_reuse_keeps_the_base_refresh_rebuilds_and_a_changed_hook_makes_a_new_one(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    orbsim_machines: Callable[..., list[str]],
+    argv_log: Callable[[], ArgvLog],
+    hook_log: Path,
+    delete_bases: None,
+) -> None:
+    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1"))
+    pytester.makepyfile(test_suite=SUITE)
+
+    # run 1: builds pytest-base-<key> and keeps it
+    log = argv_log()
+    run_pytest("-n", "2", "--orb-reuse").assert_outcomes(passed=8)
+    (base,) = log.created()
+    assert base.startswith("pytest-base-")
+    assert orbsim_machines("pytest-base-") == [base]
+    assert base not in log.deleted()
+    assert_no_leftovers()
+
+    # run 2: reuses it, no create at all
+    log = argv_log()
+    result = run_pytest("-n", "2", "--orb-reuse")
+    result.assert_outcomes(passed=8)
+    assert log.created() == []
+    assert {source for source, _ in log.cloned()} == {base}
+    result.stdout.fnmatch_lines([f"*reusing base {base} *"])
+    assert _provisions(hook_log) == [base]  # still only the first run's provisioning
+    assert_no_leftovers()
+
+    # run 3: refresh deletes and rebuilds it, once for all workers
+    log = argv_log()
+    run_pytest("-n", "2", "--orb-reuse=refresh").assert_outcomes(passed=8)
+    assert log.created() == [base]
+    assert log.deleted().count(base) == 1
+    assert _provisions(hook_log) == [base, base]
+    assert orbsim_machines("pytest-base-") == [base]
+    assert_no_leftovers()
+
+    # run 4: a changed provision hook means another base (its source is part of the key)
+    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1") + "\n# changed\n")
+    log = argv_log()
+    run_pytest("-p", "no:xdist", "--orb-reuse").assert_outcomes(passed=8)
+    (new_base,) = log.created()
+    assert new_base.startswith("pytest-base-")
+    assert new_base != base
+    assert sorted(orbsim_machines("pytest-base-")) == sorted([base, new_base])
+    assert_no_leftovers()
+
+
+def test_failing_provision_hook_fails_the_tests_and_leaves_no_base(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    argv_log: Callable[[], ArgvLog],
+    mode: list[str],
+) -> None:
+    pytester.makeconftest(
+        "def pytest_orbstack_provision(machine, config):\n    raise RuntimeError('no network')\n"
+    )
+    pytester.makepyfile(
+        "import pytest\n\n"
+        "@pytest.mark.parametrize('i', range(4))\n"
+        "def test_it(orb_vm_fresh, i):\n    pass\n\n"
+        "def test_plain():\n    pass\n"
+    )
+    log = argv_log()
+    result = run_pytest(*mode)
+    result.assert_outcomes(passed=1, errors=4)
+    result.stdout.fnmatch_lines(["*could not be built*RuntimeError: no network*"])
+    (base,) = log.created()  # the other workers do not try again: they read the builder's failure
+    assert base in log.deleted()
+    assert log.cloned() == []
+    assert_no_leftovers()

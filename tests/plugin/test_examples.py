@@ -1,0 +1,63 @@
+"""The example suites in examples/: they pass on orbsim with xdist and leave nothing behind."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+FAILING = """
+def test_fails_on_purpose(orb_vm_fresh):
+    print("FAILING-MACHINE", orb_vm_fresh.name)
+    orb_vm_fresh.run("echo about to fail")
+    assert orb_vm_fresh.run("cat /etc/hostname").stdout == "not-this-name\\n"
+"""
+
+
+def _copy_examples(pytester: pytest.Pytester) -> Path:
+    target = pytester.path / "examples"
+    shutil.copytree(EXAMPLES, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def test_examples_pass_with_xdist(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    _copy_examples(pytester)
+    result = run_pytest("examples", "-n", "3")
+    result.assert_outcomes(passed=17)
+    assert_no_leftovers()
+
+
+def test_failing_example_shows_report_section_and_keep_failed_keeps_only_its_machine(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    orbsim_machines: Callable[..., list[str]],
+    orbsim_bin: str,
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    examples = _copy_examples(pytester)
+    (examples / "basic" / "test_failing.py").write_text(FAILING)
+    result = run_pytest("examples/basic", "-n", "2", "--orb-keep", "failed")
+    result.assert_outcomes(passed=5, failed=1)
+    name = next(line.split()[1] for line in result.stdout.lines if line.startswith("FAILING-MACHINE "))
+    result.stdout.fnmatch_lines(
+        [
+            f"*- orbstack machine {name} -*",
+            f"name:  {name}",
+            "last commands (2):",
+            "  $ sh -c 'echo about to fail'  -> exit 0 in *",
+            "  $ sh -c 'cat /etc/hostname'  -> exit 0 in *",
+        ]
+    )
+    result.stdout.fnmatch_lines([f"kept for debugging: {name}", f"delete them with: * delete -f {name}"])
+    assert orbsim_machines("pytest-test-") == [name]
+    subprocess.run([orbsim_bin, "delete", "-f", name], check=True, timeout=60)
+    assert_no_leftovers()

@@ -1,0 +1,262 @@
+"""provisioner.py against an in-memory fake orbctl client: create retries, adoption, delete, keep."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Optional
+
+import pytest
+
+from pytest_orbstack.errors import (
+    ImageNotFoundError,
+    MachineExistsError,
+    MachineNotFoundError,
+    MachineNotReadyError,
+    OrbctlTimeoutError,
+    TransientOrbctlError,
+)
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.provisioner import MachineSpec, Provisioner
+from pytest_orbstack.retry import RetryPolicy
+
+SPEC = MachineSpec("ubuntu:22.04")
+
+
+def _err(cls: type, op: str, name: str, text: str) -> Exception:
+    return cls(["orbctl", op, name], 1, "", text)
+
+
+class FakeOrb:
+    """Machines in a dict; ``create_faults``/``delete_faults``: what the next calls do instead."""
+
+    def __init__(self) -> None:
+        self.machines: dict[str, str] = {}
+        self.create_faults: list[str] = []
+        self.delete_faults: list[Exception] = []
+        self.calls: list[str] = []
+
+    def create(self, image: str, name: str, **kwargs: Any) -> None:
+        self.calls.append("create")
+        fault = self.create_faults.pop(0) if self.create_faults else None
+        if fault == "transient":
+            raise _err(TransientOrbctlError, "create", name, "download status: 502 Bad Gateway")
+        if fault == "transient-keep":
+            self.machines[name] = "running"
+            raise _err(TransientOrbctlError, "create", name, "setup: machine didn't start in 30s")
+        if fault == "hang-made":
+            self.machines[name] = "running"
+            raise OrbctlTimeoutError(["orbctl", "create", name], 3)
+        if fault == "hang-nothing":
+            raise OrbctlTimeoutError(["orbctl", "create", name], 3)
+        if fault == "hang-dead":
+            self.machines[name] = "stopped"
+            raise OrbctlTimeoutError(["orbctl", "create", name], 3)
+        if fault == "bad-image":
+            raise _err(ImageNotFoundError, "create", name, "image not found")
+        if name in self.machines:
+            raise _err(MachineExistsError, "create", name, "machine already exists")
+        self.machines[name] = "running"
+
+    def list(self) -> list[Any]:
+        self.calls.append("list")
+        return [SimpleNamespace(name=n, state=s) for n, s in sorted(self.machines.items())]
+
+    def info(self, name: str) -> Any:
+        if name not in self.machines:
+            raise _err(MachineNotFoundError, "info", name, f"machine not found: '{name}'")
+        state = self.machines[name]
+        return SimpleNamespace(
+            name=name, id="01ID", state=state, ip4="198.19.249.9" if state == "running" else None
+        )
+
+    def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
+        return SimpleNamespace(returncode=0, stdout="", stderr="", duration=0.01)
+
+    def delete(self, *names: str, force: bool = True) -> None:
+        self.calls.append("delete")
+        if self.delete_faults:
+            raise self.delete_faults.pop(0)
+        for name in names:
+            if name not in self.machines:
+                raise _err(MachineNotFoundError, "delete", name, f"machine not found: '{name}'")
+        for name in names:
+            del self.machines[name]
+
+    def start(self, name: str) -> None:
+        self.machines[name] = "running"
+
+    def clone(self, old: str, new: str) -> None:
+        self.machines[new] = "stopped"
+
+
+class Hooks:
+    def __init__(self, fail_provision: bool = False) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.fail_provision = fail_provision
+
+    def provision(self, machine: Machine) -> None:
+        self.events.append(("provision", machine.name))
+        if self.fail_provision:
+            raise RuntimeError("provisioning failed")
+
+    def ready(self, machine: Machine) -> None:
+        self.events.append(("ready", machine.name))
+
+    def teardown(self, machine: Machine) -> None:
+        self.events.append(("teardown", machine.name))
+
+
+def make(orb: FakeOrb, hooks: Optional[Hooks] = None, retries: int = 3) -> Provisioner:
+    return Provisioner(
+        orb,
+        run_id="abcd1234",
+        worker="gw0",
+        prefix="pytest-test-",
+        ready_timeout=1.0,
+        policy=RetryPolicy(retries=retries),
+        hooks=hooks or Hooks(),
+        sleep=lambda s: None,
+    )
+
+
+def test_obtain_runs_hooks_and_names_the_machine() -> None:
+    orb, hooks = FakeOrb(), Hooks()
+    machine = make(orb, hooks).obtain(SPEC)
+    assert machine.name.startswith("pytest-test-abcd1234-gw0-")
+    assert hooks.events == [("provision", machine.name), ("ready", machine.name)]
+    assert list(orb.machines) == [machine.name]
+
+
+def test_transient_create_failures_are_retried() -> None:
+    orb = FakeOrb()
+    orb.create_faults = ["transient", "transient"]
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    assert orb.calls.count("create") == 3
+    assert list(orb.machines) == [machine.name]
+    assert any("retrying create" in e for _, e in p.stats.take_events())
+
+
+def test_transient_failures_beyond_retries_raise() -> None:
+    orb = FakeOrb()
+    orb.create_faults = ["transient"] * 5
+    with pytest.raises(TransientOrbctlError):
+        make(orb, retries=2).obtain(SPEC)
+    assert orb.calls.count("create") == 3
+    assert orb.machines == {}
+
+
+def test_permanent_create_error_is_not_retried() -> None:
+    orb = FakeOrb()
+    orb.create_faults = ["bad-image"]
+    with pytest.raises(ImageNotFoundError):
+        make(orb).obtain(SPEC)
+    assert orb.calls.count("create") == 1
+
+
+@pytest.mark.parametrize("fault", ["hang-made", "transient-keep"])
+def test_failed_create_whose_machine_exists_is_adopted(fault: str) -> None:
+    orb = FakeOrb()
+    orb.create_faults = [fault]
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    assert orb.calls.count("create") == 1
+    assert list(orb.machines) == [machine.name]
+    assert any("adopting" in e for _, e in p.stats.take_events())
+
+
+def test_hung_create_that_left_nothing_is_retried_and_exists_error_means_adopt() -> None:
+    orb = FakeOrb()
+    orb.create_faults = ["hang-nothing"]
+    machine = make(orb).obtain(SPEC)
+    assert orb.calls.count("create") == 2
+    assert list(orb.machines) == [machine.name]
+
+
+def test_hung_create_whose_machine_never_gets_ready_is_deleted_and_retried() -> None:
+    orb = FakeOrb()
+    orb.create_faults = ["hang-dead"]
+    machine = make(orb).obtain(SPEC)
+    assert orb.calls.count("create") == 2
+    assert orb.calls.count("delete") == 1
+    assert orb.machines == {machine.name: "running"}
+
+
+def test_machine_exists_on_a_first_attempt_is_not_adopted() -> None:
+    orb = FakeOrb()
+    p = make(orb)
+    p.new_name = lambda: "pytest-test-taken"  # type: ignore[method-assign]
+    orb.machines["pytest-test-taken"] = "running"
+    with pytest.raises(MachineExistsError):
+        p.obtain(SPEC)
+
+
+def test_not_ready_after_a_normal_create_deletes_and_raises() -> None:
+    orb = FakeOrb()
+    orb.run = lambda *a, **k: SimpleNamespace(returncode=1)  # type: ignore[method-assign]
+    p = make(orb)
+    p.clock = iter(float(n) for n in range(1000)).__next__  # type: ignore[method-assign]
+    with pytest.raises(MachineNotReadyError):
+        p.obtain(SPEC)
+    assert orb.machines == {}
+
+
+def test_failing_provision_hook_deletes_the_machine() -> None:
+    orb = FakeOrb()
+    with pytest.raises(RuntimeError, match="provisioning failed"):
+        make(orb, Hooks(fail_provision=True)).obtain(SPEC)
+    assert orb.machines == {}
+
+
+def test_release_deletes_with_retries_and_is_idempotent() -> None:
+    orb, hooks = FakeOrb(), Hooks()
+    p = make(orb, hooks)
+    machine = p.obtain(SPEC)
+    orb.delete_faults = [_err(TransientOrbctlError, "delete", machine.name, "cannot transition")]
+    p.release(machine, keep=False)
+    assert orb.machines == {}
+    assert machine.deleted
+    assert hooks.events[-1] == ("teardown", machine.name)
+    p.release(machine, keep=False)
+    machine.delete()
+    assert p.stats.deleted == 1
+
+
+def test_delete_of_a_vanished_machine_counts_as_done() -> None:
+    orb = FakeOrb()
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    del orb.machines[machine.name]
+    p.release(machine, keep=False)
+    assert machine.deleted
+    assert p.stats.failed_deletes == {}
+
+
+def test_failed_delete_is_recorded_not_raised() -> None:
+    orb = FakeOrb()
+    p = make(orb, retries=1)
+    machine = p.obtain(SPEC)
+    orb.delete_faults = [_err(TransientOrbctlError, "delete", machine.name, "cannot transition")] * 2
+    p.release(machine, keep=False)
+    assert machine.name in p.stats.failed_deletes
+    assert list(orb.machines) == [machine.name]
+
+
+def test_keep_leaves_the_machine() -> None:
+    orb = FakeOrb()
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    p.release(machine, keep=True)
+    assert list(orb.machines) == [machine.name]
+    assert p.stats.kept == [machine.name]
+
+
+def test_clone_is_started_and_released_with_its_source() -> None:
+    orb = FakeOrb()
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    copy = machine.clone()
+    assert copy.name.startswith("pytest-test-abcd1234-gw0-")
+    assert orb.machines[copy.name] == "running"
+    p.release(machine, keep=False)
+    assert orb.machines == {}

@@ -1,0 +1,129 @@
+"""readiness.py against a scripted fake client and a fake clock (no sleeping)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Optional, Union
+
+import pytest
+
+from pytest_orbstack.errors import MachineNotFoundError, MachineNotReadyError, OrbctlTimeoutError
+from pytest_orbstack.readiness import Poll, wait_ready
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def info(state: str, ip4: Optional[str] = None) -> SimpleNamespace:
+    return SimpleNamespace(name="m1", state=state, ip4=ip4)
+
+
+@dataclass
+class FakeClient:
+    """Scripted answers: successive ``info`` results and ``run true`` exit codes (the last one repeats)."""
+
+    infos: list[Union[SimpleNamespace, Exception]]
+    probes: list[Union[int, Exception]] = field(default_factory=lambda: [0])
+    info_calls: int = 0
+    probe_calls: int = 0
+
+    def info(self, name: str) -> Any:
+        item = self.infos[min(self.info_calls, len(self.infos) - 1)]
+        self.info_calls += 1
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def run(
+        self, machine: str, command: list[str], *, timeout: Optional[float] = None, check: bool = True
+    ) -> Any:
+        assert command == ["true"]
+        assert check is False
+        assert timeout is not None
+        assert timeout > 0
+        item = self.probes[min(self.probe_calls, len(self.probes) - 1)]
+        self.probe_calls += 1
+        if isinstance(item, Exception):
+            raise item
+        return SimpleNamespace(returncode=item)
+
+
+def test_ready_at_once_without_sleeping() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("running", "198.19.249.2")])
+    result = wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
+    assert result.ip4 == "198.19.249.2"
+    assert clock.sleeps == []
+    assert client.probe_calls == 1
+
+
+def test_waits_for_running_and_address_with_growing_interval() -> None:
+    clock = FakeClock()
+    client = FakeClient(
+        [info("creating"), info("starting"), info("running"), info("running", "198.19.249.3")]
+    )
+    wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
+    assert client.info_calls == 4
+    assert client.probe_calls == 1  # no probe before an address
+    assert clock.sleeps == pytest.approx([0.05, 0.075, 0.1125])
+
+
+def test_interval_is_capped() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("starting")] * 30 + [info("running", "198.19.249.3")])
+    wait_ready(client, "m1", 60, clock=clock, sleep=clock.sleep, poll=Poll(initial=0.05, factor=2, cap=1.0))
+    assert max(clock.sleeps) == 1.0
+    assert clock.sleeps[:3] == [0.05, 0.1, 0.2]
+
+
+def test_probe_failure_keeps_polling() -> None:
+    clock = FakeClock()
+    timeout_error = OrbctlTimeoutError(["orbctl", "run", "-m", "m1", "true"], 5)
+    client = FakeClient([info("running", "198.19.249.3")], probes=[1, timeout_error, 0])
+    wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
+    assert client.probe_calls == 3
+
+
+def test_deadline_names_machine_time_and_last_state() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("starting")])
+    with pytest.raises(MachineNotReadyError) as excinfo:
+        wait_ready(client, "m1", 5, clock=clock, sleep=clock.sleep)
+    err = excinfo.value
+    assert err.machine == "m1"
+    assert err.last_state == "starting"
+    assert err.waited == pytest.approx(5.0)
+    assert "'m1'" in str(err)
+    assert "5.0s" in str(err)
+    assert "starting" in str(err)
+    assert clock.now == pytest.approx(105.0)  # never slept past the deadline
+
+
+def test_stopped_machine_fails_fast() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("starting"), info("stopped")])
+    with pytest.raises(MachineNotReadyError) as excinfo:
+        wait_ready(client, "m1", 100, clock=clock, sleep=clock.sleep)
+    assert excinfo.value.last_state == "stopped"
+    assert clock.now < 101
+
+
+def test_vanished_machine_fails_fast() -> None:
+    clock = FakeClock()
+    gone = MachineNotFoundError(["orbctl", "info", "m1"], 1, "", "[-32098] machine not found: 'm1'")
+    client = FakeClient([info("starting"), gone])
+    with pytest.raises(MachineNotReadyError) as excinfo:
+        wait_ready(client, "m1", 100, clock=clock, sleep=clock.sleep)
+    assert "vanished" in str(excinfo.value)
+    assert excinfo.value.last_state == "starting"
