@@ -49,8 +49,9 @@ def main() -> None:
                 subprocess.run(cmd, env=env, check=True, timeout=30)
                 steps["nsenter"].append(time.perf_counter() - t)
                 t = time.perf_counter()
-                subprocess.run([sys.executable, "-c", EXEC, str(mdir)], check=True, timeout=30,
-                               capture_output=True)
+                subprocess.run(
+                    [sys.executable, "-c", EXEC, str(mdir)], check=True, timeout=30, capture_output=True
+                )
                 steps["exec"].append(time.perf_counter() - t)
             t = time.perf_counter()
             engine.halt(mdir)

@@ -19,7 +19,7 @@ from typing import Any, Final, Optional
 
 import pytest
 
-from pytest_orbstack import naming
+from pytest_orbstack import bases, naming, ownership
 from pytest_orbstack.client import find_orbctl
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError
 from pytest_orbstack.machine import Machine
@@ -79,6 +79,12 @@ class OrbRuntime:
         self._problem: Optional[str] = None
         self._checked = False
         self._provisioner: Optional[Provisioner] = None
+        #: where the clone fast path keeps its locks (set by the first fixture that needs a machine)
+        self.lock_dir: Optional[Path] = None
+        #: the clone fast path's base machines, when it is on
+        self.bases: Optional[bases.BaseManager] = None
+        #: run-scoped bases that xdist workers built (reported to the controller)
+        self.worker_bases: set[str] = set()
 
     # --- orbctl ------------------------------------------------------------------------------
 
@@ -128,7 +134,41 @@ class OrbRuntime:
                     hooks=_BoundHooks(self.config),
                     stats=self.stats,
                 )
+                self._install_clone(self._provisioner)
             return self._provisioner
+
+    def _install_clone(self, provisioner: Provisioner) -> None:
+        """Switch to the clone fast path (``--orb-clone``) when OrbStack has ``orbctl clone``."""
+        settings = self.settings
+        if settings.clone == "never":
+            return
+        try:
+            version = self._client.version()
+        except (OrbstackError, AttributeError):
+            version = None  # cannot tell: try clone; an old OrbStack then fails with one line
+        hook = self.config.hook.pytest_orbstack_provision
+        lock_dir = self.lock_dir or Path(self.config.rootpath)
+        try:
+            self.bases = bases.install(
+                provisioner,
+                clone=settings.clone,
+                version=version,
+                reuse=settings.reuse,
+                lock_dir=lock_dir,
+                sources=lambda: bases.provision_sources(hook),
+                state_dir=ownership.state_dir(),
+                lock_timeout=bases.wait_seconds(
+                    settings.create_timeout, settings.ready_timeout, settings.retries
+                ),
+            )
+        except ValueError as exc:
+            self._provisioner = None
+            pytest.fail(f"--orb-clone always: {exc}", pytrace=False)
+
+    def run_bases(self) -> set[str]:
+        """Run-scoped base machines built by this process or reported by its xdist workers."""
+        built = set(self.bases.built) if self.bases is not None else set()
+        return built | self.worker_bases
 
     # --- machines ----------------------------------------------------------------------------
 
@@ -177,6 +217,16 @@ def get_runtime(config: pytest.Config) -> OrbRuntime:
     return config.stash[runtime_key]
 
 
+def _runtime(request: pytest.FixtureRequest) -> OrbRuntime:
+    """The runtime; remembers the directory of the run's locks (shared by its xdist workers)."""
+    runtime = get_runtime(request.config)
+    if runtime.lock_dir is None:
+        factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+        basetemp = factory.getbasetemp()
+        runtime.lock_dir = basetemp.parent if hasattr(request.config, "workerinput") else basetemp
+    return runtime
+
+
 def _test_spec(request: pytest.FixtureRequest, runtime: OrbRuntime) -> MachineSpec:
     try:
         overrides = marker_overrides(request.node)
@@ -192,7 +242,7 @@ def orb_client(request: pytest.FixtureRequest) -> Any:
     Errors with one line when OrbStack is missing or stopped.  Machines you
     create through it yourself are yours to delete.
     """
-    runtime = get_runtime(request.config)
+    runtime = _runtime(request)
     runtime.provisioner()
     return runtime.client()
 
@@ -206,7 +256,7 @@ def orb_vm(request: pytest.FixtureRequest) -> Iterator[Machine]:
     at the end of the session (see --orb-keep).  Tests share it: leave it as
     you found it, or use orb_vm_fresh.
     """
-    runtime = get_runtime(request.config)
+    runtime = _runtime(request)
     machine = runtime.obtain(runtime.settings.spec)
     yield machine
     runtime.release(machine)
@@ -219,7 +269,7 @@ def orb_vm_fresh(request: pytest.FixtureRequest) -> Iterator[Machine]:
     Its spec comes from @pytest.mark.orb(image=..., arch=..., user=...,
     user_data=...) on the test, then the --orb-* options.
     """
-    runtime = get_runtime(request.config)
+    runtime = _runtime(request)
     machine = runtime.obtain(_test_spec(request, runtime))
     yield machine
     runtime.release(machine)
@@ -233,7 +283,7 @@ def orb_machines(request: pytest.FixtureRequest) -> Iterator[MachineFactory]:
     the test's @pytest.mark.orb marker, then the --orb-* options.  Every
     machine is deleted when the test ends.
     """
-    runtime = get_runtime(request.config)
+    runtime = _runtime(request)
     runtime.provisioner()  # errors here, at setup, when OrbStack is unusable
     factory = MachineFactory(
         runtime.obtain, runtime.release, _test_spec(request, runtime), Path(str(request.node.path)).parent

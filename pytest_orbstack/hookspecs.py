@@ -22,6 +22,12 @@ def pytest_orbstack_provision(machine: Machine, config: pytest.Config) -> None:
     before :func:`pytest_orbstack_machine_ready`.  Every implementation runs.
     An exception fails the fixture that asked for the machine (the machine is
     deleted).
+
+    With the clone fast path (``--orb-clone``, on with OrbStack 2.0+) it runs
+    once per run and spec, on the base machine that every machine is then
+    cloned from; ``machine`` is that base.  The source code of the
+    implementations is part of the base's identity: with ``--orb-reuse``,
+    editing a hook builds a new base.
     """
 
 

@@ -15,7 +15,7 @@ from typing import Any, Final, Optional
 
 import pytest
 
-from pytest_orbstack import hookspecs, naming, ownership
+from pytest_orbstack import bases, hookspecs, naming, ownership
 from pytest_orbstack.client import OrbctlClient, Timeouts
 from pytest_orbstack.errors import OrbctlCommandError, OrbstackError
 from pytest_orbstack.fixtures import (
@@ -36,6 +36,8 @@ __all__ = ["orb_client", "orb_machines", "orb_vm", "orb_vm_fresh"]
 
 #: ``workerinput`` key of the run id the controller hands to xdist workers.
 RUN_ID_KEY: Final = "orbstack_run_id"
+#: ``workeroutput`` key of the run-scoped base machines a worker built (clone fast path).
+BASES_KEY: Final = "orbstack_bases"
 _lease_key: Final = pytest.StashKey[Optional[ownership.RunLease]]()
 
 
@@ -64,6 +66,7 @@ class XdistHooks:
         data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
         if data:
             self._runtime.stats.merge(data)
+        self._runtime.worker_bases.update(getattr(node, "workeroutput", {}).get(BASES_KEY, ()))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -142,11 +145,28 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except OrbstackError:
         orbctl = ""
     config.stash[_lease_key] = ownership.RunLease.acquire(runtime.run_id, runtime.settings.prefix, orbctl)
+    if runtime.settings.clone == "always":
+        _check_clone_always(runtime)
     if runtime.settings.no_purge:
         return
     client = _usable_client(runtime)
     if client is not None:
         _purge(runtime, client, own=False)
+
+
+def _check_clone_always(runtime: OrbRuntime) -> None:
+    """``--orb-clone always`` with an OrbStack that has no clone is a usage error (when we can tell)."""
+    client = _usable_client(runtime)
+    if client is None:
+        return
+    try:
+        version = client.version()
+    except (OrbstackError, AttributeError):
+        return
+    try:
+        bases.clone_decision("always", version)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--orb-clone always: {exc}") from None
 
 
 def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
@@ -159,10 +179,15 @@ def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
     except OrbctlCommandError as exc:
         runtime.stats.event(f"purge failed: {str(exc).splitlines()[0]}")
         return
-    runtime.stats.record_purged(result.deleted)
-    if result.deleted:
+    run_bases = runtime.run_bases() if own else set()
+    deleted = [name for name in result.deleted if name not in run_bases]
+    runtime.stats.record_purged(deleted)
+    if deleted:
         whose = "left by this run" if own else "of dead runs"
-        runtime.stats.event(f"purged {len(result.deleted)} machine(s) {whose}: {', '.join(result.deleted)}")
+        runtime.stats.event(f"purged {len(deleted)} machine(s) {whose}: {', '.join(deleted)}")
+    done = sorted(run_bases.intersection(result.deleted))
+    if done:  # the clone fast path's bases end with the run, as planned: not leftovers
+        runtime.stats.event(f"deleted base machine(s) {', '.join(done)}", verbose=True)
     for name in result.failed:
         runtime.stats.record_failed_delete(name, result.error or "delete failed")
 
@@ -193,6 +218,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if _is_worker(config):
         config.workeroutput[WORKEROUTPUT_KEY] = runtime.stats.to_dict()  # type: ignore[attr-defined]
+        config.workeroutput[BASES_KEY] = sorted(runtime.run_bases())  # type: ignore[attr-defined]
         return
     lease = config.stash.get(_lease_key, None)
     if lease is None:
@@ -211,7 +237,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 # --- reporting ---------------------------------------------------------------------------------
 
 
-def pytest_report_header(config: pytest.Config) -> Optional[str]:
+def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
     runtime = config.stash.get(runtime_key, None)
     if runtime is None:
         return None
@@ -220,16 +246,20 @@ def pytest_report_header(config: pytest.Config) -> Optional[str]:
     try:
         path, kind = runtime.orbctl()
     except OrbstackError:
-        return f"orbstack: orbctl not found (tests that need a machine will error), {where}"
+        return [f"orbstack: orbctl not found (tests that need a machine will error), {where}"]
     version = "version unknown"
+    note = None
     with contextlib.suppress(Exception):
-        version = f"version {runtime.client().version()}"
+        found = runtime.client().version()
+        version = f"version {found}"
+        note = bases.clone_decision(settings.clone, found)[1]
+    notes = [] if note is None else [f"orbstack: {note}"]
     if kind == "orbsim-fallback":
         kind_text = "orbsim (OrbStack double, used because no orbctl was found)"
-        return f"orbstack: {kind_text} {path}, {version}, {where}"
+        return [f"orbstack: {kind_text} {path}, {version}, {where}", *notes]
     if kind == "orbsim":
-        return f"orbstack: orbsim (OrbStack double) {path}, {version}, {where}"
-    return f"orbstack: orbctl {path}, {version}, {where}"
+        return [f"orbstack: orbsim (OrbStack double) {path}, {version}, {where}", *notes]
+    return [f"orbstack: orbctl {path}, {version}, {where}", *notes]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -284,8 +314,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     runtime = config.stash.get(runtime_key, None)
     if runtime is None or _is_worker(config):
         return
-    for _, line in runtime.stats.take_events():
-        terminalreporter.write_line(f"orbstack: {line}")
+    for verbose, line in runtime.stats.take_events():
+        if not verbose or config.option.verbose > 0:
+            terminalreporter.write_line(f"orbstack: {line}")
     if not runtime.stats.anything:
         return
     try:

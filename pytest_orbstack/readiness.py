@@ -51,6 +51,12 @@ class _ReadinessClient(Protocol):
     ) -> object: ...
 
 
+def _reports_ips(info: MachineInfo) -> bool:
+    """False for OrbStack 1.x's ``info`` (a bare record that never shows addresses): the probe decides."""
+    raw = getattr(info, "raw", None)
+    return not isinstance(raw, dict) or "record" in raw
+
+
 def _probe(client: _ReadinessClient, name: str, timeout: float) -> Optional[str]:
     """Run ``true`` in the machine; ``None`` on success, else why it failed."""
     try:
@@ -96,7 +102,7 @@ def wait_ready(
                 )
             if info.state != "running":
                 reason = f"state is {info.state}"
-            elif not info.ip4:
+            elif not info.ip4 and _reports_ips(info):
                 reason = "no IPv4 address yet"
             else:
                 failure = _probe(client, name, deadline - clock())

@@ -25,7 +25,7 @@ from typing import Any, Callable, Final, Optional
 
 import pytest
 
-from pytest_orbstack import commands
+from pytest_orbstack import bases, commands
 from pytest_orbstack.errors import InvalidSpecError
 from pytest_orbstack.naming import DEFAULT_PREFIX, validate_prefix
 from pytest_orbstack.provisioner import MachineSpec
@@ -81,6 +81,10 @@ class Settings:
     orbctl: Optional[str] = None
     #: do not purge machines of dead runs (``--orb-no-purge``)
     no_purge: bool = False
+    #: ``auto``, ``always`` or ``never``: clone machines from a provisioned base (``--orb-clone``)
+    clone: str = "auto"
+    #: ``off``, ``on`` or ``refresh``: keep provisioned bases across runs (``--orb-reuse``)
+    reuse: str = "off"
 
     @property
     def spec(self) -> MachineSpec:
@@ -170,6 +174,25 @@ def _orbctl(value: str, base: Path) -> str:
     return str(path)
 
 
+def _clone(value: str, base: Path) -> str:
+    if value not in bases.CLONE_CHOICES:
+        raise ValueError(f"expected one of {', '.join(bases.CLONE_CHOICES)}")
+    return value
+
+
+def _reuse(value: str, base: Path) -> str:
+    lowered = value.strip().lower()
+    if lowered == "refresh":
+        return "refresh"
+    try:
+        return "on" if _flag(lowered, base) else "off"
+    except ValueError:
+        raise ValueError(
+            "expected nothing, refresh, or true/false (put paths before a bare --orb-reuse, "
+            "or write --orb-reuse=on)"
+        ) from None
+
+
 def _flag(value: str, base: Path) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -189,6 +212,8 @@ class _Option:
     help: str
     metavar: Optional[str] = None
     is_flag: bool = False
+    #: the value of the bare flag when its value is optional (``--orb-reuse`` = ``on``)
+    const: Optional[str] = None
 
 
 _HELP_IMAGE: Final = f"image of machines, distro[:version] (default {DEFAULT_IMAGE})"
@@ -284,6 +309,27 @@ _OPTIONS: Final = (
         "do not delete leftover machines of dead runs (this run still deletes its own)",
         is_flag=True,
     ),
+    _Option(
+        "clone",
+        "--orb-clone",
+        "orb_clone",
+        ("PYTEST_ORBSTACK_CLONE",),
+        _clone,
+        "make machines by cloning one provisioned base machine per spec: auto (default: when OrbStack "
+        "has 'orbctl clone', 2.0+), always, or never (create every machine)",
+        "{auto,always,never}",
+    ),
+    _Option(
+        "reuse",
+        "--orb-reuse",
+        "orb_reuse",
+        ("PYTEST_ORBSTACK_REUSE",),
+        _reuse,
+        f"keep provisioned base machines ({bases.REUSE_PREFIX}<hash>) across runs; "
+        "--orb-reuse=refresh rebuilds them",
+        "refresh",
+        const="on",
+    ),
 )
 
 #: Environment variable names, for the docs and the help text.
@@ -301,6 +347,17 @@ def add_options(parser: pytest.Parser) -> None:
                 option.flag, action="store_true", default=None, dest=f"orb_{option.field}", help=text
             )
             parser.addini(option.ini, f"{option.help}.", type="bool", default=False)
+        elif option.const is not None:
+            group.addoption(
+                option.flag,
+                nargs="?",
+                const=option.const,
+                default=None,
+                dest=f"orb_{option.field}",
+                metavar=option.metavar,
+                help=text,
+            )
+            parser.addini(option.ini, f"{option.help}.", default="")
         else:
             group.addoption(
                 option.flag, default=None, dest=f"orb_{option.field}", metavar=option.metavar, help=text
@@ -332,6 +389,7 @@ def load_settings(config: pytest.Config, environ: Optional[Mapping[str, str]] = 
     """Resolve every setting (CLI > env > ini > default); :class:`pytest.UsageError` on a bad value."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for option in _OPTIONS:
         found = _raw(config, option, env)
         if found is None:
@@ -341,7 +399,12 @@ def load_settings(config: pytest.Config, environ: Optional[Mapping[str, str]] = 
             values[option.field] = option.parse(value, base)
         except ValueError as exc:
             raise pytest.UsageError(f"{source}: {exc}, got {value!r}") from None
-    return Settings(**values)
+        sources[option.field] = source
+    settings = Settings(**values)
+    conflict = bases.reuse_conflict(settings.prefix) if settings.reuse != "off" else None
+    if conflict is not None:
+        raise pytest.UsageError(f"{sources['reuse']}: {conflict}")
+    return settings
 
 
 class MarkerError(Exception):

@@ -22,7 +22,7 @@ import json, os
 def pytest_orbstack_provision(machine, config):
     with open(os.environ["HOOK_LOG"], "a") as f:
         f.write(json.dumps(["provision", machine.name]) + "\\n")
-    machine.write_text("/etc/provisioned", "{marker}", user="root")
+    machine.write_text("/etc/provisioned", "{marker}", user="root"){extra}
 """
 
 SUITE = """
@@ -122,7 +122,7 @@ def test_one_base_then_clones_and_the_base_is_deleted_at_the_end(
     mode: list[str],
     created_machines: Callable[[str], list[tuple[str, str]]],
 ) -> None:
-    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1"))
+    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1", extra=""))
     pytester.makepyfile(test_suite=SUITE)
     log = argv_log()
     result = run_pytest(*mode)
@@ -181,7 +181,7 @@ def test_clone_never_creates_every_machine(
     argv_log: Callable[[], ArgvLog],
     hook_log: Path,
 ) -> None:
-    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1"))
+    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1", extra=""))
     pytester.makepyfile(test_suite=SUITE)
     log = argv_log()
     result = run_pytest("-p", "no:xdist", "--orb-clone", "never")
@@ -251,7 +251,7 @@ def test_reuse_keeps_the_base_refresh_rebuilds_and_a_changed_hook_makes_a_new_on
     hook_log: Path,
     delete_bases: None,
 ) -> None:
-    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1"))
+    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1", extra=""))
     pytester.makepyfile(test_suite=SUITE)
 
     # run 1: builds pytest-base-<key> and keeps it
@@ -283,7 +283,7 @@ def test_reuse_keeps_the_base_refresh_rebuilds_and_a_changed_hook_makes_a_new_on
     assert_no_leftovers()
 
     # run 4: a changed provision hook means another base (its source is part of the key)
-    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1") + "\n# changed\n")
+    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1", extra="\n    machine.run('true')"))
     log = argv_log()
     run_pytest("-p", "no:xdist", "--orb-reuse").assert_outcomes(passed=8)
     (new_base,) = log.created()

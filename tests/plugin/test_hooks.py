@@ -60,7 +60,7 @@ def test_machine_hooks_run_in_order_on_every_machine(
                 assert m.read_text("/tmp/provisioned") == "yes"
         """
     )
-    result = run_pytest(*mode)
+    result = run_pytest(*mode, "--orb-clone", "never")  # cloning: see test_clone.py
     result.assert_outcomes(passed=3)
     events = _events(log)
     names = {name for _, name in events}

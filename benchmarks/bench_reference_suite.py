@@ -1,0 +1,299 @@
+"""Benchmark 1: a suite shaped like the original project's, run three ways on orbsim in one go.
+
+The suite: ``--tests`` tests (default 290) of a few ms of work each (one
+``run true`` in the machine + 3 ms); ``--fresh`` of them (default 24) need a
+fresh machine, the rest share the worker's machine.  Three ways:
+
+- **naive**: a fresh machine per test, made with ``orbctl create`` and polled
+  every 0.5 s, one process (no xdist).  Slow: by default only ``--naive-sample``
+  tests run and the wall time is scaled up to the whole suite (said so in the output);
+- **original**: the original project's approach: one session machine per xdist
+  worker (``-n 4``), creates serialised by a lock, readiness by 0.5 s polls;
+  fresh machines are created the same way;
+- **pytest-orbstack**: ``orb_vm`` / ``orb_vm_fresh`` with ``-n 4`` and the
+  clone fast path (``--orb-clone auto``).
+
+The lower bound is the issue's: one base create + one clone round (clone,
+start, IP) + test work / workers, each measured here on the same orbsim.
+
+Reproduce (about 3-6 minutes on a 2-core host):
+
+    /work/venv/bin/python benchmarks/bench_reference_suite.py
+
+orbsim runs with ``ORBSIM_PROFILE=orbstack ORBSIM_SCALE=0.1`` (create 1.2 s,
+clone 0.6 s, start 0.1 s, IP 0.1 s after start, delete 0.1 s).  Prints
+figures only; nothing here passes or fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import _support as s
+
+WORK = "0.003"  # seconds of pure-Python work per test, besides its one command in the machine
+
+TEST_SHARED = f"""
+import time
+
+def _work(machine):
+    assert machine.run(["true"]).returncode == 0
+    time.sleep({WORK})
+
+{{tests}}
+"""
+
+ORBSTACK_CONFTEST = """
+import pytest
+
+@pytest.fixture
+def machine(orb_vm):
+    return orb_vm
+
+@pytest.fixture
+def fresh_machine(orb_vm_fresh):
+    return orb_vm_fresh
+"""
+
+# The original project's approach, with plain orbctl calls (no pytest-orbstack).
+ORIGINAL_CONFTEST = """
+import json, os, secrets, subprocess, time
+
+import filelock
+import pytest
+
+ORBCTL = os.environ["ORBCTL"]
+SHARED_SCOPE = os.environ.get("BENCH_SHARED_SCOPE", "session")
+
+
+def orbctl(*args, check=True):
+    proc = subprocess.run([ORBCTL, *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"orbctl {args}: {proc.stderr}")
+    return proc
+
+
+class VM:
+    def __init__(self, name):
+        self.name = name
+
+    def run(self, argv):
+        return orbctl("run", "-m", self.name, *argv)
+
+
+def _create(tmp_path_factory):
+    name = "pytest-test-orig" + secrets.token_hex(4)
+    lock = filelock.FileLock(str(tmp_path_factory.getbasetemp().parent / "orig-create.lock"))
+    with lock:  # one create at a time across workers
+        orbctl("create", "ubuntu:22.04", name)
+    while True:  # readiness: poll every 0.5 s
+        info = json.loads(orbctl("info", name, "-f", "json").stdout)
+        if info.get("record", info).get("state") == "running" and info.get("ip4"):
+            break
+        time.sleep(0.5)
+    orbctl("run", "-m", name, "true")
+    return VM(name)
+
+
+@pytest.fixture(scope=SHARED_SCOPE)
+def machine(tmp_path_factory):
+    vm = _create(tmp_path_factory)
+    yield vm
+    orbctl("delete", "-f", vm.name)
+
+
+@pytest.fixture
+def fresh_machine(tmp_path_factory):
+    vm = _create(tmp_path_factory)
+    yield vm
+    orbctl("delete", "-f", vm.name)
+"""
+
+
+def write_suite(root: Path, tests: int, fresh: int, conftest: str) -> None:
+    root.mkdir(parents=True)
+    (root / "conftest.py").write_text(textwrap.dedent(conftest))
+    shared = tests - fresh
+    per_file = 10
+    for start in range(0, shared, per_file):
+        body = "\n".join(
+            f"def test_shared_{i}(machine):\n    _work(machine)\n"
+            for i in range(start, min(shared, start + per_file))
+        )
+        (root / f"test_shared_{start // per_file:03d}.py").write_text(TEST_SHARED.format(tests=body))
+    body = "\n".join(f"def test_fresh_{i}(fresh_machine):\n    _work(fresh_machine)\n" for i in range(fresh))
+    (root / "test_fresh.py").write_text(TEST_SHARED.format(tests=body))
+
+
+def run_variant(name: str, root: Path, env: dict[str, str], args: list[str]) -> dict[str, object]:
+    before = len(s.argv_log(env))
+    start = time.perf_counter()
+    with s.cleaned(env):
+        proc = _pytest(root, env, args)
+        wall = time.perf_counter() - start
+        return _row(name, env, before, wall, proc)
+
+
+def _pytest(root: Path, env: dict[str, str], args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+
+
+def _row(
+    name: str, env: dict[str, str], before: int, wall: float, proc: subprocess.CompletedProcess[str]
+) -> dict[str, object]:
+    counts = s.command_counts(env, before)
+    left = s.leftovers(env)  # the run's leftovers (deleted on leaving run_variant)
+    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
+    if proc.returncode != 0:
+        print(f"  {name}: pytest exited {proc.returncode}: {tail}\n{proc.stdout[-3000:]}", file=sys.stderr)
+    return {
+        "variant": name,
+        "wall": wall,
+        "creates": counts["create"],
+        "clones": counts["clone"],
+        "calls": sum(counts.values()),
+        "result": tail,
+        "leftovers": left,
+        "returncode": proc.returncode,
+    }
+
+
+def lower_bound_parts(env: dict[str, str], rounds: int) -> dict[str, float]:
+    """Measured: one create, one clone round (clone + start + IP visible), one ``run true``."""
+    with s.cleaned(env):
+        return _lower_bound_parts(env, rounds)
+
+
+def _lower_bound_parts(env: dict[str, str], rounds: int) -> dict[str, float]:
+    orb = s.orbsim()
+    create = s.timed([orb, "create", "ubuntu:22.04", "pytest-test-lb-base"], env)
+    s.orb(env, "stop", "pytest-test-lb-base")
+    start = time.perf_counter()
+    s.orb(env, "clone", "pytest-test-lb-base", "pytest-test-lb-clone")
+    s.orb(env, "start", "pytest-test-lb-clone")
+    while not json.loads(s.orb(env, "timeline", "pytest-test-lb-clone"))[0]["ip_visible"]:
+        time.sleep(0.01)
+    clone_round = time.perf_counter() - start
+    runs = [s.timed([orb, "run", "-m", "pytest-test-lb-clone", "true"], env) for _ in range(rounds)]
+    s.clean(env)
+    return {"create": create, "clone_round": clone_round, "run": s.median(runs)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=290)
+    parser.add_argument("--fresh", type=int, default=24)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--naive-sample", type=int, default=29, help="tests the naive way runs (0 = all)")
+    parser.add_argument("--scale", default="0.1")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=("naive", "original", "pytest-orbstack")
+    )
+    opts = parser.parse_args()
+    n = opts.workers
+    print(
+        f"reference suite: {opts.tests} tests ({opts.fresh} need a fresh machine), -n {n}, "
+        f"orbsim profile orbstack x{opts.scale}; {s.stamp()}; {s.load()} at start"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-ref-") as tmp:
+        base = Path(tmp)
+        lb_env = s.orbsim_env(base / "lb", profile="orbstack", scale=opts.scale)
+        parts = lower_bound_parts(lb_env, 10)
+        work = float(WORK) + parts["run"]
+        lower = parts["create"] + parts["clone_round"] + opts.tests * work / n
+        variants = [
+            (
+                "pytest-orbstack",
+                ORBSTACK_CONFTEST,
+                ["-n", str(n), "--orb-clone", "auto"],
+                opts.tests,
+                opts.fresh,
+                {},
+            ),
+            ("original", ORIGINAL_CONFTEST, ["-n", str(n), "-p", "no:orbstack"], opts.tests, opts.fresh, {}),
+        ]
+        sample = opts.naive_sample or opts.tests
+        naive_fresh = max(1, round(opts.fresh * sample / opts.tests))
+        variants.append(
+            (
+                "naive",
+                ORIGINAL_CONFTEST,
+                ["-p", "no:xdist", "-p", "no:orbstack"],
+                sample,
+                naive_fresh,
+                {"BENCH_SHARED_SCOPE": "function"},
+            )
+        )
+        for name, conftest, args, tests, fresh, extra in variants:
+            if name in opts.skip:
+                continue
+            root = base / name / "suite"
+            write_suite(root, tests, fresh, conftest)
+            env = {**s.orbsim_env(base / name, profile="orbstack", scale=opts.scale), **extra}
+            row = run_variant(name, root, env, args)
+            row["tests"] = tests
+            if tests != opts.tests:
+                row["wall_measured"] = row["wall"]
+                row["wall"] = float(row["wall"]) * opts.tests / tests  # type: ignore[arg-type]
+            rows.append(row)
+            print(f"  {name}: {row['wall']:.1f}s ({row['result']})", flush=True)
+    print(f"{s.load()} at end")
+    print()
+    print(
+        f"lower bound = create {parts['create']:.2f}s + clone round {parts['clone_round']:.2f}s + "
+        f"{opts.tests} x ({parts['run']:.3f}s run + {WORK}s work) / {n} = {lower:.1f}s"
+    )
+    print()
+    print("| way | wall time | creates | clones | orbctl calls | x lower bound | x original |")
+    print("|---|---|---|---|---|---|---|")
+    original = next((float(r["wall"]) for r in rows if r["variant"] == "original"), None)  # type: ignore[arg-type]
+    for row in rows:
+        wall = float(row["wall"])  # type: ignore[arg-type]
+        note = ""
+        if "wall_measured" in row:
+            k = opts.tests / int(row["tests"])  # type: ignore[call-overload]
+            note = f" (measured {row['wall_measured']:.1f}s on {row['tests']} tests, x{k:.1f})"
+            row["creates"] = f"{row['creates']} (x{k:.0f} = ~{int(row['creates'] * k)})"  # type: ignore[operator]
+            row["calls"] = f"{row['calls']} (x{k:.0f} = ~{int(row['calls'] * k)})"  # type: ignore[operator]
+        vs_orig = f"{wall / original:.2f}x" if original else "-"
+        print(
+            f"| {row['variant']} | {wall:.1f}s{note} | {row['creates']} | {row['clones']} | {row['calls']} "
+            f"| {wall / lower:.2f}x | {vs_orig} |"
+        )
+    print()
+    ours = next((float(r["wall"]) for r in rows if r["variant"] == "pytest-orbstack"), None)  # type: ignore[arg-type]
+    if ours is not None:
+        print(
+            "targets: pytest-orbstack vs original "
+            + (s.fmt_ratio(ours / original, 0.2) if original else "-")
+            + "; vs lower bound "
+            + s.fmt_ratio(ours / lower, 1.2)
+        )
+    bad = [r for r in rows if r["leftovers"] or r["returncode"] != 0]
+    for r in bad:
+        print(f"PROBLEM in {r['variant']}: exit {r['returncode']}, leftovers {r['leftovers']}")
+    print(
+        f"reproduce: {sys.executable} benchmarks/bench_reference_suite.py --tests {opts.tests} "
+        f"--fresh {opts.fresh} --workers {n} --naive-sample {opts.naive_sample} --scale {opts.scale}"
+    )
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

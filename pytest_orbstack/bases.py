@@ -1,0 +1,478 @@
+"""The clone fast path: one provisioned base machine per spec, cloned for every machine a test gets.
+
+``orbctl create`` takes 10-20 s (minutes on first use of an image) while
+``orbctl clone`` of a prepared machine takes seconds (OrbStack 2.0+).  So for
+each distinct *base key* -- image, arch, user, the cloud-init user-data (its
+content) and the registered ``pytest_orbstack_provision`` implementations
+(their source code) -- a run creates ONE base machine, runs the provision
+hooks on it once, and stops it; every ``orb_vm``, ``orb_vm_fresh`` and
+``orb_machines.create`` is then ``orbctl clone`` of the base + ``start`` +
+readiness.
+
+Only one process of a run builds a base: the builder holds a
+``filelock.FileLock`` named by the key under
+``tmp_path_factory.getbasetemp().parent`` (the directory xdist workers of one
+run share) and leaves a small JSON record next to it; the others wait for the
+lock and read the record.  The record names the run, so a stale record of an
+earlier run (without xdist that directory is shared between runs) is ignored.
+
+Base names:
+
+- run-scoped (default): an ordinary machine name of the run,
+  ``<prefix><run id>-<worker>-<token>``, so the run's final purge deletes it
+  and a crashed run's base is purged like any other orphan;
+- reused (``--orb-reuse``): ``pytest-base-<key>``, outside the purge prefix, kept
+  across runs; its key covers the provision hooks' source, so changing a hook
+  builds a new base.  Builds of reused bases also hold a lock in the state
+  directory, so concurrent runs never build the same base twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Final, Optional
+
+import filelock
+
+from pytest_orbstack import commands
+from pytest_orbstack.errors import (
+    MachineNotFoundError,
+    OrbctlCommandError,
+    OrbctlTimeoutError,
+    OrbstackError,
+)
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.models import OrbVersion
+from pytest_orbstack.provisioner import CreateSource, Made
+from pytest_orbstack.readiness import wait_ready
+from pytest_orbstack.retry import call_with_retry
+
+if TYPE_CHECKING:
+    from pytest_orbstack.provisioner import MachineSpec, Provisioner
+
+__all__ = [
+    "CLONE_CHOICES",
+    "REUSE_CHOICES",
+    "REUSE_PREFIX",
+    "BaseBuildError",
+    "BaseManager",
+    "CloneSource",
+    "base_key",
+    "clone_decision",
+    "hook_sources",
+    "reuse_conflict",
+    "install",
+    "provision_sources",
+    "reused_base_name",
+    "wait_seconds",
+]
+
+#: ``--orb-clone`` values: ``auto`` clones when OrbStack has ``orbctl clone`` (2.0+).
+CLONE_CHOICES: Final = ("auto", "always", "never")
+#: ``--orb-reuse`` values: ``off`` (default), ``on`` (``--orb-reuse``), ``refresh``.
+REUSE_CHOICES: Final = ("off", "on", "refresh")
+#: Name prefix of bases kept across runs (``--orb-reuse``); never a purge prefix.
+REUSE_PREFIX: Final = "pytest-base-"
+#: The first OrbStack with ``orbctl clone``.
+CLONE_SINCE: Final = commands.CLONE_SINCE
+#: Length of the hex key in file and machine names.
+_KEY_CHARS: Final = 16
+
+
+class BaseBuildError(OrbstackError):
+    """The base machine of a spec could not be built (or another worker failed to build it)."""
+
+    def __init__(self, spec: MachineSpec, name: str, reason: str, worker: str = "", hint: str = "") -> None:
+        self.spec = spec
+        self.name = name
+        self.reason = reason
+        self.worker = worker
+        by = f" by {worker}" if worker else ""
+        tail = f" ({hint})" if hint else ""
+        super().__init__(
+            f"the base machine {name} ({spec.describe()}) could not be built{by}: {reason}{tail}"
+        )
+
+
+# --- what a base is: its key ---------------------------------------------------------------------
+
+
+def _source_of(function: Callable[..., object]) -> str:
+    """The source code of a hook implementation, or failing that its compiled code."""
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        code = getattr(function, "__code__", None)
+        return code.co_code.hex() if code is not None else repr(function)
+
+
+def hook_sources(hookimpls: Iterable[Any]) -> list[str]:
+    """One text per ``pytest_orbstack_provision`` implementation: where it lives and its source.
+
+    ``hookimpls`` are pluggy ``HookImpl`` objects (``config.hook.pytest_orbstack_provision.get_hookimpls()``),
+    given in call order, which is part of what a base is.
+    """
+    texts = []
+    for impl in hookimpls:
+        function = impl.function
+        where = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', '?')}"
+        texts.append(f"{where}\n{_source_of(function)}")
+    return texts
+
+
+def _file_digest(path: Optional[str]) -> Optional[str]:
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:  # validated earlier; a file removed since then still gets a distinct key
+        return f"unreadable: {exc.strerror}"
+
+
+def base_key(spec: MachineSpec, sources: Sequence[str]) -> str:
+    """The hex key of the base for ``spec`` provisioned by hooks with ``sources``."""
+    payload = {
+        "image": spec.image,
+        "arch": spec.arch,
+        "user": spec.user,
+        "user_data": _file_digest(spec.user_data),
+        "provision": list(sources),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_KEY_CHARS]
+
+
+def reused_base_name(key: str) -> str:
+    """The name of the base kept across runs (``--orb-reuse``) for ``key``."""
+    return f"{REUSE_PREFIX}{key}"
+
+
+def reuse_conflict(prefix: str) -> Optional[str]:
+    """Why ``--orb-reuse`` cannot be used with machine name ``prefix`` (the purge would delete bases)."""
+    if REUSE_PREFIX.startswith(prefix) or prefix.startswith(REUSE_PREFIX):
+        return (
+            f"the machine name prefix {prefix!r} overlaps the names of reused bases ({REUSE_PREFIX}...), "
+            "which the purge would then delete; use a prefix such as 'pytest-test-'"
+        )
+    return None
+
+
+def clone_decision(mode: str, version: Optional[OrbVersion]) -> tuple[bool, Optional[str]]:
+    """(clone?, note) for ``--orb-clone mode`` with OrbStack ``version`` (``None``: unknown).
+
+    ``note`` is the one header line that explains a fallback to ``create``.
+    ``always`` with a version known to be too old raises :class:`ValueError`
+    (the caller turns it into a usage error).
+    """
+    if mode == "never":
+        return False, None
+    if version is not None and version < CLONE_SINCE:
+        if mode == "always":
+            raise ValueError(
+                f"OrbStack {version} has no 'orbctl clone' (needs {CLONE_SINCE}+); "
+                "update OrbStack or use --orb-clone auto"
+            )
+        return False, (
+            f"OrbStack {version} has no 'orbctl clone' ({CLONE_SINCE}+): every machine is created "
+            "with 'orbctl create' (slower)"
+        )
+    return True, None
+
+
+# --- the records the builder leaves for the other workers ----------------------------------------
+
+
+@dataclass(frozen=True)
+class _Record:
+    run_id: str
+    key: str
+    name: str
+    worker: str
+    error: Optional[str] = None
+    reused: bool = False
+
+    def dump(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def load(cls, path: Path) -> Optional[_Record]:
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                run_id=str(data["run_id"]),
+                key=str(data["key"]),
+                name=str(data["name"]),
+                worker=str(data["worker"]),
+                error=None if data.get("error") is None else str(data["error"]),
+                reused=bool(data.get("reused", False)),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --- building and cloning ------------------------------------------------------------------------
+
+
+class BaseManager:
+    """Builds (or finds) the base of each key, once per run, and remembers it in this process."""
+
+    def __init__(
+        self,
+        provisioner: Provisioner,
+        *,
+        lock_dir: Path,
+        sources: Callable[[], Sequence[str]],
+        reuse: str = "off",
+        state_dir: Optional[Path] = None,
+        lock_timeout: float = 1800.0,
+    ) -> None:
+        if reuse not in REUSE_CHOICES:
+            raise ValueError(f"reuse must be one of {', '.join(REUSE_CHOICES)}, got {reuse!r}")
+        self._p = provisioner
+        self._lock_dir = lock_dir
+        self._sources = sources
+        self.reuse = reuse
+        self._state_dir = state_dir
+        self._lock_timeout = lock_timeout
+        self._guard = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+        #: key -> base name, for bases ready in this process
+        self._known: dict[str, str] = {}
+        #: run-scoped bases this process built (the controller reports their deletion)
+        self.built: list[str] = []
+        self._source_texts: Optional[tuple[str, ...]] = None
+
+    def key(self, spec: MachineSpec) -> str:
+        with self._guard:
+            if self._source_texts is None:  # hooks are registered before any machine is made
+                self._source_texts = tuple(self._sources())
+            texts = self._source_texts
+        return base_key(spec, texts)
+
+    def base_for(self, spec: MachineSpec) -> str:
+        """The name of the stopped, provisioned base for ``spec``; builds it if this run has none yet."""
+        key = self.key(spec)
+        with self._guard:
+            known = self._known.get(key)
+            if known is not None:
+                return known
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # threads of one process (create_many) wait for one build
+            with self._guard:
+                if key in self._known:
+                    return self._known[key]
+            name = self._obtain_shared(spec, key)
+            with self._guard:
+                self._known[key] = name
+            return name
+
+    # --- across processes --------------------------------------------------------------------
+
+    def _obtain_shared(self, spec: MachineSpec, key: str) -> str:
+        p = self._p
+        self._lock_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"orbstack-base-{key}-{p.run_id}"
+        record_path = self._lock_dir / f"{stem}.json"
+        lock = filelock.FileLock(str(self._lock_dir / f"{stem}.lock"), timeout=self._lock_timeout)
+        start = p.clock()
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise BaseBuildError(
+                spec,
+                f"for key {key}",
+                f"waited {self._lock_timeout:g}s for another worker to build it (lock {lock.lock_file})",
+            ) from None
+        try:
+            record = _Record.load(record_path)
+            if record is not None and record.run_id == p.run_id:
+                if record.error is not None:
+                    raise BaseBuildError(spec, record.name, record.error, record.worker)
+                waited = p.clock() - start
+                if waited >= 1.0:
+                    p.stats.event(f"waited {waited:.1f}s for base {record.name} built by {record.worker}")
+                return record.name
+            reused = self.reuse != "off"
+            try:
+                name = self._obtain_reused(spec, key) if reused else self._build(spec, p.new_name())
+            except BaseBuildError as exc:
+                _write_atomic(record_path, _Record(p.run_id, key, exc.name, p.worker, exc.reason).dump())
+                raise
+            if not reused:
+                with self._guard:
+                    self.built.append(name)
+            _write_atomic(record_path, _Record(p.run_id, key, name, p.worker, reused=reused).dump())
+            return name
+        finally:
+            lock.release()
+
+    def _obtain_reused(self, spec: MachineSpec, key: str) -> str:
+        """The base kept across runs: found, or (re)built under a lock in the state directory."""
+        name = reused_base_name(key)
+        directory = self._state_dir if self._state_dir is not None else self._lock_dir
+        directory = directory / "bases"
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(directory / f"{key}.lock"), timeout=self._lock_timeout)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise BaseBuildError(
+                spec,
+                name,
+                f"waited {self._lock_timeout:g}s for another run to build it (lock {lock.lock_file})",
+            ) from None
+        try:
+            state = self._state_of(spec, name)
+            if state is not None and self.reuse == "on" and state in ("stopped", "running"):
+                self._p.stats.event(f"reusing base {name} ({spec.describe()})")
+                return name
+            if state is not None:
+                why = "--orb-reuse=refresh" if self.reuse == "refresh" else f"it is {state}"
+                self._p.stats.event(f"rebuilding base {name} ({why})")
+                self._p.delete_name(name)
+            return self._build(spec, name)
+        finally:
+            lock.release()
+
+    def _state_of(self, spec: MachineSpec, name: str) -> Optional[str]:
+        try:
+            for info in self._p.client.list():
+                if info.name == name:
+                    return str(info.state)
+        except OrbctlCommandError as exc:
+            raise BaseBuildError(spec, name, f"orbctl list failed: {_first_line(exc)}") from None
+        return None
+
+    # --- the build ---------------------------------------------------------------------------
+
+    def _build(self, spec: MachineSpec, name: str) -> str:
+        """Create ``name``, run the provision hooks on it, stop it.  Deleted again on any failure."""
+        p = self._p
+        start = p.clock()
+        try:
+            made = CreateSource(p).make(spec, name)
+        except OrbstackError as exc:
+            raise BaseBuildError(spec, name, f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        machine = Machine(p, name, spec, made.info)
+        try:
+            p.hooks.provision(machine)
+            p.client.stop(name)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                p.delete_name(name)
+            if isinstance(exc, Exception):
+                raise BaseBuildError(spec, name, f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            raise
+        p.stats.event(
+            f"built base {name} ({spec.describe()}) in {p.clock() - start:.1f}s: "
+            "provisioned and stopped; machines are clones of it"
+        )
+        return name
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _retry(p: Provisioner, what: str, func: Callable[[], object]) -> None:
+    """``func`` with the run's retry policy; each retry is a progress line."""
+
+    def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
+        p.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {_first_line(exc)}")
+
+    call_with_retry(func, p.policy, sleep=p.sleep, on_retry=on_retry)
+
+
+class CloneSource:
+    """A :class:`~pytest_orbstack.provisioner.MachineSource`: ``orbctl clone`` of the spec's base + start.
+
+    A clone that fails or times out is deleted; transient failures of clone and
+    start are retried like create's.  The machine is handed out already
+    provisioned (the hooks ran on the base); the ready hook still runs on it.
+    """
+
+    def __init__(self, provisioner: Provisioner, bases: BaseManager) -> None:
+        self._p = provisioner
+        self.bases = bases
+
+    def make(self, spec: MachineSpec, name: str) -> Made:
+        p = self._p
+        base = self.bases.base_for(spec)
+        start = p.clock()
+        try:
+            _retry(p, f"clone of {base} as {name}", lambda: p.client.clone(base, name))
+        except OrbctlTimeoutError:
+            p.delete_name(name)  # a killed clone may have left the copy behind
+            raise
+        except MachineNotFoundError as exc:
+            raise BaseBuildError(
+                spec,
+                base,
+                f"it vanished ({_first_line(exc)}); was it deleted by hand?",
+                hint="--orb-clone never creates every machine instead",
+            ) from exc
+        cloned = p.clock()
+        try:
+            _retry(p, f"start of {name}", lambda: p.client.start(name))
+            info = wait_ready(p.client, name, p.ready_timeout, clock=p.clock, sleep=p.sleep)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                p.delete_name(name)
+            raise
+        return Made(info, cloned - start, p.clock() - cloned, provisioned=True)
+
+
+def provision_sources(hook_caller: Any) -> list[str]:
+    """:func:`hook_sources` of the implementations registered on ``config.hook.pytest_orbstack_provision``."""
+    return hook_sources(hook_caller.get_hookimpls())
+
+
+def install(
+    provisioner: Provisioner,
+    *,
+    clone: str,
+    version: Optional[OrbVersion],
+    reuse: str,
+    lock_dir: Path,
+    sources: Callable[[], Sequence[str]],
+    state_dir: Optional[Path] = None,
+    lock_timeout: float = 1800.0,
+) -> Optional[BaseManager]:
+    """Switch ``provisioner`` to cloning (when :func:`clone_decision` says so); the manager, or ``None``.
+
+    Raises :class:`ValueError` for ``clone="always"`` with an OrbStack without clone.
+    """
+    on, _ = clone_decision(clone, version)
+    if not on:
+        return None
+    manager = BaseManager(
+        provisioner,
+        lock_dir=lock_dir,
+        sources=sources,
+        reuse=reuse,
+        state_dir=state_dir,
+        lock_timeout=lock_timeout,
+    )
+    provisioner.source = CloneSource(provisioner, manager)
+    return manager
+
+
+def wait_seconds(create_timeout: Optional[float], ready_timeout: float, retries: int) -> float:
+    """How long a worker waits for another one's build: every attempt of create + readiness, + slack."""
+    per_attempt = (create_timeout if create_timeout is not None else 600.0) + ready_timeout
+    return per_attempt * (retries + 1) + 300.0

@@ -1,0 +1,426 @@
+"""bases.py against an in-memory fake orbctl: keys, one build per key, clones, records, reuse."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional
+
+import pytest
+
+from pytest_orbstack.bases import (
+    BaseBuildError,
+    BaseManager,
+    CloneSource,
+    base_key,
+    clone_decision,
+    hook_sources,
+    install,
+    provision_sources,
+    reuse_conflict,
+    reused_base_name,
+)
+from pytest_orbstack.errors import MachineExistsError, MachineNotFoundError, TransientOrbctlError
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.models import OrbVersion
+from pytest_orbstack.provisioner import MachineSpec, Provisioner
+from pytest_orbstack.retry import RetryPolicy
+
+SPEC = MachineSpec("ubuntu:22.04")
+RUN = "abcd1234"
+
+
+def _err(cls: type, op: str, name: str, text: str) -> Exception:
+    return cls(["orbctl", op, name], 1, "", text)
+
+
+class FakeOrb:
+    """Machines in a dict (name -> state); every call is recorded as (op, first name)."""
+
+    def __init__(self) -> None:
+        self.machines: dict[str, str] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.clone_faults: list[Exception] = []
+        self._lock = threading.Lock()
+
+    def _call(self, op: str, name: str) -> None:
+        with self._lock:
+            self.calls.append((op, name))
+
+    def ops(self, op: str) -> list[str]:
+        return [name for o, name in self.calls if o == op]
+
+    def create(self, image: str, name: str, **kwargs: Any) -> None:
+        self._call("create", name)
+        if name in self.machines:
+            raise _err(MachineExistsError, "create", name, "machine already exists")
+        self.machines[name] = "running"
+
+    def list(self) -> list[Any]:
+        self._call("list", "")
+        return [SimpleNamespace(name=n, state=s) for n, s in sorted(self.machines.items())]
+
+    def info(self, name: str) -> Any:
+        if name not in self.machines:
+            raise _err(MachineNotFoundError, "info", name, f"machine not found: '{name}'")
+        state = self.machines[name]
+        return SimpleNamespace(
+            name=name, id="01ID", state=state, ip4="198.19.249.9" if state == "running" else None
+        )
+
+    def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
+        return SimpleNamespace(returncode=0, stdout="", stderr="", duration=0.01)
+
+    def delete(self, *names: str, force: bool = True) -> None:
+        self._call("delete", names[0])
+        for name in names:
+            if name not in self.machines:
+                raise _err(MachineNotFoundError, "delete", name, f"machine not found: '{name}'")
+        for name in names:
+            del self.machines[name]
+
+    def start(self, name: str) -> None:
+        self._call("start", name)
+        self.machines[name] = "running"
+
+    def stop(self, name: str, force: bool = False) -> None:
+        self._call("stop", name)
+        self.machines[name] = "stopped"
+
+    def clone(self, old: str, new: str) -> None:
+        self._call("clone", new)
+        if self.clone_faults:
+            raise self.clone_faults.pop(0)
+        if old not in self.machines:
+            raise _err(MachineNotFoundError, "clone", old, f"machine not found: '{old}'")
+        self.machines[new] = "stopped"
+
+
+class Hooks:
+    def __init__(self, fail_provision: bool = False) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.fail_provision = fail_provision
+
+    def provision(self, machine: Machine) -> None:
+        self.events.append(("provision", machine.name))
+        if self.fail_provision:
+            raise RuntimeError("provisioning failed")
+
+    def ready(self, machine: Machine) -> None:
+        self.events.append(("ready", machine.name))
+
+    def teardown(self, machine: Machine) -> None:
+        self.events.append(("teardown", machine.name))
+
+
+def worker(
+    orb: FakeOrb,
+    lock_dir: Path,
+    *,
+    name: str = "gw0",
+    hooks: Optional[Hooks] = None,
+    reuse: str = "off",
+    run_id: str = RUN,
+    sources: tuple[str, ...] = ("def hook(): pass",),
+) -> Provisioner:
+    """A provisioner of one (simulated) worker with the clone fast path installed."""
+    p = Provisioner(
+        orb,
+        run_id=run_id,
+        worker=name,
+        prefix="pytest-test-",
+        ready_timeout=1.0,
+        policy=RetryPolicy(retries=2),
+        hooks=hooks or Hooks(),
+        sleep=lambda s: None,
+    )
+    manager = install(
+        p,
+        clone="auto",
+        version=OrbVersion(2, 0, 4),
+        reuse=reuse,
+        lock_dir=lock_dir,
+        sources=lambda: sources,
+        state_dir=lock_dir / "state",
+    )
+    assert isinstance(p.source, CloneSource)
+    assert manager is p.source.bases
+    return p
+
+
+def built(p: Provisioner) -> list[str]:
+    assert isinstance(p.source, CloneSource)
+    return p.source.bases.built
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def test_key_is_stable_and_covers_every_part_of_the_spec(tmp_path: Path) -> None:
+    data = tmp_path / "cloud.yaml"
+    data.write_text("#cloud-config\n")
+    key = base_key(SPEC, ["a"])
+    assert key == base_key(MachineSpec("ubuntu:22.04"), ["a"])
+    assert len(key) == 16
+    others = {
+        base_key(MachineSpec("debian:12"), ["a"]),
+        base_key(MachineSpec("ubuntu:22.04", arch="arm64"), ["a"]),
+        base_key(MachineSpec("ubuntu:22.04", user="builder"), ["a"]),
+        base_key(MachineSpec("ubuntu:22.04", user_data=str(data)), ["a"]),
+        base_key(SPEC, ["b"]),
+        base_key(SPEC, []),
+        base_key(SPEC, ["a", "b"]),
+    }
+    assert key not in others
+    assert len(others) == 7
+
+
+def test_key_follows_the_user_data_content_not_its_path(tmp_path: Path) -> None:
+    data = tmp_path / "cloud.yaml"
+    data.write_text("#cloud-config\npackages: [curl]\n")
+    spec = MachineSpec("ubuntu:22.04", user_data=str(data))
+    before = base_key(spec, [])
+    data.write_text("#cloud-config\npackages: [git]\n")
+    assert base_key(spec, []) != before
+
+
+def _impl_one(machine: Any, config: Any) -> None:
+    machine.run("true")
+
+
+def _impl_two(machine: Any, config: Any) -> None:
+    machine.run("false")
+
+
+def test_hook_sources_hold_the_location_and_the_source_code() -> None:
+    texts = hook_sources([SimpleNamespace(function=_impl_one), SimpleNamespace(function=_impl_two)])
+    assert texts[0].startswith(f"{__name__}._impl_one\n")
+    assert 'machine.run("true")' in texts[0]
+    assert 'machine.run("false")' in texts[1]
+    # a function without source (made by exec) still gets a text from its code
+    namespace: dict[str, Any] = {"__name__": "generated"}
+    exec("def made(machine, config):\n    return 1\n", namespace)
+    made = namespace["made"]
+    (text,) = hook_sources([SimpleNamespace(function=made)])
+    assert text == f"generated.made\n{made.__code__.co_code.hex()}"
+
+
+# --- decisions -------------------------------------------------------------------------------------
+
+
+def test_clone_decision() -> None:
+    v1, v2 = OrbVersion(1, 9, 2), OrbVersion(2, 0, 4)
+    assert clone_decision("never", v2) == (False, None)
+    assert clone_decision("auto", v2) == (True, None)
+    assert clone_decision("always", v2) == (True, None)
+    assert clone_decision("auto", None) == (True, None)
+    on, note = clone_decision("auto", v1)
+    assert not on
+    assert note is not None
+    assert "1.9.2 has no 'orbctl clone'" in note
+    with pytest.raises(ValueError, match=r"OrbStack 1\.9\.2 has no 'orbctl clone'.*--orb-clone auto"):
+        clone_decision("always", v1)
+
+
+def test_reuse_conflicts_with_prefixes_that_cover_base_names() -> None:
+    assert reuse_conflict("pytest-test-") is None
+    assert reuse_conflict("ci-") is None
+    for prefix in ("pytest-", "pytest-b", "pytest-base-", "pytest-base-x"):
+        assert reuse_conflict(prefix) is not None, prefix
+
+
+# --- building once, cloning many -------------------------------------------------------------------
+
+
+def test_one_base_then_clones(tmp_path: Path) -> None:
+    orb, hooks = FakeOrb(), Hooks()
+    p = worker(orb, tmp_path, hooks=hooks)
+    machines = [p.obtain(SPEC) for _ in range(3)]
+    (base,) = orb.ops("create")
+    assert base.startswith(f"pytest-test-{RUN}-gw0-")
+    assert orb.ops("clone") == [m.name for m in machines]
+    assert orb.machines[base] == "stopped"
+    assert orb.ops("stop") == [base]
+    # provision ran once, on the base; ready on every clone
+    assert hooks.events == [("provision", base)] + [("ready", m.name) for m in machines]
+    for m in machines:
+        assert orb.machines[m.name] == "running"
+    assert built(p) == [base]
+    assert p.stats.created == 3  # clones count as machines; the base does not
+
+
+def test_threads_of_one_process_wait_for_one_build(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    p = worker(orb, tmp_path)
+    results: list[Machine] = []
+    threads = [threading.Thread(target=lambda: results.append(p.obtain(SPEC))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6
+    assert len(orb.ops("create")) == 1
+    assert len(orb.ops("clone")) == 6
+
+
+def test_workers_share_the_base_through_the_record(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    gw0, gw1 = worker(orb, tmp_path, name="gw0"), worker(orb, tmp_path, name="gw1")
+    a = gw0.obtain(SPEC)
+    b = gw1.obtain(SPEC)
+    assert len(orb.ops("create")) == 1
+    assert a.name.startswith(f"pytest-test-{RUN}-gw0-")
+    assert b.name.startswith(f"pytest-test-{RUN}-gw1-")
+    assert len(orb.ops("clone")) == 2
+
+
+def test_each_spec_gets_its_own_base(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    p = worker(orb, tmp_path)
+    p.obtain(SPEC)
+    p.obtain(MachineSpec("debian:12"))
+    p.obtain(SPEC)
+    assert len(orb.ops("create")) == 2
+    assert built(p) == orb.ops("create")
+
+
+def test_a_record_of_another_run_is_ignored(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    old = worker(orb, tmp_path, run_id="zzzz9999")
+    old.obtain(SPEC)
+    new = worker(orb, tmp_path)
+    new.obtain(SPEC)
+    assert len(orb.ops("create")) == 2
+    assert built(old) != built(new)
+
+
+def test_a_failed_provision_deletes_the_base_and_other_workers_fail_fast(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    gw0 = worker(orb, tmp_path, name="gw0", hooks=Hooks(fail_provision=True))
+    with pytest.raises(BaseBuildError, match=r"could not be built: RuntimeError: provisioning failed"):
+        gw0.obtain(SPEC)
+    assert orb.machines == {}
+    gw1 = worker(orb, tmp_path, name="gw1")
+    with pytest.raises(BaseBuildError, match=r"could not be built by gw0: RuntimeError"):
+        gw1.obtain(SPEC)
+    assert len(orb.ops("create")) == 1
+    assert built(gw0) == []
+    assert built(gw1) == []
+
+
+def test_a_failed_start_deletes_the_clone(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    p = worker(orb, tmp_path)
+    orb.start = lambda name: (_ for _ in ()).throw(RuntimeError("boom"))  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="boom"):
+        p.obtain(SPEC)
+    (base,) = orb.ops("create")
+    assert list(orb.machines) == [base]
+
+
+def test_transient_clone_failures_are_retried(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    orb.clone_faults = [_err(TransientOrbctlError, "clone", "x", "cannot transition from stopped to cloning")]
+    p = worker(orb, tmp_path)
+    machine = p.obtain(SPEC)
+    assert len(orb.ops("clone")) == 2
+    assert orb.machines[machine.name] == "running"
+    assert any("retrying clone" in line for _, line in p.stats.take_events())
+
+
+def test_a_vanished_base_is_named_in_the_error(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    p = worker(orb, tmp_path)
+    first = p.obtain(SPEC)
+    (base,) = orb.ops("create")
+    del orb.machines[base]
+    with pytest.raises(BaseBuildError, match="vanished"):
+        p.obtain(SPEC)
+    assert list(orb.machines) == [first.name]
+
+
+# --- reuse across runs -----------------------------------------------------------------------------
+
+
+def test_reuse_keeps_the_base_and_the_next_run_skips_create(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    first = worker(orb, tmp_path, reuse="on")
+    first.obtain(SPEC)
+    (base,) = orb.ops("create")
+    assert base == reused_base_name(base_key(SPEC, ["def hook(): pass"]))
+    assert base.startswith("pytest-base-")
+    assert built(first) == []  # reused bases are not the run's to delete
+    second = worker(orb, tmp_path, reuse="on", run_id="efgh5678")
+    second.obtain(SPEC)
+    assert orb.ops("create") == [base]
+    assert any("reusing base" in line for _, line in second.stats.take_events())
+
+
+def test_reuse_refresh_rebuilds_once_per_run(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    worker(orb, tmp_path, reuse="on").obtain(SPEC)
+    gw0 = worker(orb, tmp_path, reuse="refresh", run_id="efgh5678", name="gw0")
+    gw1 = worker(orb, tmp_path, reuse="refresh", run_id="efgh5678", name="gw1")
+    gw0.obtain(SPEC)
+    gw1.obtain(SPEC)
+    (base,) = set(orb.ops("create"))
+    assert len(orb.ops("create")) == 2
+    assert orb.ops("delete") == [base]
+
+
+def test_a_changed_hook_source_makes_a_new_reused_base(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    worker(orb, tmp_path, reuse="on", sources=("v1",)).obtain(SPEC)
+    worker(orb, tmp_path, reuse="on", sources=("v2",), run_id="efgh5678").obtain(SPEC)
+    creates = orb.ops("create")
+    assert len(creates) == 2
+    assert creates[0] != creates[1]
+    assert all(name.startswith("pytest-base-") for name in creates)
+
+
+def test_a_reused_base_stuck_creating_is_rebuilt(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    name = reused_base_name(base_key(SPEC, ["def hook(): pass"]))
+    orb.machines[name] = "creating"
+    worker(orb, tmp_path, reuse="on").obtain(SPEC)
+    assert orb.ops("delete") == [name]
+    assert orb.ops("create") == [name]
+    assert orb.machines[name] == "stopped"
+
+
+def test_bad_reuse_value() -> None:
+    with pytest.raises(ValueError, match="reuse must be one of"):
+        BaseManager(
+            None,  # type: ignore[arg-type]
+            lock_dir=Path("/nonexistent"),
+            sources=lambda: (),
+            reuse="sometimes",
+        )
+
+
+def test_install_follows_the_clone_decision(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    p = worker(orb, tmp_path)
+    plain = Provisioner(
+        orb,
+        run_id=RUN,
+        worker="main",
+        prefix="pytest-test-",
+        ready_timeout=1.0,
+        policy=RetryPolicy(),
+        hooks=Hooks(),
+    )
+    before = plain.source
+    kwargs: dict[str, Any] = {"reuse": "off", "lock_dir": tmp_path, "sources": lambda: ()}
+    assert install(plain, clone="never", version=OrbVersion(2, 0, 4), **kwargs) is None
+    assert install(plain, clone="auto", version=OrbVersion(1, 9, 2), **kwargs) is None
+    assert plain.source is before
+    with pytest.raises(ValueError, match="has no 'orbctl clone'"):
+        install(plain, clone="always", version=OrbVersion(1, 9, 2), **kwargs)
+    assert isinstance(p.source, CloneSource)
+
+
+def test_provision_sources_reads_the_hook_caller() -> None:
+    caller = SimpleNamespace(get_hookimpls=lambda: [SimpleNamespace(function=_impl_one)])
+    assert provision_sources(caller) == hook_sources([SimpleNamespace(function=_impl_one)])
