@@ -95,18 +95,39 @@ _NAME_ALLOWED: Final = (
 
 # --- validators ----------------------------------------------------------------------------------
 
+#: Values already validated, per kind: a test suite builds many commands for the same few
+#: machines, users and images, so a set look-up spares the regular expressions.  Only valid
+#: strings are ever added; each set is cleared when it grows past _MEMO_LIMIT.
+_MEMO_LIMIT: Final = 4096
+_known_names: set[str] = set()
+_known_refs: set[str] = set()
+_known_users: set[str] = set()
+_known_images: dict[str, tuple[str, str | None]] = {}
+
+
+def _remember(memo: set[str], value: str) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo.add(value)
+
 
 def validate_name(name: str, *, field: str = "machine name") -> str:
     """Return ``name`` if orbctl accepts it for a new machine, else raise ``InvalidSpecError``."""
+    if name.__class__ is str and name in _known_names:
+        return name
     if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None or name in RESERVED_NAMES:
         raise InvalidSpecError(field, name, _NAME_ALLOWED)
+    _remember(_known_names, name)
     return name
 
 
 def _machine_ref(machine: str) -> str:
     """An existing machine, by name or ID (reserved names are not checked: they never exist)."""
+    if machine.__class__ is str and machine in _known_refs:
+        return machine
     if not isinstance(machine, str) or NAME_PATTERN.fullmatch(machine) is None:
         raise InvalidSpecError("machine", machine, "a machine name or ID (letters, digits, '-', '.')")
+    _remember(_known_refs, machine)
     return machine
 
 
@@ -119,6 +140,16 @@ def _machine_refs(machines: Iterable[str], command: str) -> list[str]:
 
 def parse_image(image: str) -> tuple[str, str | None]:
     """Split ``DISTRO[:VERSION]`` into ``(distro, version or None)``, validating both."""
+    if image.__class__ is str and image in _known_images:
+        return _known_images[image]
+    parsed = _parse_image(image)
+    if len(_known_images) >= _MEMO_LIMIT:
+        _known_images.clear()
+    _known_images[image] = parsed
+    return parsed
+
+
+def _parse_image(image: str) -> tuple[str, str | None]:
     if not isinstance(image, str):
         raise InvalidSpecError("image", image, "a string DISTRO[:VERSION], e.g. 'ubuntu:22.04'")
     distro, sep, version = image.partition(":")
@@ -143,12 +174,15 @@ def validate_arch(arch: str) -> str:
 
 def validate_user(user: str) -> str:
     """Return ``user`` if it is a sane Linux user name (``[a-z_][a-z0-9_-]``, at most 32 chars)."""
+    if user.__class__ is str and user in _known_users:
+        return user
     if not isinstance(user, str) or _USER_PATTERN.fullmatch(user) is None:
         raise InvalidSpecError(
             "user",
             user,
             "a Linux user name: lowercase letters, digits, '_', '-', starting with a letter or '_'",
         )
+    _remember(_known_users, user)
     return user
 
 
@@ -242,6 +276,8 @@ def create(
 
 def list_machines(*, running: bool = False, quiet: bool = False, fmt: str = "json") -> list[str]:
     """``orbctl list [-r] [-q] [-f FMT]``; with ``quiet`` (names only) no format is sent."""
+    if fmt == "json" and not (running or quiet):
+        return ["list", "-f", "json"]
     if fmt not in _FORMATS:
         raise InvalidSpecError("format", fmt, f"one of {', '.join(_FORMATS)}")
     argv = ["list"]

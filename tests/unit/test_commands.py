@@ -306,3 +306,21 @@ def test_builders_are_pure_and_return_fresh_lists() -> None:
     first.append("mutated")
     assert commands.list_machines() == ["list", "-f", "json"]
     assert commands.status() is not commands.status()
+
+
+def test_validation_memo_remembers_only_valid_values_and_stays_bounded() -> None:
+    c = commands
+
+    assert c.validate_name("memo-vm") == "memo-vm"
+    assert "memo-vm" in c._known_names
+    with pytest.raises(InvalidSpecError):
+        c.validate_name("memo_vm")
+    assert "memo_vm" not in c._known_names
+    with pytest.raises(InvalidSpecError):
+        c.parse_image("nodistro:1")
+    assert "nodistro:1" not in c._known_images
+    assert c.parse_image("debian:12") == c.parse_image("debian:12") == ("debian", "12")
+    for i in range(c._MEMO_LIMIT + 10):
+        c.validate_name(f"vm-{i}")
+    assert len(c._known_names) <= c._MEMO_LIMIT
+    assert c.run("vm-1", ["true"], user="root") == ["run", "-m", "vm-1", "-u", "root", "true"]
