@@ -51,6 +51,7 @@ from pytest_orbstack.errors import (
 )
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import OrbVersion
+from pytest_orbstack.naming import REUSE_PREFIX
 from pytest_orbstack.provisioner import CreateSource, Made
 from pytest_orbstack.readiness import wait_ready
 from pytest_orbstack.retry import call_with_retry
@@ -80,7 +81,6 @@ CLONE_CHOICES: Final = ("auto", "always", "never")
 #: ``--orb-reuse`` values: ``off`` (default), ``on`` (``--orb-reuse``), ``refresh``.
 REUSE_CHOICES: Final = ("off", "on", "refresh")
 #: Name prefix of bases kept across runs (``--orb-reuse``); never a purge prefix.
-REUSE_PREFIX: Final = "pytest-base-"
 #: The first OrbStack with ``orbctl clone``.
 CLONE_SINCE: Final = commands.CLONE_SINCE
 #: Length of the hex key in file and machine names.
@@ -337,16 +337,29 @@ class BaseManager:
             ) from None
         try:
             state = self._state_of(spec, name)
-            if state is not None and self.reuse == "on" and state in ("stopped", "running"):
+            # Only a stopped base is a finished one: a base is renamed to its reuse name
+            # after it was provisioned and stopped (below), so anything else is suspect.
+            if state is not None and self.reuse == "on" and state == "stopped":
                 self._p.stats.event(f"reusing base {name} ({spec.describe()})")
                 return name
             if state is not None:
                 why = "--orb-reuse=refresh" if self.reuse == "refresh" else f"it is {state}"
                 self._p.stats.event(f"rebuilding base {name} ({why})")
                 self._p.delete_name(name)
-            return self._build(spec, name)
+            return self._build_renamed(spec, name)
         finally:
             lock.release()
+
+    def _build_renamed(self, spec: MachineSpec, name: str) -> str:
+        """Build under a name of this run (purged if we die meanwhile), then take ``name``."""
+        building = self._build(spec, self._p.new_name())
+        try:
+            self._p.client.rename(building, name)
+        except OrbstackError as exc:
+            with contextlib.suppress(Exception):
+                self._p.delete_name(building)
+            raise BaseBuildError(spec, name, f"rename {building} failed: {_first_line(exc)}") from exc
+        return name
 
     def _state_of(self, spec: MachineSpec, name: str) -> Optional[str]:
         try:

@@ -17,6 +17,7 @@ from pytest_orbstack.errors import InvalidSpecError
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "REUSE_PREFIX",
     "MachineOwner",
     "machine_name",
     "new_run_id",
@@ -28,6 +29,9 @@ __all__ = [
 
 #: The prefix of every machine the plugin creates unless ``--orb-prefix`` says otherwise.
 DEFAULT_PREFIX: Final = "pytest-test-"
+#: The prefix of provisioned base machines kept across runs (``--orb-reuse``).  The purge
+#: never deletes them, whatever prefix a run purges.
+REUSE_PREFIX: Final = "pytest-base-"
 
 _ALPHABET: Final = string.ascii_lowercase + string.digits
 _RUN_ID_LENGTH: Final = 8

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Optional, Protocol
 
 from pytest_orbstack.errors import MachineNotFoundError, OrbctlCommandError
-from pytest_orbstack.naming import run_id_of
+from pytest_orbstack.naming import REUSE_PREFIX, run_id_of
 
 if TYPE_CHECKING:
     from pytest_orbstack.models import MachineInfo
@@ -229,14 +229,15 @@ def purgeable(
     """Names among ``machines`` that the purge may delete.
 
     A machine qualifies when its name starts with ``prefix`` and it belongs to
-    ``own_run_id`` or to no live run; kept machines never qualify.
+    ``own_run_id`` or to no live run; kept machines and reused bases
+    (``pytest-base-...``) never qualify.
     """
     leases = _leases(directory)
     kept = {name for _, lease in leases.values() if lease for name in lease.kept}
     names = []
     for machine in machines:
         name = machine.name
-        if not name.startswith(prefix) or name in kept:
+        if not name.startswith(prefix) or name in kept or name.startswith(REUSE_PREFIX):
             continue
         run_id = run_id_of(name)
         if run_id is not None and run_id != own_run_id and leases.get(run_id, (False, None))[0]:

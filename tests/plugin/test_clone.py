@@ -72,6 +72,10 @@ class ArgvLog:
         """(source, new) of every ``clone``."""
         return [(argv[1], argv[2]) for argv in self.calls("clone")]
 
+    def renamed(self) -> list[tuple[str, str]]:
+        """(old, new) of every ``rename``."""
+        return [(argv[1], argv[2]) for argv in self.calls("rename")]
+
     def deleted(self) -> list[str]:
         return [name for argv in self.calls("delete") for name in argv[1:] if not name.startswith("-")]
 
@@ -257,7 +261,11 @@ def test_reuse_keeps_the_base_refresh_rebuilds_and_a_changed_hook_makes_a_new_on
     # run 1: builds pytest-base-<key> and keeps it
     log = argv_log()
     run_pytest("-n", "2", "--orb-reuse").assert_outcomes(passed=8)
-    (base,) = log.created()
+    # built under a name of the run (purged if the run dies meanwhile), renamed when finished
+    (building,) = log.created()
+    assert building.startswith("pytest-test-")
+    ((renamed_from, base),) = log.renamed()
+    assert renamed_from == building
     assert base.startswith("pytest-base-")
     assert orbsim_machines("pytest-base-") == [base]
     assert base not in log.deleted()
@@ -270,15 +278,16 @@ def test_reuse_keeps_the_base_refresh_rebuilds_and_a_changed_hook_makes_a_new_on
     assert log.created() == []
     assert {source for source, _ in log.cloned()} == {base}
     result.stdout.fnmatch_lines([f"*reusing base {base} *"])
-    assert _provisions(hook_log) == [base]  # still only the first run's provisioning
+    assert _provisions(hook_log) == [building]  # still only the first run's provisioning
     assert_no_leftovers()
 
     # run 3: refresh deletes and rebuilds it, once for all workers
     log = argv_log()
     run_pytest("-n", "2", "--orb-reuse=refresh").assert_outcomes(passed=8)
-    assert log.created() == [base]
+    assert [new for _, new in log.renamed()] == [base]
+    assert len(log.created()) == 1
     assert log.deleted().count(base) == 1
-    assert _provisions(hook_log) == [base, base]
+    assert _provisions(hook_log) == [building, log.created()[0]]
     assert orbsim_machines("pytest-base-") == [base]
     assert_no_leftovers()
 
@@ -286,7 +295,7 @@ def test_reuse_keeps_the_base_refresh_rebuilds_and_a_changed_hook_makes_a_new_on
     pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1", extra="\n    machine.run('true')"))
     log = argv_log()
     run_pytest("-p", "no:xdist", "--orb-reuse").assert_outcomes(passed=8)
-    (new_base,) = log.created()
+    ((_, new_base),) = log.renamed()
     assert new_base.startswith("pytest-base-")
     assert new_base != base
     assert sorted(orbsim_machines("pytest-base-")) == sorted([base, new_base])

@@ -88,6 +88,12 @@ class FakeOrb:
         self._call("stop", name)
         self.machines[name] = "stopped"
 
+    def rename(self, old: str, new: str) -> None:
+        self._call("rename", new)
+        if new in self.machines:
+            raise _err(MachineExistsError, "rename", new, "machine already exists")
+        self.machines[new] = self.machines.pop(old)
+
     def clone(self, old: str, new: str) -> None:
         self._call("clone", new)
         if self.clone_faults:
@@ -347,13 +353,16 @@ def test_reuse_keeps_the_base_and_the_next_run_skips_create(tmp_path: Path) -> N
     orb = FakeOrb()
     first = worker(orb, tmp_path, reuse="on")
     first.obtain(SPEC)
-    (base,) = orb.ops("create")
+    (building,) = orb.ops("create")
+    assert building.startswith("pytest-test-abcd1234-")  # purged if the run dies mid-build
+    (base,) = orb.ops("rename")
     assert base == reused_base_name(base_key(SPEC, ["def hook(): pass"]))
     assert base.startswith("pytest-base-")
     assert built(first) == []  # reused bases are not the run's to delete
     second = worker(orb, tmp_path, reuse="on", run_id="efgh5678")
     second.obtain(SPEC)
-    assert orb.ops("create") == [base]
+    assert orb.ops("create") == [building]
+    assert orb.ops("rename") == [base]
     assert any("reusing base" in line for _, line in second.stats.take_events())
 
 
@@ -364,8 +373,9 @@ def test_reuse_refresh_rebuilds_once_per_run(tmp_path: Path) -> None:
     gw1 = worker(orb, tmp_path, reuse="refresh", run_id="efgh5678", name="gw1")
     gw0.obtain(SPEC)
     gw1.obtain(SPEC)
-    (base,) = set(orb.ops("create"))
+    (base,) = set(orb.ops("rename"))
     assert len(orb.ops("create")) == 2
+    assert len(orb.ops("rename")) == 2
     assert orb.ops("delete") == [base]
 
 
@@ -373,10 +383,11 @@ def test_a_changed_hook_source_makes_a_new_reused_base(tmp_path: Path) -> None:
     orb = FakeOrb()
     worker(orb, tmp_path, reuse="on", sources=("v1",)).obtain(SPEC)
     worker(orb, tmp_path, reuse="on", sources=("v2",), run_id="efgh5678").obtain(SPEC)
-    creates = orb.ops("create")
-    assert len(creates) == 2
-    assert creates[0] != creates[1]
-    assert all(name.startswith("pytest-base-") for name in creates)
+    bases = orb.ops("rename")
+    assert len(orb.ops("create")) == 2
+    assert len(bases) == 2
+    assert bases[0] != bases[1]
+    assert all(name.startswith("pytest-base-") for name in bases)
 
 
 def test_a_reused_base_stuck_creating_is_rebuilt(tmp_path: Path) -> None:
@@ -385,7 +396,17 @@ def test_a_reused_base_stuck_creating_is_rebuilt(tmp_path: Path) -> None:
     orb.machines[name] = "creating"
     worker(orb, tmp_path, reuse="on").obtain(SPEC)
     assert orb.ops("delete") == [name]
-    assert orb.ops("create") == [name]
+    assert orb.ops("rename") == [name]
+    assert orb.machines[name] == "stopped"
+
+
+def test_a_reused_base_left_running_is_not_trusted(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    name = reused_base_name(base_key(SPEC, ["def hook(): pass"]))
+    orb.machines[name] = "running"  # e.g. started by hand, or a half-provisioned leftover
+    worker(orb, tmp_path, reuse="on").obtain(SPEC)
+    assert orb.ops("delete") == [name]
+    assert orb.ops("rename") == [name]
     assert orb.machines[name] == "stopped"
 
 

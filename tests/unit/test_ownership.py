@@ -221,3 +221,10 @@ def _live_from_other_process(run_id: str, directory: Path) -> bool:
     rc = subprocess.run([sys.executable, "-c", code], timeout=60, check=False).returncode
     assert rc in (0, 3)
     return rc == 0
+
+
+def test_reused_bases_are_never_purged_even_by_a_wide_prefix(leases: Path) -> None:
+    names = ["pytest-base-0123456789abcdef", machine_name("pytest-", "deadrun6", "gw0")]
+    client = RecordingClient(names)
+    assert purge(client, "pytest-", directory=leases).deleted == (names[1],)
+    assert client.names == [names[0]]
