@@ -63,8 +63,16 @@ class Engine(Protocol):
 
     def running(self, mdir: Path) -> bool: ...
 
-    def exec(self, mdir: Path, argv: list[str], *, user: str, workdir: Optional[str],
-             env: dict[str, str], replace: bool = False) -> int: ...
+    def exec(
+        self,
+        mdir: Path,
+        argv: list[str],
+        *,
+        user: str,
+        workdir: Optional[str],
+        env: dict[str, str],
+        replace: bool = False,
+    ) -> int: ...
 
     def halt(self, mdir: Path) -> None: ...
 
@@ -213,8 +221,16 @@ class PlainEngine:
         base[_PLAIN_MARK] = str(mdir.resolve())
         return base
 
-    def exec(self, mdir: Path, argv: list[str], *, user: str, workdir: Optional[str],
-             env: dict[str, str], replace: bool = False) -> int:
+    def exec(
+        self,
+        mdir: Path,
+        argv: list[str],
+        *,
+        user: str,
+        workdir: Optional[str],
+        env: dict[str, str],
+        replace: bool = False,
+    ) -> int:
         from . import runner
 
         if not self.running(mdir):

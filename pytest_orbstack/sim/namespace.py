@@ -54,8 +54,16 @@ USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 BOOT_TIMEOUT = 20.0
 
 #: Tools the engine runs, and the Debian package that has each.
-TOOLS = {"unshare": "util-linux", "nsenter": "util-linux", "pivot_root": "util-linux",
-         "mount": "mount", "umount": "mount", "ip": "iproute2", "cp": "coreutils", "tar": "tar"}
+TOOLS = {
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "pivot_root": "util-linux",
+    "mount": "mount",
+    "umount": "mount",
+    "ip": "iproute2",
+    "cp": "coreutils",
+    "tar": "tar",
+}
 
 BOOT_SCRIPT = r"""set -e
 L=$1 U=$2 W=$3 M=$4 H=$5
@@ -111,8 +119,9 @@ def _int(data: Mapping[str, object], key: str) -> int:
     return value
 
 
-def preflight_problem(*, euid: int, image_ready: bool, can_build: bool,
-                      missing_tools: Mapping[str, str]) -> Optional[str]:
+def preflight_problem(
+    *, euid: int, image_ready: bool, can_build: bool, missing_tools: Mapping[str, str]
+) -> Optional[str]:
     """The one line that says why machines cannot be made here, or None.  Pure, for tests."""
     if euid != 0:
         return NOT_ROOT
@@ -121,8 +130,10 @@ def preflight_problem(*, euid: int, image_ready: bool, can_build: bool,
         pkgs = " ".join(sorted(set(missing_tools.values())))
         return f"orbsim needs {names}: install them (`apt-get install {pkgs}`)"
     if not image_ready and not can_build:
-        return ("no machine image: run `orbsim image build` (needs root and Debian's mirror, about 1 min; "
-                "`apt-get install debootstrap` first)")
+        return (
+            "no machine image: run `orbsim image build` (needs root and Debian's mirror, about 1 min; "
+            "`apt-get install debootstrap` first)"
+        )
     return None
 
 
@@ -146,7 +157,9 @@ class NamespaceEngine:
         ready = rootfs.is_ready(self.environ)
         autobuild = self.environ.get("ORBSIM_IMAGE_AUTOBUILD", "1") != "0"
         problem = preflight_problem(
-            euid=os.geteuid(), image_ready=ready, missing_tools=missing,
+            euid=os.geteuid(),
+            image_ready=ready,
+            missing_tools=missing,
             can_build=autobuild and shutil.which("debootstrap") is not None,
         )
         if problem:
@@ -254,10 +267,24 @@ class NamespaceEngine:
         try:
             # A file rather than `sh -c SCRIPT`: `ps` then shows a readable command line.
             (mdir / "boot.sh").write_text(BOOT_SCRIPT)
-            argv = ["unshare", "--mount", "--uts", "--ipc", "--pid", "--net", "--fork", "--kill-child",
-                    "--", "/bin/sh", str(mdir / "boot.sh"),
-                    str(image), str(mdir / "upper"), str(mdir / "work"), str(mdir / "merged"),
-                    hostname]
+            argv = [
+                "unshare",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--pid",
+                "--net",
+                "--fork",
+                "--kill-child",
+                "--",
+                "/bin/sh",
+                str(mdir / "boot.sh"),
+                str(image),
+                str(mdir / "upper"),
+                str(mdir / "work"),
+                str(mdir / "merged"),
+                hostname,
+            ]
             with open(mdir / "console.log", "ab") as log:
                 log.write(f"--- boot {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
             # The script reports readiness on its stdout (then fd 3), a pipe to us.
@@ -276,8 +303,13 @@ class NamespaceEngine:
         ns = procs.pid_namespace(pid)
         if start is None or ns is None or procs.parent(pid) != outer:
             raise EngineError(f"machine init exited during boot (see {mdir / 'console.log'})")
-        record: dict[str, object] = {"outer": outer, "outer_start": outer_start, "pid": pid, "start": start,
-                                     "pidns": ns}
+        record: dict[str, object] = {
+            "outer": outer,
+            "outer_start": outer_start,
+            "pid": pid,
+            "start": start,
+            "pidns": ns,
+        }
         _write_json(mdir / "runtime.json", record)
         ip, veth = network.attach(str(mdir.resolve()), pid, start, self.environ)
         _write_json(mdir / "runtime.json", {**record, "ip": ip, "veth": veth})
@@ -316,11 +348,13 @@ class NamespaceEngine:
             ns = os.readlink(f"/proc/self/fd/{ns_fd}") if ns_fd is not None else None
             deadline = time.monotonic() + 10
             while (ns is not None and procs.pids_in_namespace(ns)) or (
-                    isinstance(outer, int) and procs.start_time(outer) == rt.get("outer_start")):
+                isinstance(outer, int) and procs.start_time(outer) == rt.get("outer_start")
+            ):
                 if time.monotonic() > deadline:
                     left = procs.pids_in_namespace(ns) if ns is not None else []
-                    raise EngineError(f"machine processes {left or [outer]} survived SIGKILL: "
-                                      "look for D-state processes")
+                    raise EngineError(
+                        f"machine processes {left or [outer]} survived SIGKILL: look for D-state processes"
+                    )
                 time.sleep(0.005)
         finally:
             if ns_fd is not None:
@@ -367,8 +401,9 @@ class NamespaceEngine:
             raise EngineError(f"no default user recorded in {mdir}: delete the machine and create it again")
         return name
 
-    def _enter_argv(self, mdir: Path, user: str, workdir: Optional[str],
-                    env: Mapping[str, str], argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    def _enter_argv(
+        self, mdir: Path, user: str, workdir: Optional[str], env: Mapping[str, str], argv: list[str]
+    ) -> tuple[list[str], dict[str, str]]:
         rt = self._runtime(mdir)
         if rt is None:
             raise EngineError("the machine is not running: start it first")
@@ -376,7 +411,10 @@ class NamespaceEngine:
         uid, gid, home = self._user_ids(mdir, pid, user)
         full_env = {
             "PATH": ROOT_PATH if uid == 0 else USER_PATH,
-            "HOME": home, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash",
+            "HOME": home,
+            "USER": user,
+            "LOGNAME": user,
+            "SHELL": "/bin/bash",
         }
         term = os.environ.get("TERM")
         if term and os.isatty(0):
@@ -390,8 +428,16 @@ class NamespaceEngine:
         nsenter += ["/bin/sh", "-c", ENTER_SCRIPT, "orbsim-run", cwd, *argv]
         return nsenter, full_env
 
-    def exec(self, mdir: Path, argv: list[str], *, user: str, workdir: Optional[str],
-             env: dict[str, str], replace: bool = False) -> int:
+    def exec(
+        self,
+        mdir: Path,
+        argv: list[str],
+        *,
+        user: str,
+        workdir: Optional[str],
+        env: dict[str, str],
+        replace: bool = False,
+    ) -> int:
         """Run ``argv`` in the machine (see the module docstring).
 
         With ``replace`` orbsim's process may be replaced by the command when no
@@ -403,8 +449,16 @@ class NamespaceEngine:
         code = runner.interactive(cmd, full_env, exec_ok=replace)
         return 128 - code if code < 0 else code
 
-    def _run_in(self, mdir: Path, argv: list[str], *, user: str, input: Optional[bytes] = None,
-                stdout_file: Optional[str] = None, timeout: float = 3600) -> int:
+    def _run_in(
+        self,
+        mdir: Path,
+        argv: list[str],
+        *,
+        user: str,
+        input: Optional[bytes] = None,
+        stdout_file: Optional[str] = None,
+        timeout: float = 3600,
+    ) -> int:
         from . import runner
 
         cmd, full_env = self._enter_argv(mdir, user, None, {}, argv)

@@ -111,9 +111,7 @@ def attach(owner: str, pid: int, start: int, environ: Optional[Mapping[str, str]
         try:
             _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(pid))
             _ip("link", "set", veth, "master", BRIDGE, "up")
-            script = (
-                f"link set lo up\naddr add {ip}/{PREFIXLEN} dev eth0\nlink set eth0 up\n"
-            ).encode()
+            script = (f"link set lo up\naddr add {ip}/{PREFIXLEN} dev eth0\nlink set eth0 up\n").encode()
             runner.run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=script, timeout=15)
         except runner.RunError as exc:
             _drop(table, ip)

@@ -13,7 +13,7 @@ def _stat_fields(pid: int) -> Optional[list[str]]:
     except OSError:
         return None
     # "pid (comm) state ppid ..." - comm may hold spaces and parentheses.
-    return raw[raw.rfind(")") + 2:].split()
+    return raw[raw.rfind(")") + 2 :].split()
 
 
 def start_time(pid: int) -> Optional[int]:

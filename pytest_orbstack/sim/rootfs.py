@@ -47,8 +47,13 @@ def is_ready(environ: Optional[Mapping[str, str]] = None) -> bool:
 def status(environ: Optional[Mapping[str, str]] = None) -> dict[str, object]:
     """``{"path", "ready", "built_at", "suite", "packages", "size_bytes"}`` for ``orbsim image status``."""
     path = image_path(environ)
-    info: dict[str, object] = {"path": str(path), "ready": False, "built_at": None,
-                               "suite": SUITE, "packages": list(PACKAGES)}
+    info: dict[str, object] = {
+        "path": str(path),
+        "ready": False,
+        "built_at": None,
+        "suite": SUITE,
+        "packages": list(PACKAGES),
+    }
     try:
         stamp = json.loads((path / STAMP).read_text())
     except (OSError, ValueError):
@@ -58,8 +63,7 @@ def status(environ: Optional[Mapping[str, str]] = None) -> dict[str, object]:
     return info
 
 
-def build(environ: Optional[Mapping[str, str]] = None, *, force: bool = False,
-          progress: bool = True) -> Path:
+def build(environ: Optional[Mapping[str, str]] = None, *, force: bool = False, progress: bool = True) -> Path:
     """Build the image unless it exists (or always, with ``force``); return its path.
 
     Raises ``EngineError`` saying what to do when not root, when debootstrap
@@ -108,10 +112,17 @@ def _build_locked(top: Path, path: Path, progress: bool) -> None:
     try:
         runner.run(argv, timeout=BUILD_TIMEOUT)
         _finish(target)
-        (target / STAMP).write_text(json.dumps({
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "suite": SUITE, "packages": list(PACKAGES), "mirror": MIRROR,
-        }) + "\n")
+        (target / STAMP).write_text(
+            json.dumps(
+                {
+                    "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "suite": SUITE,
+                    "packages": list(PACKAGES),
+                    "mirror": MIRROR,
+                }
+            )
+            + "\n"
+        )
         old = None
         if path.exists():
             old = work / "old"
@@ -159,10 +170,17 @@ def install_from(source: Path, environ: Optional[Mapping[str, str]] = None) -> P
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=top))
         runner.run(["cp", "-a", "--reflink=auto", str(source), str(work / "root")], timeout=600)
         _finish(work / "root")
-        (work / "root" / STAMP).write_text(json.dumps({
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "suite": SUITE, "packages": list(PACKAGES), "copied_from": str(source),
-        }) + "\n")
+        (work / "root" / STAMP).write_text(
+            json.dumps(
+                {
+                    "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "suite": SUITE,
+                    "packages": list(PACKAGES),
+                    "copied_from": str(source),
+                }
+            )
+            + "\n"
+        )
         (work / "root").rename(path)
         shutil.rmtree(work, ignore_errors=True)
     return path

@@ -48,6 +48,7 @@ def _debug(what: str, argv: Sequence[str]) -> None:
     if logging is not None:
         logging.getLogger("orbsim").debug("%s: %s", what, shlex.join(argv))
 
+
 #: Default deadline, in seconds, for a helper program (mount, ip, ...).
 DEFAULT_TIMEOUT = 30.0
 
@@ -55,8 +56,14 @@ DEFAULT_TIMEOUT = 30.0
 class RunError(Exception):
     """A helper program failed or timed out; keeps argv, exit code and output."""
 
-    def __init__(self, argv: Sequence[str], returncode: Optional[int], stdout: str, stderr: str,
-                 timeout: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: Optional[int],
+        stdout: str,
+        stderr: str,
+        timeout: Optional[float] = None,
+    ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.stdout = stdout

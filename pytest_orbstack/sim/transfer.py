@@ -80,9 +80,21 @@ def push(engine: NamespaceEngine, mdir: Path, *, user: str, sources: list[str], 
         if not staged:
             return rc
         archive.seek(0)
-        cmd, env = engine._enter_argv(mdir, user, None, {}, [
-            "/bin/sh", "-c", _PUSH_SCRIPT, "orbsim-push", stage, dest if dest else ".",
-            *[path for path, _ in staged]])
+        cmd, env = engine._enter_argv(
+            mdir,
+            user,
+            None,
+            {},
+            [
+                "/bin/sh",
+                "-c",
+                _PUSH_SCRIPT,
+                "orbsim-push",
+                stage,
+                dest if dest else ".",
+                *[path for path, _ in staged],
+            ],
+        )
         res = runner.run(cmd, env=env, stdin=archive, check=False, timeout=3600)
     sys.stdout.write(res.stdout)
     sys.stderr.write(_unstage(res.stderr, staged))
@@ -105,8 +117,9 @@ def pull(engine: NamespaceEngine, mdir: Path, *, user: str, sources: list[str], 
     stage = tempfile.mkdtemp(prefix="orbsim-pull-")
     try:
         with tempfile.TemporaryFile() as archive:
-            cmd, env = engine._enter_argv(mdir, user, None, {}, ["/bin/sh", "-c", _PULL_SCRIPT, "orbsim-pull",
-                                                                  *sources])
+            cmd, env = engine._enter_argv(
+                mdir, user, None, {}, ["/bin/sh", "-c", _PULL_SCRIPT, "orbsim-pull", *sources]
+            )
             res = runner.run(cmd, env=env, stdout=archive, check=False, timeout=3600)
             sys.stderr.write(res.stderr)
             rc = res.returncode
@@ -119,8 +132,9 @@ def pull(engine: NamespaceEngine, mdir: Path, *, user: str, sources: list[str], 
                 except tarfile.TarError as exc:
                     sys.stderr.write(f"orbsim: pull: unreadable archive from the machine: {exc}\n")
                     return 1
-        staged = [(os.path.join(stage, str(i), _base(src)), src) for i, src in enumerate(sources)
-                  if i in present]
+        staged = [
+            (os.path.join(stage, str(i), _base(src)), src) for i, src in enumerate(sources) if i in present
+        ]
         if not staged:
             return rc or 1
         out = runner.run(["cp", "-rf", "--", *[p for p, _ in staged], target], check=False, timeout=3600)

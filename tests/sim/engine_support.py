@@ -54,14 +54,34 @@ class Machine:
         self.user = user
         self.ip = ""
 
-    def run(self, *argv: str, user: Optional[str] = None, workdir: Optional[str] = None,
-            env: Optional[dict[str, str]] = None, input: Optional[bytes] = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *argv: str,
+        user: Optional[str] = None,
+        workdir: Optional[str] = None,
+        env: Optional[dict[str, str]] = None,
+        input: Optional[bytes] = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
         """``engine.exec`` in a child process whose output is captured, like the plugin does."""
-        cmd = [sys.executable, "-c", EXEC_SNIPPET, str(self.mdir), user or self.user, workdir or "",
-               json.dumps(env or {}), *argv]
-        return subprocess.run(cmd, capture_output=True, timeout=timeout, check=False,
-                              input=input.decode() if input is not None else None, text=True)
+        cmd = [
+            sys.executable,
+            "-c",
+            EXEC_SNIPPET,
+            str(self.mdir),
+            user or self.user,
+            workdir or "",
+            json.dumps(env or {}),
+            *argv,
+        ]
+        return subprocess.run(
+            cmd,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            input=input.decode() if input is not None else None,
+            text=True,
+        )
 
     def sh(self, script: str, **kw: object) -> subprocess.CompletedProcess[str]:
         return self.run("sh", "-c", script, **kw)  # type: ignore[arg-type]
@@ -99,8 +119,9 @@ def assert_gone(mdir: Path, record: dict[str, object], seen: set[tuple[int, int]
         mounts = [line.split()[1] for line in fh]
     prefix = str(mdir.resolve())
     assert [m for m in mounts if m.startswith(prefix)] == []
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=10,
-                           check=True).stdout
+    links = subprocess.run(
+        ["ip", "-o", "link"], capture_output=True, text=True, timeout=10, check=True
+    ).stdout
     veth = record.get("veth")
     assert isinstance(veth, str)
     assert f" {veth}@" not in links

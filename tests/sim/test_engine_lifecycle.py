@@ -55,8 +55,11 @@ def test_a_recycled_pid_is_not_taken_for_the_init(make_machine, ns_engine) -> No
     try:
         start = procs.start_time(bystander.pid)
         assert start is not None
-        (m.mdir / "runtime.json").write_text(json.dumps(
-            {"pid": bystander.pid, "start": start + 1, "outer": bystander.pid, "outer_start": start + 1}))
+        (m.mdir / "runtime.json").write_text(
+            json.dumps(
+                {"pid": bystander.pid, "start": start + 1, "outer": bystander.pid, "outer_start": start + 1}
+            )
+        )
         assert not ns_engine.running(m.mdir)
         ns_engine.halt(m.mdir)
         assert bystander.poll() is None  # not killed

@@ -11,8 +11,9 @@ from engine_support import Machine, address_table, assert_gone, machine_processe
 
 from pytest_orbstack.sim import network
 
-SERVE = ("cd /tmp && echo {word} > index.html && "
-         "python3 -m http.server {port} --bind 0.0.0.0 >/dev/null 2>&1 &")
+SERVE = (
+    "cd /tmp && echo {word} > index.html && python3 -m http.server {port} --bind 0.0.0.0 >/dev/null 2>&1 &"
+)
 
 
 def _fetch(url: str, deadline: float = 15.0) -> str:

@@ -21,8 +21,13 @@ sys.exit(e.exec(Path(sys.argv[1]), sys.argv[3:], user="alice", workdir=sys.argv[
 
 
 def _run(mdir: Path, *argv: str, workdir: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", SNIPPET, str(mdir), workdir, *argv],
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", SNIPPET, str(mdir), workdir, *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_mode_selection_and_label() -> None:

@@ -20,8 +20,9 @@ def test_not_root() -> None:
 
 
 def test_missing_tools_name_their_packages() -> None:
-    msg = preflight_problem(euid=0, image_ready=True, can_build=True,
-                            missing_tools={"ip": "iproute2", "nsenter": "util-linux"})
+    msg = preflight_problem(
+        euid=0, image_ready=True, can_build=True, missing_tools={"ip": "iproute2", "nsenter": "util-linux"}
+    )
     assert msg == "orbsim needs ip, nsenter: install them (`apt-get install iproute2 util-linux`)"
 
 
