@@ -306,11 +306,13 @@ class Provisioner:
     def clone(self, machine: Machine, name: Optional[str]) -> Machine:
         """Clone ``machine`` (``orbctl clone``), start the copy and wait until it is ready."""
         new = name or self.new_name()
-        start = self.clock()
-        self.client.clone(machine.name, new)
         copy = Machine(self, new, machine.spec)
         with self._lock:
+            # Registered first: a clone that fails or hangs half-way is still deleted with its
+            # source (deleting a machine that never came to be counts as done).
             self._clones.setdefault(machine.name, []).append(copy)
+        start = self.clock()
+        self._retry(f"clone of {machine.name} as {new}", lambda: self.client.clone(machine.name, new))
         created = self.clock()
         self.start(copy)
         self.stats.record_created(created - start, self.clock() - created)

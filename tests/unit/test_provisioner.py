@@ -85,8 +85,13 @@ class FakeOrb:
     def start(self, name: str) -> None:
         self.machines[name] = "running"
 
+    clone_fault: Optional[Exception] = None
+
     def clone(self, old: str, new: str) -> None:
         self.machines[new] = "stopped"
+        if self.clone_fault is not None:
+            fault, self.clone_fault = self.clone_fault, None
+            raise fault
 
 
 class Hooks:
@@ -257,6 +262,29 @@ def test_clone_is_started_and_released_with_its_source() -> None:
     machine = p.obtain(SPEC)
     copy = machine.clone()
     assert copy.name.startswith("pytest-test-abcd1234-gw0-")
+    assert orb.machines[copy.name] == "running"
+    p.release(machine, keep=False)
+    assert orb.machines == {}
+
+
+def test_a_clone_that_hangs_half_way_is_still_deleted_with_its_source() -> None:
+    orb = FakeOrb()
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    orb.clone_fault = OrbctlTimeoutError(["orbctl", "clone", machine.name, "x"], 3)
+    with pytest.raises(OrbctlTimeoutError):
+        machine.clone("pytest-test-abcd1234-gw0-copy01")
+    assert "pytest-test-abcd1234-gw0-copy01" in orb.machines  # made although the call hung
+    p.release(machine, keep=False)
+    assert orb.machines == {}
+
+
+def test_a_transient_clone_failure_is_retried() -> None:
+    orb = FakeOrb()
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    orb.clone_fault = _err(TransientOrbctlError, "clone", machine.name, "cannot transition from creating")
+    copy = machine.clone()
     assert orb.machines[copy.name] == "running"
     p.release(machine, keep=False)
     assert orb.machines == {}
