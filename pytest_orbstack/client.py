@@ -190,6 +190,7 @@ class OrbctlClient:
         ``env`` adds variables to the environment orbctl inherits.  With
         ``check`` a non-zero exit raises the error :func:`classify` picks.
         """
+        __tracebackhide__ = True  # keep env values out of tracebacks (pytest prints frame arguments)
         seconds = _check_timeout(timeout, "timeout")
         argv = [self.binary, *args]
         log.debug("%s", shlex.join(argv))
@@ -348,6 +349,7 @@ class OrbctlClient:
         names through ``ORBENV``; values never appear in argv, logs or errors.
         With ``check`` a non-zero exit raises the classified error.
         """
+        __tracebackhide__ = True  # keep env values out of tracebacks (pytest prints frame arguments)
         argv = commands.run(machine, command, user=user, workdir=workdir)
         result = self.execute(
             argv,

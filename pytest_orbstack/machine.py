@@ -229,6 +229,7 @@ class Machine:
         environment of orbctl (names listed in ``ORBENV``), never on a command
         line.  With ``check=True`` a non-zero exit raises :class:`CommandFailedError`.
         """
+        __tracebackhide__ = True  # keep env values out of tracebacks (pytest prints frame arguments)
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else [str(part) for part in cmd]
         if not argv:
             raise ValueError("run() needs a command")

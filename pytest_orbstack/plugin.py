@@ -15,7 +15,7 @@ from typing import Any, Final, Optional
 
 import pytest
 
-from pytest_orbstack import bases, hookspecs, naming, ownership
+from pytest_orbstack import bases, hookspecs, naming, ownership, reaper, signals
 from pytest_orbstack.client import OrbctlClient, Timeouts
 from pytest_orbstack.errors import OrbctlCommandError, OrbstackError
 from pytest_orbstack.fixtures import (
@@ -39,6 +39,8 @@ RUN_ID_KEY: Final = "orbstack_run_id"
 #: ``workeroutput`` key of the run-scoped base machines a worker built (clone fast path).
 BASES_KEY: Final = "orbstack_bases"
 _lease_key: Final = pytest.StashKey[Optional[ownership.RunLease]]()
+_watchdog_key: Final = pytest.StashKey[Optional[reaper.Watchdog]]()
+_pin_key: Final = pytest.StashKey[Optional[reaper.WorkerPin]]()
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -76,19 +78,30 @@ def pytest_configure(config: pytest.Config) -> None:
         workerinput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
         run_id = str(workerinput.get(RUN_ID_KEY) or naming.new_run_id())
         runtime = new_runtime(config, settings, run_id, str(workerinput.get("workerid", "")))
+        # held until this worker's machines are torn down: see reaper.WorkerPin
+        config.stash[_pin_key] = reaper.WorkerPin.hold(run_id)
     else:
         runtime = new_runtime(config, settings, naming.new_run_id(), None)
         config.pluginmanager.register(ProgressPrinter(config), "orbstack-progress")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(runtime), "orbstack-xdist")
     config.stash[_lease_key] = None
+    signals.install_sigterm_handler()  # SIGTERM tears down like Ctrl-C (only if SIGTERM is unhandled)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    watchdog = config.stash.get(_watchdog_key, None)
+    if watchdog is not None:  # sessionfinish did not finish the run: the watchdog purges after us
+        watchdog.handover()
+        config.stash[_watchdog_key] = None
     lease = config.stash.get(_lease_key, None)
     if lease is not None:
         lease.release()
         config.stash[_lease_key] = None
+    pin = config.stash.get(_pin_key, None)
+    if pin is not None:
+        pin.release()
+    signals.restore_sigterm_handler()
 
 
 @pytest.hookimpl(trylast=True)
@@ -145,6 +158,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except OrbstackError:
         orbctl = ""
     config.stash[_lease_key] = ownership.RunLease.acquire(runtime.run_id, runtime.settings.prefix, orbctl)
+    config.stash[_watchdog_key] = None
+    if orbctl:
+        # deletes the run's machines if this process dies without finishing (docs/cleanup.md)
+        try:
+            watchdog = reaper.Watchdog.start(runtime.run_id, runtime.settings.prefix, orbctl)
+            config.stash[_watchdog_key] = watchdog
+        except reaper.WatchdogError as exc:
+            runtime.stats.event(str(exc))
     if runtime.settings.clone == "always":
         _check_clone_always(runtime)
     if runtime.settings.no_purge:
@@ -219,6 +240,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if _is_worker(config):
         config.workeroutput[WORKEROUTPUT_KEY] = runtime.stats.to_dict()  # type: ignore[attr-defined]
         config.workeroutput[BASES_KEY] = sorted(runtime.run_bases())  # type: ignore[attr-defined]
+        pin = config.stash.get(_pin_key, None)
+        if pin is not None:
+            pin.release()  # after this worker's machines were torn down
         return
     lease = config.stash.get(_lease_key, None)
     if lease is None:
@@ -229,6 +253,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         client = _usable_client(runtime)
         if client is not None:
             _purge(runtime, client, own=True)
+        watchdog = config.stash.get(_watchdog_key, None)
+        if watchdog is not None:
+            config.stash[_watchdog_key] = None
+            if runtime.stats.failed_deletes:
+                watchdog.handover()  # it retries the purge once pytest has exited
+            else:
+                watchdog.finish()
     finally:
         lease.release()
         config.stash[_lease_key] = None
