@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Lease",
+    "lease_path",
+    "runs_dir",
+    "try_lock",
     "PurgeResult",
     "RunLease",
     "purge",
@@ -60,8 +63,14 @@ def state_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
     return Path.home() / ".local" / "state" / "pytest-orbstack"
 
 
-def _runs_dir(directory: Optional[Path]) -> Path:
+def runs_dir(directory: Optional[Path] = None) -> Path:
+    """Where the leases (``<run id>.json``) and worker pins of runs live."""
     return (directory if directory is not None else state_dir()) / _RUNS
+
+
+def lease_path(run_id: str, directory: Optional[Path] = None) -> Path:
+    """The lease file of ``run_id``."""
+    return runs_dir(directory) / f"{run_id}.json"
 
 
 @dataclass(frozen=True)
@@ -109,9 +118,10 @@ class Lease:
         )
 
 
-def _try_lock(fd: int) -> bool:
+def try_lock(fd: int, operation: int = fcntl.LOCK_EX) -> bool:
+    """Take the ``flock`` ``operation`` on ``fd`` without waiting; False if someone holds it."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return False
@@ -134,7 +144,7 @@ class RunLease:
     @classmethod
     def acquire(cls, run_id: str, prefix: str, orbctl: str, directory: Optional[Path] = None) -> RunLease:
         """Write the lease of ``run_id`` and lock it."""
-        runs = _runs_dir(directory)
+        runs = runs_dir(directory)
         runs.mkdir(parents=True, exist_ok=True)
         path = runs / f"{run_id}.json"
         if path.exists():
@@ -187,7 +197,7 @@ def _inspect(path: Path) -> Iterator[tuple[bool, Optional[Lease]]]:
         yield False, None
         return
     try:
-        live = not _try_lock(fd)
+        live = not try_lock(fd)
         try:
             lease: Optional[Lease] = Lease.from_json(path.read_text())
         except (OSError, ValueError, KeyError, TypeError):
@@ -199,12 +209,12 @@ def _inspect(path: Path) -> Iterator[tuple[bool, Optional[Lease]]]:
 
 def run_is_live(run_id: str, directory: Optional[Path] = None) -> bool:
     """True while the run ``run_id`` holds its lease."""
-    with _inspect(_runs_dir(directory) / f"{run_id}.json") as (live, _):
+    with _inspect(lease_path(run_id, directory)) as (live, _):
         return live
 
 
 def _leases(directory: Optional[Path]) -> dict[str, tuple[bool, Optional[Lease]]]:
-    runs = _runs_dir(directory)
+    runs = runs_dir(directory)
     found: dict[str, tuple[bool, Optional[Lease]]] = {}
     if not runs.is_dir():
         return found
@@ -307,7 +317,7 @@ def _delete_rest(client: _PurgeClient, names: list[str]) -> PurgeResult:
 
 def _forget_dead_leases(directory: Optional[Path], still_there: set[str]) -> None:
     """Remove leases of dead runs, unless they keep a machine that still exists."""
-    runs = _runs_dir(directory)
+    runs = runs_dir(directory)
     if not runs.is_dir():
         return
     for path in runs.glob("*.json"):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Optional, final
 
 from pytest_orbstack.errors import OrbstackError
-from pytest_orbstack.ownership import purge, state_dir
+from pytest_orbstack.ownership import lease_path, purge, runs_dir, state_dir, try_lock
 
 if TYPE_CHECKING:
     from pytest_orbstack.ownership import _PurgeClient
@@ -56,7 +55,6 @@ LOG_NAME: Final = "reaper.log"
 #: The log is moved to ``reaper.log.1`` when a watchdog starts and finds it larger.
 _LOG_ROTATE_BYTES: Final = 1 << 20
 _DONE: Final = b"done\n"
-_RUNS: Final = "runs"
 #: How long a worker tries to take its pin before it runs without one.
 _PIN_TIMEOUT: Final = 5.0
 
@@ -93,22 +91,8 @@ class WatchdogSettings:
         return argv
 
 
-def _lease_path(directory: Path, run_id: str) -> Path:
-    return directory / _RUNS / f"{run_id}.json"
-
-
 def _pins_path(directory: Path, run_id: str) -> Path:
-    return directory / _RUNS / f"{run_id}.workers"
-
-
-def _try_lock(fd: int, operation: int) -> bool:
-    try:
-        fcntl.flock(fd, operation | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True
+    return runs_dir(directory) / f"{run_id}.workers"
 
 
 def _is_linked(fd: int, path: Path) -> bool:
@@ -126,7 +110,7 @@ def _workers_gone(path: Path, *, remove: bool = False) -> bool:
     except FileNotFoundError:
         return True
     try:
-        if not _try_lock(fd, fcntl.LOCK_EX):
+        if not try_lock(fd, fcntl.LOCK_EX):
             return False
         if remove and _is_linked(fd, path):
             path.unlink()
@@ -158,7 +142,7 @@ class WorkerPin:
         deadline = time.monotonic() + _PIN_TIMEOUT
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            if _try_lock(fd, fcntl.LOCK_SH) and _is_linked(fd, path):
+            if try_lock(fd, fcntl.LOCK_SH) and _is_linked(fd, path):
                 return cls(path, fd)
             os.close(fd)
             if time.monotonic() >= deadline:
@@ -358,7 +342,7 @@ def _take_lease(path: Path, parent_pid: int, timeout: float) -> tuple[bool, Opti
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
             return True, None  # released: the run ended and kept nothing
-        if _try_lock(fd, fcntl.LOCK_EX):
+        if try_lock(fd, fcntl.LOCK_EX):
             if _is_linked(fd, path):
                 return True, fd
             os.close(fd)  # unlinked by its release meanwhile: look again
@@ -433,7 +417,7 @@ def _make_client(orbctl: str) -> _PurgeClient:
 
 def _after_death(args: argparse.Namespace, settings: WatchdogSettings, how: str, log: _Log) -> int:
     directory = Path(args.state_dir)
-    lease = _lease_path(directory, args.run_id)
+    lease = lease_path(args.run_id, directory)
     confirmed, fd = _take_lease(lease, args.parent_pid, settings.confirm_timeout)
     if not confirmed:
         log.write(
