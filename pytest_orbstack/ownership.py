@@ -235,12 +235,13 @@ def purgeable(
     *,
     directory: Optional[Path] = None,
     own_run_id: Optional[str] = None,
+    others: bool = True,
 ) -> list[str]:
     """Names among ``machines`` that the purge may delete.
 
     A machine qualifies when its name starts with ``prefix`` and it belongs to
-    ``own_run_id`` or to no live run; kept machines and reused bases
-    (``pytest-base-...``) never qualify.
+    ``own_run_id`` or (unless ``others`` is false) to no live run; kept
+    machines and reused bases (``pytest-base-...``) never qualify.
     """
     leases = _leases(directory)
     kept = {name for _, lease in leases.values() if lease for name in lease.kept}
@@ -250,9 +251,10 @@ def purgeable(
         if not name.startswith(prefix) or name in kept or name.startswith(REUSE_PREFIX):
             continue
         run_id = run_id_of(name)
-        if run_id is not None and run_id != own_run_id and leases.get(run_id, (False, None))[0]:
-            continue
-        names.append(name)
+        ours = run_id is not None and run_id == own_run_id
+        orphan = not (run_id is not None and leases.get(run_id, (False, None))[0])
+        if ours or (others and orphan):
+            names.append(name)
     return names
 
 
@@ -280,15 +282,18 @@ def purge(
     *,
     directory: Optional[Path] = None,
     own_run_id: Optional[str] = None,
+    others: bool = True,
 ) -> PurgeResult:
     """Delete every purgeable machine: one ``list`` and one multi-name ``delete``.
+
+    With ``others=False`` only the machines of ``own_run_id`` (``--orb-no-purge``).
 
     orbctl deletes nothing when one of several names is missing, so if a
     machine vanished between our list and our delete, list again and delete
     the rest once more.  Leases of dead runs that keep nothing are removed.
     """
     machines = client.list()
-    names = purgeable(machines, prefix, directory=directory, own_run_id=own_run_id)
+    names = purgeable(machines, prefix, directory=directory, own_run_id=own_run_id, others=others)
     result = PurgeResult()
     if names:
         try:
@@ -300,8 +305,8 @@ def purge(
             result = _delete_rest(client, rest)
         except OrbctlCommandError as exc:
             result = PurgeResult(failed=tuple(names), error=str(exc).splitlines()[0])
-    still_there = {m.name for m in machines} - set(result.deleted)
-    _forget_dead_leases(directory, still_there)
+    if others:
+        _forget_dead_leases(directory, {m.name for m in machines} - set(result.deleted))
     return result
 
 

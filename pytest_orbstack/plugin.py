@@ -157,7 +157,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         orbctl = runtime.orbctl()[0]
     except OrbstackError:
         orbctl = ""
-    config.stash[_lease_key] = ownership.RunLease.acquire(runtime.run_id, runtime.settings.prefix, orbctl)
+    try:
+        lease = ownership.RunLease.acquire(runtime.run_id, runtime.settings.prefix, orbctl)
+    except OSError as exc:
+        raise pytest.UsageError(
+            f"cannot write the run's lease in {ownership.runs_dir()}: {exc.strerror or exc}; "
+            f"make it writable or point {ownership.STATE_DIR_ENV} at a writable directory"
+        ) from None
+    config.stash[_lease_key] = lease
     config.stash[_watchdog_key] = None
     if orbctl:
         # deletes the run's machines if this process dies without finishing (docs/cleanup.md)
@@ -193,10 +200,12 @@ def _check_clone_always(runtime: OrbRuntime) -> None:
 def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
     prefix = runtime.settings.prefix
     try:
-        if runtime.settings.no_purge:
-            result = _delete_own(runtime, client)
-        else:
-            result = ownership.purge(client, prefix, own_run_id=runtime.run_id if own else None)
+        result = ownership.purge(
+            client,
+            prefix,
+            own_run_id=runtime.run_id if own else None,
+            others=not runtime.settings.no_purge,
+        )
     except OrbctlCommandError as exc:
         runtime.stats.event(f"purge failed: {str(exc).splitlines()[0]}")
         return
@@ -211,24 +220,6 @@ def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
         runtime.stats.event(f"deleted base machine(s) {', '.join(done)}", verbose=True)
     for name in result.failed:
         runtime.stats.record_failed_delete(name, result.error or "delete failed")
-
-
-def _delete_own(runtime: OrbRuntime, client: Any) -> ownership.PurgeResult:
-    """With --orb-no-purge: delete only this run's leftovers, never another run's."""
-    prefix = runtime.settings.prefix
-    kept = set(runtime.stats.kept)
-    names = []
-    for machine in client.list():
-        owner = naming.parse_machine_name(machine.name, prefix)
-        if owner is not None and owner.run_id == runtime.run_id and machine.name not in kept:
-            names.append(machine.name)
-    if not names:
-        return ownership.PurgeResult()
-    try:
-        client.delete(*names)
-    except OrbctlCommandError as exc:
-        return ownership.PurgeResult(failed=tuple(names), error=str(exc).splitlines()[0])
-    return ownership.PurgeResult(deleted=tuple(names))
 
 
 @pytest.hookimpl(trylast=True)

@@ -81,6 +81,24 @@ def test_missing_orbctl_from_env_is_a_usage_error(
     result.stderr.fnmatch_lines(["ERROR: env ORBCTL: expected the path of an executable orbctl*"])
 
 
+def test_unwritable_state_dir_is_a_usage_error_naming_the_fix(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    monkeypatch: pytest.MonkeyPatch,
+    orbsim_machines: Callable[..., list[str]],
+) -> None:
+    blocker = pytester.path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("PYTEST_ORBSTACK_STATE_DIR", str(blocker / "state"))
+    pytester.makepyfile("def test_vm(orb_vm):\n    pass\n")
+    result = run_pytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: cannot write the run's lease in */not-a-dir/state/runs: *PYTEST_ORBSTACK_STATE_DIR*"]
+    )
+    assert orbsim_machines("pytest-test-") == []
+
+
 def test_precedence_cli_over_env_over_ini(
     pytester: pytest.Pytester, run_pytest: Callable[..., pytest.RunResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -228,3 +228,12 @@ def test_reused_bases_are_never_purged_even_by_a_wide_prefix(leases: Path) -> No
     client = RecordingClient(names)
     assert purge(client, "pytest-", directory=leases).deleted == (names[1],)
     assert client.names == [names[0]]
+
+
+def test_others_false_purges_only_the_own_run(leases: Path) -> None:
+    own = machine_name(PREFIX, "ownrun01", "gw0")
+    orphan = machine_name(PREFIX, "deadrun7", "gw0")
+    client = RecordingClient([own, orphan, "pytest-test-handmade"])
+    result = purge(client, PREFIX, directory=leases, own_run_id="ownrun01", others=False)
+    assert result.deleted == (own,)
+    assert sorted(client.names) == sorted([orphan, "pytest-test-handmade"])
