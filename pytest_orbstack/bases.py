@@ -54,7 +54,6 @@ from pytest_orbstack.models import OrbVersion
 from pytest_orbstack.naming import REUSE_PREFIX
 from pytest_orbstack.provisioner import CreateSource, Made
 from pytest_orbstack.readiness import wait_ready
-from pytest_orbstack.retry import call_with_retry
 
 if TYPE_CHECKING:
     from pytest_orbstack.provisioner import MachineSpec, Provisioner
@@ -402,15 +401,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _retry(p: Provisioner, what: str, func: Callable[[], object]) -> None:
-    """``func`` with the run's retry policy; each retry is a progress line."""
-
-    def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
-        p.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {_first_line(exc)}")
-
-    call_with_retry(func, p.policy, sleep=p.sleep, on_retry=on_retry)
-
-
 class CloneSource:
     """A :class:`~pytest_orbstack.provisioner.MachineSource`: ``orbctl clone`` of the spec's base + start.
 
@@ -428,7 +418,7 @@ class CloneSource:
         base = self.bases.base_for(spec)
         start = p.clock()
         try:
-            _retry(p, f"clone of {base} as {name}", lambda: p.client.clone(base, name))
+            p.with_retry(f"clone of {base} as {name}", lambda: p.client.clone(base, name))
         except OrbctlTimeoutError:
             p.delete_name(name)  # a killed clone may have left the copy behind
             raise
@@ -441,7 +431,7 @@ class CloneSource:
             ) from exc
         cloned = p.clock()
         try:
-            _retry(p, f"start of {name}", lambda: p.client.start(name))
+            p.with_retry(f"start of {name}", lambda: p.client.start(name))
             info = wait_ready(p.client, name, p.ready_timeout, clock=p.clock, sleep=p.sleep)
         except BaseException:
             with contextlib.suppress(Exception):

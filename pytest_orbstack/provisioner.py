@@ -206,7 +206,9 @@ class Provisioner:
         self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {_first_line(exc)}")
         self.sleep(wait)
 
-    def _retry(self, what: str, func: Callable[[], object]) -> None:
+    def with_retry(self, what: str, func: Callable[[], object]) -> None:
+        """``func()`` under the run's retry policy; each retry is a progress line."""
+
         def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
             self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {_first_line(exc)}")
 
@@ -219,7 +221,7 @@ class Provisioner:
             with contextlib.suppress(MachineNotFoundError):
                 self.client.delete(name)
 
-        self._retry(f"delete of {name}", delete)
+        self.with_retry(f"delete of {name}", delete)
 
     # --- the life cycle ----------------------------------------------------------------------
 
@@ -296,11 +298,11 @@ class Provisioner:
         return info
 
     def start(self, machine: Machine) -> None:
-        self._retry(f"start of {machine.name}", lambda: self.client.start(machine.name))
+        self.with_retry(f"start of {machine.name}", lambda: self.client.start(machine.name))
         self.wait_ready(machine, self.ready_timeout)
 
     def restart(self, machine: Machine) -> None:
-        self._retry(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
+        self.with_retry(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
         self.wait_ready(machine, self.ready_timeout)
 
     def clone(self, machine: Machine, name: Optional[str]) -> Machine:
@@ -312,7 +314,7 @@ class Provisioner:
             # source (deleting a machine that never came to be counts as done).
             self._clones.setdefault(machine.name, []).append(copy)
         start = self.clock()
-        self._retry(f"clone of {machine.name} as {new}", lambda: self.client.clone(machine.name, new))
+        self.with_retry(f"clone of {machine.name} as {new}", lambda: self.client.clone(machine.name, new))
         created = self.clock()
         self.start(copy)
         self.stats.record_created(created - start, self.clock() - created)
