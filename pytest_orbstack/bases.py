@@ -48,6 +48,7 @@ from pytest_orbstack.errors import (
     OrbctlCommandError,
     OrbctlTimeoutError,
     OrbstackError,
+    first_line,
 )
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import OrbVersion
@@ -357,7 +358,7 @@ class BaseManager:
         except OrbstackError as exc:
             with contextlib.suppress(Exception):
                 self._p.delete_name(building)
-            raise BaseBuildError(spec, name, f"rename {building} failed: {_first_line(exc)}") from exc
+            raise BaseBuildError(spec, name, f"rename {building} failed: {first_line(exc)}") from exc
         return name
 
     def _state_of(self, spec: MachineSpec, name: str) -> Optional[str]:
@@ -366,7 +367,7 @@ class BaseManager:
                 if info.name == name:
                     return str(info.state)
         except OrbctlCommandError as exc:
-            raise BaseBuildError(spec, name, f"orbctl list failed: {_first_line(exc)}") from None
+            raise BaseBuildError(spec, name, f"orbctl list failed: {first_line(exc)}") from None
         return None
 
     # --- the build ---------------------------------------------------------------------------
@@ -378,7 +379,7 @@ class BaseManager:
         try:
             made = CreateSource(p).make(spec, name)
         except OrbstackError as exc:
-            raise BaseBuildError(spec, name, f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            raise BaseBuildError(spec, name, f"{type(exc).__name__}: {first_line(exc)}") from exc
         machine = Machine(p, name, spec, made.info)
         try:
             p.hooks.provision(machine)
@@ -387,18 +388,13 @@ class BaseManager:
             with contextlib.suppress(Exception):
                 p.delete_name(name)
             if isinstance(exc, Exception):
-                raise BaseBuildError(spec, name, f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                raise BaseBuildError(spec, name, f"{type(exc).__name__}: {first_line(exc)}") from exc
             raise
         p.stats.event(
             f"built base {name} ({spec.describe()}) in {p.clock() - start:.1f}s: "
             "provisioned and stopped; machines are clones of it"
         )
         return name
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class CloneSource:
@@ -426,7 +422,7 @@ class CloneSource:
             raise BaseBuildError(
                 spec,
                 base,
-                f"it vanished ({_first_line(exc)}); was it deleted by hand?",
+                f"it vanished ({first_line(exc)}); was it deleted by hand?",
                 hint="--orb-clone never creates every machine instead",
             ) from exc
         cloned = p.clock()

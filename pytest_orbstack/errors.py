@@ -36,7 +36,13 @@ __all__ = [
 _SHOWN_OUTPUT_CHARS = 2000
 
 
-def _clip(text: str) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its class name when the message is empty)."""
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def clip_output(text: str) -> str:
+    """``text`` without trailing newlines, cut to what an error message shows."""
     text = text.rstrip("\n")
     if len(text) <= _SHOWN_OUTPUT_CHARS:
         return text
@@ -83,7 +89,7 @@ class OrbctlParseError(OrbstackError):
 
     def __init__(self, message: str, text: str) -> None:
         self.text = text
-        super().__init__(f"{message}; orbctl printed: {_clip(text)!r}")
+        super().__init__(f"{message}; orbctl printed: {clip_output(text)!r}")
 
 
 class OrbctlCommandError(OrbstackError):
@@ -117,9 +123,9 @@ class OrbctlCommandError(OrbstackError):
     def _details(self) -> str:
         parts = [f"\n  command: {shlex.join(self.argv)}", f"\n  exit code: {self.returncode}"]
         if self.stdout.strip():
-            parts.append(f"\n  stdout: {_clip(self.stdout)}")
+            parts.append(f"\n  stdout: {clip_output(self.stdout)}")
         if self.stderr.strip():
-            parts.append(f"\n  stderr: {_clip(self.stderr)}")
+            parts.append(f"\n  stderr: {clip_output(self.stderr)}")
         return "".join(parts)
 
     @property

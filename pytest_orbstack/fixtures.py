@@ -21,7 +21,7 @@ import pytest
 
 from pytest_orbstack import bases, naming, ownership
 from pytest_orbstack.client import find_orbctl
-from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError
+from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.provisioner import MachineFactory, MachineSpec, Provisioner
 from pytest_orbstack.report import Stats
@@ -191,7 +191,7 @@ def _status(client: Any) -> str:
     try:
         return str(client.status()).strip() or "no answer"
     except OrbctlCommandError as exc:
-        return (exc.stdout.strip() or str(exc).splitlines()[0]) or "no answer"
+        return (exc.stdout.strip() or first_line(exc)) or "no answer"
 
 
 class _BoundHooks:

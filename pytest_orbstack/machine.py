@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Optional, Protocol, Union
 
-from pytest_orbstack.errors import OrbstackError
+from pytest_orbstack.errors import OrbstackError, clip_output
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -21,16 +21,8 @@ __all__ = ["CommandFailedError", "CommandRecord", "Machine", "RunResult"]
 
 #: How many recent commands a machine remembers for failure reports.
 HISTORY: Final = 20
-_SHOWN_OUTPUT_CHARS: Final = 2000
 
 Command = Union[str, Sequence[str]]
-
-
-def _clip(text: str) -> str:
-    text = text.rstrip("\n")
-    if len(text) <= _SHOWN_OUTPUT_CHARS:
-        return text
-    return text[:_SHOWN_OUTPUT_CHARS] + f"... [{len(text) - _SHOWN_OUTPUT_CHARS} more chars]"
 
 
 @dataclass(frozen=True)
@@ -84,8 +76,8 @@ class CommandFailedError(OrbstackError):
             f"command failed in machine {result.machine!r} with exit code {result.returncode}",
             f"  command: {result.command}",
             f"  exit code: {result.returncode}",
-            f"  stdout: {_clip(result.stdout) or '(empty)'}",
-            f"  stderr: {_clip(result.stderr) or '(empty)'}",
+            f"  stdout: {clip_output(result.stdout) or '(empty)'}",
+            f"  stderr: {clip_output(result.stderr) or '(empty)'}",
         ]
         super().__init__("\n".join(parts))
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Optional, Protocol
 
-from pytest_orbstack.errors import MachineNotFoundError, OrbctlCommandError
+from pytest_orbstack.errors import MachineNotFoundError, OrbctlCommandError, first_line
 from pytest_orbstack.naming import REUSE_PREFIX, run_id_of
 
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ def purge(
             rest = [name for name in names if name in present]
             result = _delete_rest(client, rest)
         except OrbctlCommandError as exc:
-            result = PurgeResult(failed=tuple(names), error=str(exc).splitlines()[0])
+            result = PurgeResult(failed=tuple(names), error=first_line(exc))
     if others:
         _forget_dead_leases(directory, {m.name for m in machines} - set(result.deleted))
     return result
@@ -316,7 +316,7 @@ def _delete_rest(client: _PurgeClient, names: list[str]) -> PurgeResult:
     try:
         client.delete(*names)
     except OrbctlCommandError as exc:
-        return PurgeResult(failed=tuple(names), error=str(exc).splitlines()[0])
+        return PurgeResult(failed=tuple(names), error=first_line(exc))
     return PurgeResult(deleted=tuple(names))
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from pytest_orbstack import bases, hookspecs, naming, ownership, reaper, signals
 from pytest_orbstack.client import OrbctlClient, Timeouts
-from pytest_orbstack.errors import OrbctlCommandError, OrbstackError
+from pytest_orbstack.errors import OrbctlCommandError, OrbstackError, first_line
 from pytest_orbstack.fixtures import (
     OrbRuntime,
     get_runtime,
@@ -207,7 +207,7 @@ def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
             others=not runtime.settings.no_purge,
         )
     except OrbctlCommandError as exc:
-        runtime.stats.event(f"purge failed: {str(exc).splitlines()[0]}")
+        runtime.stats.event(f"purge failed: {first_line(exc)}")
         return
     run_bases = runtime.run_bases() if own else set()
     deleted = [name for name in result.deleted if name not in run_bases]
@@ -300,7 +300,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             try:
                 info = machine.info()
             except OrbstackError as exc:
-                error = str(exc).splitlines()[0]
+                error = first_line(exc)
             report.sections.append(
                 (f"orbstack machine {machine.name}", failure_section(info, error, machine.history))
             )

@@ -26,6 +26,7 @@ from pytest_orbstack.errors import (
     OrbctlCommandError,
     OrbctlTimeoutError,
     TransientOrbctlError,
+    first_line,
 )
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.readiness import wait_ready
@@ -100,11 +101,6 @@ class MachineHooks(Protocol):
     def ready(self, machine: Machine) -> None: ...
 
     def teardown(self, machine: Machine) -> None: ...
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class CreateSource:
@@ -203,14 +199,14 @@ class Provisioner:
     def retrying(self, what: str, attempt: int, exc: BaseException) -> None:
         """Report a failed attempt and wait before the next one."""
         wait = self.policy.delay(attempt)
-        self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {_first_line(exc)}")
+        self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
         self.sleep(wait)
 
     def with_retry(self, what: str, func: Callable[[], object]) -> None:
         """``func()`` under the run's retry policy; each retry is a progress line."""
 
         def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
-            self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {_first_line(exc)}")
+            self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
 
         call_with_retry(func, self.policy, sleep=self.sleep, on_retry=on_retry)
 
@@ -279,8 +275,8 @@ class Provisioner:
         try:
             self.delete(machine)
         except Exception as exc:
-            self.stats.record_failed_delete(machine.name, _first_line(exc))
-            self.stats.event(f"could not delete {machine.name}: {_first_line(exc)}")
+            self.stats.record_failed_delete(machine.name, first_line(exc))
+            self.stats.event(f"could not delete {machine.name}: {first_line(exc)}")
 
     # --- what Machine delegates --------------------------------------------------------------
 

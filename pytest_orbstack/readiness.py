@@ -18,6 +18,7 @@ from pytest_orbstack.errors import (
     MachineNotFoundError,
     MachineNotReadyError,
     OrbctlCommandError,
+    first_line,
 )
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _probe(client: _ReadinessClient, name: str, timeout: float) -> Optional[str]
     try:
         result = client.run(name, ["true"], timeout=max(1.0, min(timeout, _PROBE_TIMEOUT)), check=False)
     except OrbctlCommandError as exc:
-        return str(exc).splitlines()[0]
+        return first_line(exc)
     code = getattr(result, "returncode", 0)
     return None if code == 0 else f"exec probe 'true' exited with {code}"
 
@@ -93,7 +94,7 @@ def wait_ready(
         except MachineNotFoundError:
             raise MachineNotReadyError(name, clock() - start, last_state, "the machine vanished") from None
         except OrbctlCommandError as exc:
-            reason = f"info failed: {str(exc).splitlines()[0]}"
+            reason = f"info failed: {first_line(exc)}"
         else:
             last_state = info.state
             if info.state in DEAD_STATES:
