@@ -8,6 +8,10 @@ use the same run directory.  Machines get ``.2`` to ``.254``; an address is
 reused once released, or once the machine that held it is gone.  The bridge
 exists only while some machine uses it.  Machines have no default route:
 they reach the host and each other, nothing else (no NAT, no forwarding).
+A machine's MAC address is derived from its IPv4 address (as Docker does), so
+a neighbour entry cached for an address stays right when the address passes
+to another machine: a fresh veth MAC would leave the host and other machines
+sending to the old one for up to ~30 s.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ SUBNET = "198.19.249"
 HOST_IP = f"{SUBNET}.1"
 PREFIXLEN = 24
 FIRST, LAST = 2, 254
+
+
+def mac_for(ip: str) -> str:
+    """The MAC address of the machine holding ``ip``: locally administered, ``02:0b`` + the four octets."""
+    return ":".join(["02", "0b", *(f"{int(octet):02x}" for octet in ip.split("."))])
 
 
 def run_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
@@ -111,7 +120,10 @@ def attach(owner: str, pid: int, start: int, environ: Optional[Mapping[str, str]
         try:
             _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(pid))
             _ip("link", "set", veth, "master", BRIDGE, "up")
-            script = (f"link set lo up\naddr add {ip}/{PREFIXLEN} dev eth0\nlink set eth0 up\n").encode()
+            script = (
+                f"link set lo up\nlink set eth0 address {mac_for(ip)}\n"
+                f"addr add {ip}/{PREFIXLEN} dev eth0\nlink set eth0 up\n"
+            ).encode()
             runner.run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=script, timeout=15)
         except runner.RunError as exc:
             _drop(table, ip)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,24 @@ def test_machines_reach_each_other(make_machine) -> None:
     res = b.run("python3", "-c", probe)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "from-a\n"
+
+
+def test_mac_follows_the_address(make_machine) -> None:
+    """Whoever holds an address has its MAC, so a neighbour entry cached for a reused address stays right."""
+    m = make_machine("net-mac")
+    mac = network.mac_for(m.ip)
+    assert m.run("cat", "/sys/class/net/eth0/address").stdout == f"{mac}\n"
+    assert m.sh(SERVE.format(word="mac", port=8082)).returncode == 0
+    assert _fetch(f"http://{m.ip}:8082/index.html") == "mac\n"
+    show = ["ip", "neigh", "show", m.ip, "dev", network.BRIDGE]
+    neigh = subprocess.run(show, check=True, capture_output=True, text=True, timeout=10)
+    assert f"lladdr {mac} " in neigh.stdout
+
+
+def test_mac_is_unicast_local_and_distinct_per_address() -> None:
+    macs = {network.mac_for(f"{network.SUBNET}.{n}") for n in range(network.FIRST, network.LAST + 1)}
+    assert len(macs) == network.LAST - network.FIRST + 1
+    assert network.mac_for("198.19.249.3") == "02:0b:c6:13:f9:03"  # bit 1 set (local), bit 0 clear (unicast)
 
 
 def test_no_route_beyond_the_subnet(make_machine) -> None:
