@@ -13,7 +13,7 @@ import platform
 import shutil
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Optional
 
@@ -26,7 +26,7 @@ from pytest_orbstack.machine import Machine
 from pytest_orbstack.provisioner import MachineFactory, MachineSpec, Provisioner
 from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy
-from pytest_orbstack.settings import MarkerError, Settings, marker_overrides, spec_for
+from pytest_orbstack.settings import MarkerError, Settings, marker_overrides, spec_fields, spec_for
 
 __all__ = [
     "MACHINE_FIXTURES",
@@ -227,12 +227,15 @@ def _runtime(request: pytest.FixtureRequest) -> OrbRuntime:
     return runtime
 
 
-def _test_spec(request: pytest.FixtureRequest, runtime: OrbRuntime) -> MachineSpec:
+def _marker_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
     try:
-        overrides = marker_overrides(request.node)
+        return marker_overrides(request.node)
     except MarkerError as exc:  # also caught at collection; kept for items made by other plugins
         pytest.fail(str(exc), pytrace=False)
-    return spec_for(runtime.settings, overrides)
+
+
+def _test_spec(request: pytest.FixtureRequest, runtime: OrbRuntime) -> MachineSpec:
+    return spec_for(runtime.settings, _marker_overrides(request))
 
 
 @pytest.fixture(scope="session")
@@ -285,9 +288,13 @@ def orb_machines(request: pytest.FixtureRequest) -> Iterator[MachineFactory]:
     """
     runtime = _runtime(request)
     runtime.provisioner()  # errors here, at setup, when OrbStack is unusable
-    factory = MachineFactory(
-        runtime.obtain, runtime.release, _test_spec(request, runtime), Path(str(request.node.path)).parent
-    )
+    settings, overrides = runtime.settings, _marker_overrides(request)
+    base = Path(str(request.node.path)).parent
+
+    def spec(given: Mapping[str, Any]) -> MachineSpec:  # arguments over the marker over the options
+        return spec_for(settings, {**overrides, **spec_fields(given, base)})
+
+    factory = MachineFactory(runtime.obtain, runtime.release, spec)
     try:
         yield factory
     finally:

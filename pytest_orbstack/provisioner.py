@@ -9,16 +9,15 @@ clone of a provisioned base machine) plugs in without changing the fixtures.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
-from pytest_orbstack import commands, naming
+from pytest_orbstack import naming
 from pytest_orbstack.errors import (
     MachineExistsError,
     MachineNotFoundError,
@@ -325,13 +324,12 @@ class MachineFactory:
         self,
         obtain: Callable[[MachineSpec], Machine],
         release: Callable[[Machine], None],
-        defaults: MachineSpec,
-        base: Path,
+        spec: Callable[[Mapping[str, Any]], MachineSpec],
     ) -> None:
         self._obtain_one = obtain
         self._release_machine = release
-        self._defaults = defaults
-        self._base = base
+        #: the spec for the arguments given (``None`` = unset); validates them before any machine
+        self._make_spec = spec
         self._lock = threading.Lock()
         #: every machine this factory made, in order
         self.machines: list[Machine] = []
@@ -343,21 +341,7 @@ class MachineFactory:
         user: Optional[str],
         user_data: Union[str, PathLike[str], None],
     ) -> MachineSpec:
-        if image is not None:
-            commands.parse_image(image)
-        if arch is not None:
-            commands.validate_arch(arch)
-        data = self._defaults.user_data
-        if user_data is not None:
-            data = str((self._base / os.fspath(user_data)).resolve())
-            if not os.access(data, os.R_OK):
-                raise FileNotFoundError(f"cloud-init user-data file {data} does not exist or is not readable")
-        return MachineSpec(
-            image=image or self._defaults.image,
-            arch=arch or self._defaults.arch,
-            user=user or self._defaults.user,
-            user_data=data,
-        )
+        return self._make_spec({"image": image, "arch": arch, "user": user, "user_data": user_data})
 
     def _obtain(self, spec: MachineSpec) -> Machine:
         machine = self._obtain_one(spec)

@@ -419,6 +419,24 @@ _MARKER_PARSERS: Final[dict[str, Callable[[str, Path], Any]]] = {
 }
 
 
+def spec_fields(values: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """Spec fields given in test code (``orb_machines.create(...)``), validated as a marker's are.
+
+    ``None`` values are left out; ``user_data`` is relative to ``base`` (the
+    test file's directory).  A bad value raises :class:`InvalidSpecError`
+    naming the field and what is allowed.
+    """
+    found: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        try:
+            found[key] = _MARKER_PARSERS[key](os.fspath(value), base)
+        except (TypeError, ValueError) as exc:
+            raise InvalidSpecError(key, value, str(exc)) from None
+    return found
+
+
 def marker_overrides(item: pytest.Item) -> dict[str, Any]:
     """The spec fields set by ``orb`` markers on ``item`` (closest marker wins), validated.
 

@@ -135,6 +135,12 @@ def test_bad_factory_arguments_fail_before_any_machine(scenario: Scenario, attem
             orb_machines.create("nosuchdistro")
         with pytest.raises(InvalidSpecError, match="arm64"):
             orb_machines.create(arch="sparc")
+        with pytest.raises(InvalidSpecError, match="invalid user 'Bad User': .*lowercase"):
+            orb_machines.create(user="Bad User")
+        with pytest.raises(InvalidSpecError, match="invalid user_data 'missing.yaml': .*readable"):
+            orb_machines.create_many(2, user_data="missing.yaml")
+        with pytest.raises(InvalidSpecError, match="unknown ubuntu version"):
+            orb_machines.create("ubuntu:99.04")
         with pytest.raises(ValueError, match=">= 1"):
             orb_machines.create_many(-1)
     """

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_orbstack.errors import InvalidSpecError
 from pytest_orbstack.provisioner import MachineSpec
-from pytest_orbstack.settings import Settings, load_settings, spec_for
+from pytest_orbstack.settings import Settings, load_settings, spec_fields, spec_for
 
 
 def test_defaults(pytester: pytest.Pytester) -> None:
@@ -82,3 +83,23 @@ def test_spec_for_applies_marker_values_over_settings() -> None:
     settings = Settings(image="debian:12", user="alice", user_data=str(Path("/x/init.yaml")))
     assert spec_for(settings, {"user": "bob"}) == MachineSpec("debian:12", None, "bob", "/x/init.yaml")
     assert spec_for(settings, {}) == settings.spec
+
+
+def test_spec_fields_validate_like_the_marker(tmp_path: Path) -> None:
+    (tmp_path / "init.yaml").write_text("#cloud-config\n")
+    given = {"image": "debian:12", "arch": None, "user": "ci", "user_data": "init.yaml"}
+    fields = spec_fields(given, tmp_path)
+    assert fields == {"image": "debian:12", "user": "ci", "user_data": str(tmp_path / "init.yaml")}
+    bad = [
+        ({"user": "Bad User"}, "user", "lowercase"),
+        ({"user_data": "missing.yaml"}, "user_data", "readable"),
+        ({"image": "ubuntu:99.04"}, "image", "22.04"),
+        ({"arch": "sparc"}, "arch", "arm64"),
+        ({"arch": 7}, "arch", "str"),
+    ]
+    for given, field, needle in bad:
+        with pytest.raises(InvalidSpecError) as excinfo:
+            spec_fields(given, tmp_path)
+        assert excinfo.value.field == field
+        assert needle in str(excinfo.value)
+        assert "\n" not in str(excinfo.value)
