@@ -428,7 +428,7 @@ class CloneSource:
         cloned = p.clock()
         try:
             p.with_retry(f"start of {name}", lambda: p.client.start(name))
-            info = wait_ready(p.client, name, p.ready_timeout, clock=p.clock, sleep=p.sleep)
+            info = wait_ready(p.client, name, p.ready_timeout, started=True, clock=p.clock, sleep=p.sleep)
         except BaseException:
             with contextlib.suppress(Exception):
                 p.delete_name(name)

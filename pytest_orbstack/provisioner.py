@@ -147,7 +147,7 @@ class CreateSource:
                 p.stats.event(f"adopting {name}: an earlier create of it went through")
             created = p.clock()
             try:
-                info = wait_ready(p.client, name, p.ready_timeout, clock=p.clock, sleep=p.sleep)
+                info = wait_ready(p.client, name, p.ready_timeout, started=True, clock=p.clock, sleep=p.sleep)
             except MachineNotReadyError as exc:
                 p.delete_name(name)
                 if not adopted or last:
@@ -287,18 +287,21 @@ class Provisioner:
         self.stats.record_deleted()
         self.stats.event(f"deleted {machine.name}", verbose=True)
 
-    def wait_ready(self, machine: Machine, timeout: float) -> MachineInfo:
-        info = wait_ready(self.client, machine.name, timeout, clock=self.clock, sleep=self.sleep)
+    def wait_ready(self, machine: Machine, timeout: float, *, started: bool = False) -> MachineInfo:
+        """Wait until ``machine`` is ready; ``started``: it was just started here (see readiness)."""
+        info = wait_ready(
+            self.client, machine.name, timeout, started=started, clock=self.clock, sleep=self.sleep
+        )
         machine._remember(info)
         return info
 
     def start(self, machine: Machine) -> None:
         self.with_retry(f"start of {machine.name}", lambda: self.client.start(machine.name))
-        self.wait_ready(machine, self.ready_timeout)
+        self.wait_ready(machine, self.ready_timeout, started=True)
 
     def restart(self, machine: Machine) -> None:
         self.with_retry(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
-        self.wait_ready(machine, self.ready_timeout)
+        self.wait_ready(machine, self.ready_timeout, started=True)
 
     def clone(self, machine: Machine, name: Optional[str]) -> Machine:
         """Clone ``machine`` (``orbctl clone``), start the copy and wait until it is ready."""

@@ -1,16 +1,21 @@
 """Wait until a machine is ready to run commands, with a deadline.
 
 "Ready" means: ``orbctl info`` reports the state ``running`` and an IPv4
-address, and then ``orbctl run -m NAME true`` succeeds (a machine can be
-listed as running while commands still fail).  ``info`` is polled with a short
+address, and ``orbctl run -m NAME true`` succeeds (a machine can be listed
+as running while commands still fail).  ``info`` is polled with a short
 interval that grows (50 ms, then x1.5 up to 1 s), so a machine that is ready
-quickly is handed out quickly and a slow one is not hammered.  A machine that
-stops, is being deleted or vanishes fails at once instead of at the deadline.
+quickly is handed out quickly and a slow one is not hammered.  Once the
+machine is known to be running (just started, or seen running), the probe
+runs alongside ``info`` (in a thread) instead of after it: a round that finds
+the address and a working machine costs one orbctl call's time, not two.  A
+machine that stops, is being deleted or vanishes fails at once instead of at
+the deadline.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Final, Optional, Protocol
 
@@ -73,22 +78,46 @@ def wait_ready(
     name: str,
     timeout: float,
     *,
+    started: bool = False,
     poll: Poll = Poll(),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> MachineInfo:
     """Poll ``name`` until it is ready and return its last :class:`MachineInfo`.
 
+    ``started``: the caller has just created or started the machine, so the
+    probe may run from the first round.  Otherwise it waits for an ``info``
+    that shows the machine running, because ``orbctl run`` starts a stopped
+    machine and a stopped one must fail here, not come back to life.
+
     Raises :class:`MachineNotReadyError` (machine, seconds waited, last state
     seen, reason) at the deadline, or at once when the machine is stopped,
     being deleted or gone.
     """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orb-probe") as pool:
+        return _wait(client, name, timeout, started=started, poll=poll, clock=clock, sleep=sleep, pool=pool)
+
+
+def _wait(
+    client: _ReadinessClient,
+    name: str,
+    timeout: float,
+    *,
+    started: bool,
+    poll: Poll,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    pool: ThreadPoolExecutor,
+) -> MachineInfo:
     start = clock()
     deadline = start + timeout
     interval = poll.initial
-    last_state: Optional[str] = None
+    last_state: Optional[str] = "running" if started else None
     reason = "the deadline passed"
     while True:
+        probe: Optional[Future[Optional[str]]] = None
+        if last_state == "running":  # likely usable: probe while info runs
+            probe = pool.submit(_probe, client, name, deadline - clock())
         try:
             info = client.info(name)
         except MachineNotFoundError:
@@ -106,10 +135,12 @@ def wait_ready(
             elif not info.ip4 and _reports_ips(info):
                 reason = "no IPv4 address yet"
             else:
-                failure = _probe(client, name, deadline - clock())
+                failure = probe.result() if probe is not None else _probe(client, name, deadline - clock())
                 if failure is None:
                     return info
                 reason = failure
+        if probe is not None:
+            probe.result()  # never sleep with a probe still running
         now = clock()
         if now >= deadline:
             raise MachineNotReadyError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Optional, Union
@@ -127,3 +129,86 @@ def test_vanished_machine_fails_fast() -> None:
         wait_ready(client, "m1", 100, clock=clock, sleep=clock.sleep)
     assert "vanished" in str(excinfo.value)
     assert excinfo.value.last_state == "starting"
+
+
+class OverlapClient(FakeClient):
+    """``info`` answers only once a probe has started: a client that runs them one after the other fails."""
+
+    def __init__(self, infos: list[Union[SimpleNamespace, Exception]]) -> None:
+        super().__init__(infos)
+        self.probing = threading.Event()
+        self.overlapped: list[bool] = []
+
+    def info(self, name: str) -> Any:
+        if self.overlapped or self.info_calls > 0:  # from the second info on, a probe must be under way
+            self.overlapped.append(self.probing.wait(timeout=5))
+            self.probing.clear()
+        else:
+            self.overlapped.append(False)
+        return super().info(name)
+
+    def run(
+        self, machine: str, command: list[str], *, timeout: Optional[float] = None, check: bool = True
+    ) -> Any:
+        self.probing.set()
+        return super().run(machine, command, timeout=timeout, check=check)
+
+
+def test_probe_runs_alongside_info_once_the_machine_was_seen_running() -> None:
+    clock = FakeClock()
+    client = OverlapClient([info("running"), info("running", "198.19.249.3")])
+    wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
+    assert client.overlapped == [False, True]  # first info alone (state unknown), then info + probe
+    assert client.probe_calls == 1
+
+
+def test_just_started_machine_is_probed_from_the_first_round() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("running", "198.19.249.3")])
+    probing = threading.Event()
+    plain_run = client.run
+
+    def run(machine: str, command: list[str], **kwargs: Any) -> Any:
+        probing.set()
+        return plain_run(machine, command, **kwargs)
+
+    plain_info = client.info
+
+    def info_after_probe(name: str) -> Any:
+        assert probing.wait(timeout=5), "the probe did not start alongside the first info"
+        return plain_info(name)
+
+    client.run = run  # type: ignore[method-assign]
+    client.info = info_after_probe  # type: ignore[method-assign]
+    assert wait_ready(client, "m1", 10, started=True, clock=clock, sleep=clock.sleep).ip4 == "198.19.249.3"
+    assert (client.info_calls, client.probe_calls, clock.sleeps) == (1, 1, [])
+
+
+def test_stopped_machine_is_never_probed_unless_just_started() -> None:
+    """``orbctl run`` starts a stopped machine: waiting on one must fail, not wake it."""
+    clock = FakeClock()
+    client = FakeClient([info("stopped")])
+    with pytest.raises(MachineNotReadyError, match="stopped"):
+        wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
+    assert client.probe_calls == 0
+
+
+def test_a_probe_in_flight_is_waited_for_before_sleeping() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("running"), info("running"), info("running", "198.19.249.3")])
+    in_flight = threading.Event()
+    plain_run = client.run
+
+    def slow_run(machine: str, command: list[str], **kwargs: Any) -> Any:
+        in_flight.set()
+        time.sleep(0.05)  # outlasts the info it runs beside
+        in_flight.clear()
+        return plain_run(machine, command, **kwargs)
+
+    def sleep(seconds: float) -> None:
+        assert not in_flight.is_set(), "slept with a probe still running"
+        clock.sleep(seconds)
+
+    client.run = slow_run  # type: ignore[method-assign]
+    wait_ready(client, "m1", 10, clock=clock, sleep=sleep)
+    assert (client.info_calls, client.probe_calls, len(clock.sleeps)) == (3, 2, 2)
