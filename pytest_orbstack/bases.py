@@ -409,6 +409,9 @@ class CloneSource:
         self._p = provisioner
         self.bases = bases
 
+    def close(self) -> None:
+        """Nothing held (the bases end with the run's purge)."""
+
     def make(self, spec: MachineSpec, name: str) -> Made:
         p = self._p
         base = self.bases.base_for(spec)

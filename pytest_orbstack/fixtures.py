@@ -27,6 +27,7 @@ from pytest_orbstack.provisioner import MachineFactory, MachineSpec, Provisioner
 from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy
 from pytest_orbstack.settings import MarkerError, Settings, marker_overrides, spec_fields, spec_for
+from pytest_orbstack.spares import SpareSource
 
 __all__ = [
     "MACHINE_FIXTURES",
@@ -135,7 +136,17 @@ class OrbRuntime:
                     stats=self.stats,
                 )
                 self._install_clone(self._provisioner)
+                if self.settings.spares:
+                    source = self._provisioner.source
+                    self._provisioner.source = SpareSource(self._provisioner, source, self.settings.spares)
             return self._provisioner
+
+    def close(self) -> None:
+        """The session ends: the provisioner lets go of what it holds (unused spares are deleted)."""
+        with self._lock:
+            provisioner = self._provisioner
+        if provisioner is not None:
+            provisioner.close()
 
     def _install_clone(self, provisioner: Provisioner) -> None:
         """Switch to the clone fast path (``--orb-clone``) when OrbStack has ``orbctl clone``."""

@@ -228,6 +228,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     runtime = config.stash.get(runtime_key, None)
     if runtime is None:
         return
+    try:
+        runtime.close()  # before the stats leave and before the purge
+    except Exception as exc:
+        runtime.stats.event(f"could not delete the spare machines: {first_line(exc)}")
     if _is_worker(config):
         config.workeroutput[WORKEROUTPUT_KEY] = runtime.stats.to_dict()  # type: ignore[attr-defined]
         config.workeroutput[BASES_KEY] = sorted(runtime.run_bases())  # type: ignore[attr-defined]

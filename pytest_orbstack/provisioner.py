@@ -84,12 +84,17 @@ class Made:
     ready_seconds: float
     #: True when the provision hooks already ran (e.g. on a base it was cloned from)
     provisioned: bool = False
+    #: the machine's name when the source made it under a name of its own (a spare), else ``None``
+    name: Optional[str] = None
 
 
 class MachineSource(Protocol):
     """Makes the machine ``name`` for ``spec`` exist, running and ready."""
 
     def make(self, spec: MachineSpec, name: str) -> Made: ...
+
+    def close(self) -> None:
+        """The session ends: let go of whatever the source holds (nothing, for most)."""
 
 
 class MachineHooks(Protocol):
@@ -114,6 +119,9 @@ class CreateSource:
 
     def __init__(self, provisioner: Provisioner) -> None:
         self._p = provisioner
+
+    def close(self) -> None:
+        """Nothing held."""
 
     def _exists(self, name: str) -> bool:
         try:
@@ -224,6 +232,7 @@ class Provisioner:
         """A new machine for ``spec``: made, ready, provisioned, announced to the ready hook."""
         name = self.new_name()
         made = self.source.make(spec, name)
+        name = made.name or name  # a spare was made under its own name
         machine = Machine(self, name, spec, made.info)
         try:
             if not made.provisioned:
@@ -238,6 +247,10 @@ class Provisioner:
             f"ready {made.ready_seconds:.1f}s later"
         )
         return machine
+
+    def close(self) -> None:
+        """The session ends: the source lets go of what it holds (unused spares are deleted)."""
+        self.source.close()
 
     def release(self, machine: Machine, *, keep: bool) -> None:
         """The end of a machine's fixture: teardown hook, then delete it (with its clones) or keep it.
