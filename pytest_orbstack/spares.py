@@ -89,6 +89,9 @@ class SpareSource:
         except Exception as exc:  # the source deleted what it made; make one the usual way
             self._p.stats.event(f"a spare machine failed, making one now: {first_line(exc)}")
             return None
+        except BaseException:  # Ctrl-C while waiting: the spare is nobody's, delete it once made
+            future.add_done_callback(self._discard)
+            raise
         self._p.stats.event(f"took spare machine {made.name}", verbose=True)
         return made
 

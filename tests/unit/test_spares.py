@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
 
 import pytest
 from test_provisioner import SPEC, FakeOrb, Hooks, make
@@ -122,3 +123,22 @@ def test_count_out_of_range(count: int) -> None:
     p = make(FakeOrb())
     with pytest.raises(ValueError, match=f"1 to {MAX_SPARES}"):
         SpareSource(p, p.source, count)
+
+
+def test_interrupted_wait_for_a_spare_still_deletes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    orb, hooks = GatedOrb(), Hooks()
+    p = with_spares(orb, hooks)
+    p.obtain(SPEC)
+    orb.gate.clear()
+    p.obtain(SPEC)
+
+    def interrupted(self: Future[Any], timeout: Optional[float] = None) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Future, "result", interrupted)  # Ctrl-C while the test waits for the spare
+    with pytest.raises(KeyboardInterrupt):
+        p.obtain(SPEC)
+    monkeypatch.undo()
+    orb.gate.set()
+    p.close()
+    assert len(orb.machines) == 2  # the spare being waited for was made, then deleted
