@@ -11,9 +11,9 @@ fresh machine, the rest share the worker's machine.  Four ways:
   worker (``-n 4``), creates serialised by a lock, readiness by 0.5 s polls;
   fresh machines are created the same way;
 - **pytest-orbstack**: ``orb_vm`` / ``orb_vm_fresh`` with ``-n 4`` and the
-  clone fast path (``--orb-clone auto``);
-- **pytest-orbstack --orb-spares 1**: the same, with the next fresh machine
-  made in the background while tests run.
+  clone fast path (``--orb-clone auto``), each test's fresh machine made
+  while the test before it runs (prefetch, the default);
+- **pytest-orbstack --orb-no-prefetch**: the same without prefetch.
 
 The lower bound is the issue's: one base create + one clone round (clone,
 start, IP) + test work / workers, each measured here on the same orbsim.
@@ -203,7 +203,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--naive-sample", type=int, default=29, help="tests the naive way runs (0 = all)")
     parser.add_argument("--scale", default="0.1")
-    ways = ("naive", "original", "pytest-orbstack", "pytest-orbstack --orb-spares 1")
+    ways = ("naive", "original", "pytest-orbstack", "pytest-orbstack --orb-no-prefetch")
     parser.add_argument("--skip", action="append", default=[], choices=ways)
     opts = parser.parse_args()
     n = opts.workers
@@ -228,9 +228,9 @@ def main() -> int:
                 {},
             ),
             (
-                "pytest-orbstack --orb-spares 1",
+                "pytest-orbstack --orb-no-prefetch",
                 ORBSTACK_CONFTEST,
-                ["-n", str(n), "--orb-clone", "auto", "--orb-spares", "1"],
+                ["-n", str(n), "--orb-clone", "auto", "--orb-no-prefetch"],
                 opts.tests,
                 opts.fresh,
                 {},

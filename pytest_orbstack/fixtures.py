@@ -23,11 +23,11 @@ from pytest_orbstack import bases, naming, ownership
 from pytest_orbstack.client import find_orbctl
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.prefetch import PrefetchSource
 from pytest_orbstack.provisioner import MachineFactory, MachineSpec, Provisioner
 from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy
 from pytest_orbstack.settings import MarkerError, Settings, marker_overrides, spec_fields, spec_for
-from pytest_orbstack.spares import SpareSource
 
 __all__ = [
     "MACHINE_FIXTURES",
@@ -136,13 +136,32 @@ class OrbRuntime:
                     stats=self.stats,
                 )
                 self._install_clone(self._provisioner)
-                if self.settings.spares:
-                    source = self._provisioner.source
-                    self._provisioner.source = SpareSource(self._provisioner, source, self.settings.spares)
+                if not self.settings.no_prefetch:
+                    self._provisioner.source = PrefetchSource(self._provisioner, self._provisioner.source)
             return self._provisioner
 
+    def prefetch(self, item: pytest.Item) -> None:
+        """Start making the ``orb_vm_fresh`` machine of ``item`` (the next test), if it takes one.
+
+        Does nothing when prefetch is off, before this process made its first
+        machine (the provisioner, its lock directory and OrbStack's state come
+        from a fixture's setup), or when the item's marker is wrong (the test
+        reports that itself).
+        """
+        if self.settings.no_prefetch or "orb_vm_fresh" not in getattr(item, "fixturenames", ()):
+            return
+        with self._lock:
+            provisioner = self._provisioner
+        if provisioner is None or not isinstance(provisioner.source, PrefetchSource):
+            return
+        try:
+            spec = spec_for(self.settings, marker_overrides(item))
+        except MarkerError:
+            return
+        provisioner.source.prepare(spec)
+
     def close(self) -> None:
-        """The session ends: the provisioner lets go of what it holds (unused spares are deleted)."""
+        """The session ends: the provisioner lets go of what it holds (unused prefetched machines)."""
         with self._lock:
             provisioner = self._provisioner
         if provisioner is not None:

@@ -41,6 +41,7 @@ BASES_KEY: Final = "orbstack_bases"
 _lease_key: Final = pytest.StashKey[Optional[ownership.RunLease]]()
 _watchdog_key: Final = pytest.StashKey[Optional[reaper.Watchdog]]()
 _pin_key: Final = pytest.StashKey[Optional[reaper.WorkerPin]]()
+_next_item_key: Final = pytest.StashKey[Optional[pytest.Item]]()
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -231,7 +232,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     try:
         runtime.close()  # before the stats leave and before the purge
     except Exception as exc:
-        runtime.stats.event(f"could not delete the spare machines: {first_line(exc)}")
+        runtime.stats.event(f"could not delete the prefetched machines: {first_line(exc)}")
     if _is_worker(config):
         config.workeroutput[WORKEROUTPUT_KEY] = runtime.stats.to_dict()  # type: ignore[attr-defined]
         config.workeroutput[BASES_KEY] = sorted(runtime.run_bases())  # type: ignore[attr-defined]
@@ -258,6 +259,27 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     finally:
         lease.release()
         config.stash[_lease_key] = None
+
+
+# --- prefetch: the next test's fresh machine is made while this test runs ---------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:
+    item.stash[_next_item_key] = nextitem
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """This test has its machines: start making the one the next test takes (``orb_vm_fresh``)."""
+    nextitem = item.stash.get(_next_item_key, None)
+    runtime = item.config.stash.get(runtime_key, None)
+    if nextitem is None or runtime is None:
+        return
+    try:
+        runtime.prefetch(nextitem)
+    except Exception as exc:  # never this test's problem: the next test makes its own machine
+        runtime.stats.event(f"could not prefetch a machine for {nextitem.nodeid}: {first_line(exc)}")
 
 
 # --- reporting ---------------------------------------------------------------------------------

@@ -249,7 +249,7 @@ class Provisioner:
         return machine
 
     def close(self) -> None:
-        """The session ends: the source lets go of what it holds (unused spares are deleted)."""
+        """The session ends: the source lets go of what it holds (unused prefetched machines are deleted)."""
         self.source.close()
 
     def release(self, machine: Machine, *, keep: bool) -> None:

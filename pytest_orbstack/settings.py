@@ -25,7 +25,7 @@ from typing import Any, Callable, Final, Optional
 
 import pytest
 
-from pytest_orbstack import bases, commands, spares
+from pytest_orbstack import bases, commands
 from pytest_orbstack.errors import InvalidSpecError
 from pytest_orbstack.naming import DEFAULT_PREFIX, validate_prefix
 from pytest_orbstack.provisioner import MachineSpec
@@ -85,8 +85,8 @@ class Settings:
     clone: str = "auto"
     #: ``off``, ``on`` or ``refresh``: keep provisioned bases across runs (``--orb-reuse``)
     reuse: str = "off"
-    #: machines of a spec made ahead while tests run, once a process needs a second (``--orb-spares``)
-    spares: int = 0
+    #: do not make the next test's fresh machine while the current test runs (``--orb-no-prefetch``)
+    no_prefetch: bool = False
 
     @property
     def spec(self) -> MachineSpec:
@@ -161,12 +161,6 @@ def _seconds(value: str, base: Path) -> float:
 def _count(value: str, base: Path) -> int:
     if not value.strip().isdigit():
         raise ValueError("expected a whole number >= 0")
-    return int(value)
-
-
-def _spares(value: str, base: Path) -> int:
-    if not value.strip().isdigit() or int(value) > spares.MAX_SPARES:
-        raise ValueError(f"expected a whole number from 0 to {spares.MAX_SPARES}")
     return int(value)
 
 
@@ -339,14 +333,13 @@ _OPTIONS: Final = (
         const="on",
     ),
     _Option(
-        "spares",
-        "--orb-spares",
-        "orb_spares",
-        ("PYTEST_ORBSTACK_SPARES",),
-        _spares,
-        "once a worker needs a second machine of a spec, make the next N of it in the background "
-        f"while tests run (default 0 = off, at most {spares.MAX_SPARES})",
-        "N",
+        "no_prefetch",
+        "--orb-no-prefetch",
+        "orb_no_prefetch",
+        ("PYTEST_ORBSTACK_NO_PREFETCH",),
+        _flag,
+        "do not make the next test's orb_vm_fresh machine while the current test runs",
+        is_flag=True,
     ),
 )
 

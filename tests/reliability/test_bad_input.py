@@ -35,9 +35,11 @@ USAGE_ERRORS = [
         ["--orb-create-timeout", "soon"], {}, ("--orb-create-timeout", "soon", "seconds"), id="text-timeout"
     ),
     pytest.param(["--orb-retries", "-1"], {}, ("--orb-retries", "-1", ">= 0"), id="negative-retries"),
-    pytest.param(["--orb-spares", "9"], {}, ("--orb-spares", "9", "0 to 8"), id="too-many-spares"),
     pytest.param(
-        [], {"PYTEST_ORBSTACK_SPARES": "one"}, ("PYTEST_ORBSTACK_SPARES", "one", "0 to 8"), id="env-spares"
+        [],
+        {"PYTEST_ORBSTACK_NO_PREFETCH": "maybe"},
+        ("PYTEST_ORBSTACK_NO_PREFETCH", "maybe", "true or false"),
+        id="env-no-prefetch",
     ),
     pytest.param(
         [], {"PYTEST_ORBSTACK_RETRIES": "many"}, ("PYTEST_ORBSTACK_RETRIES", "many"), id="env-retries"

@@ -41,6 +41,15 @@ def test_flags(pytester: pytest.Pytester) -> None:
     assert load_settings(pytester.parseconfig(), environ={}).no_purge is True
 
 
+def test_prefetch_is_on_unless_turned_off(pytester: pytest.Pytester) -> None:
+    assert load_settings(pytester.parseconfig(), environ={}).no_prefetch is False
+    assert load_settings(pytester.parseconfig("--orb-no-prefetch"), environ={}).no_prefetch is True
+    env = {"PYTEST_ORBSTACK_NO_PREFETCH": "1"}
+    assert load_settings(pytester.parseconfig(), environ=env).no_prefetch is True
+    pytester.makeini("[pytest]\norb_no_prefetch = yes\n")
+    assert load_settings(pytester.parseconfig(), environ={}).no_prefetch is True
+
+
 def test_user_data_paths_are_resolved(pytester: pytest.Pytester) -> None:
     (pytester.path / "conf").mkdir()
     (pytester.path / "conf" / "pytest.ini").write_text("[pytest]\norb_user_data = init.yaml\n")

@@ -1,0 +1,112 @@
+"""Prefetch: the machine the next test will need is made while the current test runs.
+
+:class:`PrefetchSource` wraps the provisioner's
+:class:`~pytest_orbstack.provisioner.MachineSource` (create or clone).
+:meth:`PrefetchSource.prepare` starts making one machine of a spec in a
+background thread, unless one of that spec is already ready or on its way,
+or the process has not made one of that spec yet (its base build and provision
+hooks stay on the test's thread); the plugin calls it when a test starts its call phase and pytest's next test
+(``nextitem``) takes ``orb_vm_fresh``.  The next request for the spec takes
+that machine, waiting for it if it is not ready yet, so nothing is made twice.
+Hooks still run when a machine is handed out, on the caller's thread: a
+prefetched machine is only made and waited for.  One that failed is reported
+as a progress line and the machine is made the usual way.  At the end of the
+session :meth:`PrefetchSource.close` deletes any nobody took (a test skipped in
+its setup, a run stopped early).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Optional
+
+from pytest_orbstack.errors import first_line
+
+if TYPE_CHECKING:
+    from pytest_orbstack.provisioner import MachineSource, MachineSpec, Made, Provisioner
+
+__all__ = ["PrefetchSource"]
+
+
+class PrefetchSource:
+    """A :class:`~pytest_orbstack.provisioner.MachineSource` that can make a machine ahead of its request."""
+
+    def __init__(self, provisioner: Provisioner, inner: MachineSource) -> None:
+        self._p = provisioner
+        #: the source that really makes machines
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._ahead: dict[MachineSpec, Future[Made]] = {}
+        #: specs this process has made a machine of: their base exists, their hooks have run once
+        self._made: set[MachineSpec] = set()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="orb-prefetch")
+        self._closed = False
+
+    def prepare(self, spec: MachineSpec) -> None:
+        """Start making a machine of ``spec`` for a request to come (one per spec at a time).
+
+        Only for a spec this process has already made a machine of: the first
+        one of a spec may build its base and run provision hooks, which stay
+        on the test's thread.
+        """
+        with self._lock:
+            if self._closed or spec in self._ahead or spec not in self._made:
+                return
+            self._ahead[spec] = self._pool.submit(self._make_ahead, spec)
+
+    def make(self, spec: MachineSpec, name: str) -> Made:
+        with self._lock:
+            ahead = self._ahead.pop(spec, None)
+        made = self._take(ahead) if ahead is not None else None
+        if made is None:
+            made = self.inner.make(spec, name)
+        with self._lock:
+            self._made.add(spec)
+        return made
+
+    def close(self) -> None:
+        """Delete the machines nobody took; wait for those still being made, then delete them too."""
+        with self._lock:
+            self._closed = True
+            pending, self._ahead = list(self._ahead.values()), {}
+        for future in pending:
+            future.cancel()  # not started yet: never made
+            future.add_done_callback(self._discard)  # now if done, else when its make ends
+        self._pool.shutdown(wait=True)
+        self.inner.close()
+
+    def _make_ahead(self, spec: MachineSpec) -> Made:
+        name = self._p.new_name()
+        made = self.inner.make(spec, name)
+        return dataclasses.replace(made, name=made.name or name)
+
+    def _take(self, future: Future[Made]) -> Optional[Made]:
+        try:
+            made = future.result()
+        except Exception as exc:  # the source deleted what it made; make one the usual way
+            self._p.stats.event(f"a prefetched machine failed, making one now: {first_line(exc)}")
+            return None
+        except BaseException:  # Ctrl-C while waiting: the machine is nobody's, delete it once made
+            future.add_done_callback(self._discard)
+            raise
+        self._p.stats.event(f"took prefetched machine {made.name}", verbose=True)
+        return made
+
+    def _discard(self, future: Future[Made]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        made = future.result()
+        if made.name is None:
+            return
+        stats = self._p.stats
+        stats.record_created(made.create_seconds, made.ready_seconds)
+        try:
+            self._p.delete_name(made.name)
+        except Exception as exc:
+            stats.record_failed_delete(made.name, first_line(exc))
+            stats.event(f"could not delete prefetched machine {made.name}: {first_line(exc)}")
+            return
+        stats.record_deleted()
+        stats.event(f"deleted unused prefetched machine {made.name}", verbose=True)

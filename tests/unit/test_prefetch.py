@@ -1,0 +1,171 @@
+"""prefetch.py against the in-memory fake orbctl of test_provisioner: machines made ahead, taken, deleted."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+import pytest
+from test_provisioner import SPEC, FakeOrb, Hooks, make
+
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.prefetch import PrefetchSource
+from pytest_orbstack.provisioner import MachineSpec, Provisioner
+
+OTHER = MachineSpec("debian:12")
+
+
+class GatedOrb(FakeOrb):
+    """``create`` from a prefetch thread waits for ``gate``; every create is recorded with its thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.created_by: dict[str, str] = {}
+
+    def create(self, image: str, name: str, **kwargs: Any) -> None:
+        if threading.current_thread().name.startswith("orb-prefetch"):
+            assert self.gate.wait(timeout=10)
+        super().create(image, name, **kwargs)
+        self.created_by[name] = threading.current_thread().name
+
+
+class ThreadHooks(Hooks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+
+    def ready(self, machine: Machine) -> None:
+        self.threads.add(threading.current_thread().name)
+        super().ready(machine)
+
+
+def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    end = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def prefetching(orb: FakeOrb, hooks: Hooks) -> tuple[Provisioner, PrefetchSource]:
+    p = make(orb, hooks)
+    source = PrefetchSource(p, p.source)
+    p.source = source
+    return p, source
+
+
+def test_a_prepared_machine_is_taken_by_the_next_request_and_hooks_run_then() -> None:
+    orb, hooks = GatedOrb(), ThreadHooks()
+    p, source = prefetching(orb, hooks)
+    first = p.obtain(SPEC)
+    assert list(orb.machines) == [first.name]  # nothing is made ahead unless asked
+    source.prepare(SPEC)
+    _until(lambda: len(orb.machines) == 2)
+    (ahead,) = set(orb.machines) - {first.name}
+    assert orb.created_by[ahead].startswith("orb-prefetch")
+    assert ("ready", ahead) not in hooks.events  # made and waited for, nothing else
+    second = p.obtain(SPEC)
+    assert second.name == ahead
+    assert hooks.events[-2:] == [("provision", ahead), ("ready", ahead)]
+    assert hooks.threads == {threading.current_thread().name}  # hooks never run on a prefetch thread
+    third = p.obtain(SPEC)  # nothing prepared: made now
+    assert orb.created_by[third.name] == threading.current_thread().name
+    p.close()
+    assert len(orb.machines) == 3
+    assert (p.stats.created, p.stats.deleted) == (3, 0)
+
+
+def test_nothing_is_made_ahead_for_a_spec_not_made_yet() -> None:
+    """The first machine of a spec may build its base and run provision hooks: on the test's thread."""
+    orb, hooks = GatedOrb(), Hooks()
+    p, source = prefetching(orb, hooks)
+    source.prepare(SPEC)
+    time.sleep(0.05)
+    assert orb.machines == {}
+    first = p.obtain(SPEC)
+    assert orb.created_by[first.name] == threading.current_thread().name
+    p.close()
+
+
+def test_one_machine_ahead_per_spec() -> None:
+    orb, hooks = GatedOrb(), Hooks()
+    p, source = prefetching(orb, hooks)
+    made = {p.obtain(SPEC).name, p.obtain(OTHER).name}
+    orb.gate.clear()
+    for _ in range(3):
+        source.prepare(SPEC)
+    source.prepare(OTHER)
+    orb.gate.set()
+    _until(lambda: len(orb.machines) == 4)
+    time.sleep(0.05)
+    assert len(orb.machines) == 4  # one of each spec ahead, however often prepared
+    assert p.obtain(OTHER).spec == OTHER
+    p.close()
+    assert len(orb.machines) == 3  # the unused SPEC machine was deleted
+    assert made < set(orb.machines)
+
+
+def test_a_request_waits_for_the_machine_being_made_instead_of_making_another() -> None:
+    orb, hooks = GatedOrb(), Hooks()
+    p, source = prefetching(orb, hooks)
+    first = p.obtain(SPEC)
+    orb.gate.clear()
+    source.prepare(SPEC)
+    threading.Timer(0.2, orb.gate.set).start()
+    machine = p.obtain(SPEC)
+    assert orb.created_by[machine.name].startswith("orb-prefetch")
+    assert orb.calls.count("create") == 2
+    p.close()
+    assert set(orb.machines) == {first.name, machine.name}
+
+
+def test_a_failed_prefetch_is_reported_and_the_machine_made_now() -> None:
+    orb, hooks = GatedOrb(), Hooks()
+    p, source = prefetching(orb, hooks)
+    first = p.obtain(SPEC)
+    orb.create_faults = ["bad-image"]
+    source.prepare(SPEC)
+    _until(lambda: orb.calls.count("create") == 2)
+    machine = p.obtain(SPEC)
+    assert orb.created_by[machine.name] == threading.current_thread().name
+    assert any("a prefetched machine failed" in line for _, line in p.stats.take_events())
+    p.close()
+    assert set(orb.machines) == {first.name, machine.name}
+
+
+def test_close_waits_for_machines_being_made_and_deletes_them() -> None:
+    orb, hooks = GatedOrb(), Hooks()
+    p, source = prefetching(orb, hooks)
+    made = {p.obtain(SPEC).name, p.obtain(OTHER).name}
+    orb.gate.clear()
+    source.prepare(SPEC)
+    source.prepare(OTHER)
+    threading.Timer(0.2, orb.gate.set).start()
+    p.close()
+    assert set(orb.machines) == made
+    assert (p.stats.created, p.stats.deleted) == (4, 2)
+    source.prepare(SPEC)  # after close: nothing more is made ahead
+    time.sleep(0.05)
+    assert set(orb.machines) == made
+
+
+def test_interrupted_wait_still_deletes_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    orb, hooks = GatedOrb(), Hooks()
+    p, source = prefetching(orb, hooks)
+    first = p.obtain(SPEC)
+    orb.gate.clear()
+    source.prepare(SPEC)
+
+    def interrupted(self: Future[Any], timeout: Optional[float] = None) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Future, "result", interrupted)  # Ctrl-C while the test waits for it
+    with pytest.raises(KeyboardInterrupt):
+        p.obtain(SPEC)
+    monkeypatch.undo()
+    orb.gate.set()
+    p.close()
+    assert list(orb.machines) == [first.name]  # made after the interrupt, then deleted
