@@ -155,7 +155,10 @@ class CreateSource:
                 p.stats.event(f"adopting {name}: an earlier create of it went through")
             created = p.clock()
             try:
-                info = wait_ready(p.client, name, p.ready_timeout, started=True, clock=p.clock, sleep=p.sleep)
+                # an adopted machine may be half made: no probe (it would start it) until seen running
+                info = wait_ready(
+                    p.client, name, p.ready_timeout, started=not adopted, clock=p.clock, sleep=p.sleep
+                )
             except MachineNotReadyError as exc:
                 p.delete_name(name)
                 if not adopted or last:

@@ -187,6 +187,24 @@ def test_hung_create_whose_machine_never_gets_ready_is_deleted_and_retried() -> 
     assert orb.machines == {machine.name: "running"}
 
 
+def test_a_half_made_machine_is_not_woken_by_the_readiness_probe() -> None:
+    """``orbctl run`` starts a stopped machine: adoption looks at ``info`` before any probe."""
+
+    class WakingOrb(FakeOrb):
+        def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
+            self.calls.append(f"run {machine}")
+            if self.machines.get(machine) == "stopped":
+                self.machines[machine] = "running"
+            return super().run(machine, command, **kwargs)
+
+    orb = WakingOrb()
+    orb.create_faults = ["hang-dead"]
+    machine = make(orb).obtain(SPEC)
+    probed = {call.split()[1] for call in orb.calls if call.startswith("run ")}
+    assert probed == {machine.name}  # only the machine of the second, clean create was probed
+    assert orb.calls.count("delete") == 1
+
+
 def test_machine_exists_on_a_first_attempt_is_not_adopted() -> None:
     orb = FakeOrb()
     p = make(orb)
