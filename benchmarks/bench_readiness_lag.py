@@ -8,6 +8,8 @@ returned) and asks orbsim for the machine's timeline; lag = the difference.
 
 Ways: pytest-orbstack with the clone fast path, pytest-orbstack creating every
 machine (``--orb-clone never``), and the original approach (0.5 s polls).
+Prefetch is off (``--orb-no-prefetch``): a prefetched machine is ready long
+before its test starts, which would measure idle time, not readiness.
 orbsim profile ``orbstack`` x ``--scale`` (default 0.1: the IP shows 0.1 s after start).
 
 Reproduce:
@@ -93,8 +95,8 @@ def main() -> int:
         f"{s.stamp()}; {s.load()}"
     )
     ways = [
-        ("pytest-orbstack, clone", ORBSTACK_CONFTEST, ["--orb-clone", "auto"]),
-        ("pytest-orbstack, create", ORBSTACK_CONFTEST, ["--orb-clone", "never"]),
+        ("pytest-orbstack, clone", ORBSTACK_CONFTEST, ["--orb-clone", "auto", "--orb-no-prefetch"]),
+        ("pytest-orbstack, create", ORBSTACK_CONFTEST, ["--orb-clone", "never", "--orb-no-prefetch"]),
         ("original (0.5 s polls)", ORIGINAL_CONFTEST, ["-p", "no:orbstack"]),
     ]
     rows = []
@@ -119,7 +121,7 @@ def main() -> int:
     print()
     print(
         f"one orbctl info: {info * 1000:.0f} ms, one orbctl run true: {run * 1000:.0f} ms (medians; "
-        "readiness needs at least one info after the IP shows, then the run probe)"
+        "readiness needs one info that shows the IP, and a run probe, beside or before it)"
     )
     ours = rows[0][1]
     if ours:

@@ -6,8 +6,9 @@ as running while commands still fail).  ``info`` is polled with a short
 interval that grows (50 ms, then x1.5 up to 1 s), so a machine that is ready
 quickly is handed out quickly and a slow one is not hammered.  Once the
 machine is known to be running (just started, or seen running), the probe
-runs alongside ``info`` (in a thread) instead of after it: a round that finds
-the address and a working machine costs one orbctl call's time, not two.  A
+runs alongside ``info`` (in a thread) instead of after it, and a probe that
+succeeded is not repeated: the round in which the address shows costs one
+orbctl call's time, not two.  A
 machine that stops, is being deleted or vanishes fails at once instead of at
 the deadline.
 """
@@ -113,34 +114,37 @@ def _wait(
     deadline = start + timeout
     interval = poll.initial
     last_state: Optional[str] = "running" if started else None
-    reason = "the deadline passed"
+    ran = False  # a probe succeeded since the wait began: the machine runs commands
+    probe_failure = "the exec probe did not run"
     while True:
         probe: Optional[Future[Optional[str]]] = None
-        if last_state == "running":  # likely usable: probe while info runs
+        if last_state == "running" and not ran:  # likely usable: probe while info runs
             probe = pool.submit(_probe, client, name, deadline - clock())
+        info: Optional[MachineInfo] = None
         try:
             info = client.info(name)
         except MachineNotFoundError:
             raise MachineNotReadyError(name, clock() - start, last_state, "the machine vanished") from None
         except OrbctlCommandError as exc:
             reason = f"info failed: {first_line(exc)}"
-        else:
+        if info is not None:
             last_state = info.state
             if info.state in DEAD_STATES:
                 raise MachineNotReadyError(
                     name, clock() - start, last_state, f"the machine is {info.state}; start it or recreate it"
                 )
+        addressed = info is not None and info.state == "running" and bool(info.ip4 or not _reports_ips(info))
+        if not ran and (probe is not None or addressed):  # never sleep with a probe still running
+            failure = probe.result() if probe is not None else _probe(client, name, deadline - clock())
+            ran = failure is None
+            probe_failure = failure or probe_failure
+        if info is not None and addressed and ran:
+            return info
+        if info is not None:
             if info.state != "running":
                 reason = f"state is {info.state}"
-            elif not info.ip4 and _reports_ips(info):
-                reason = "no IPv4 address yet"
             else:
-                failure = probe.result() if probe is not None else _probe(client, name, deadline - clock())
-                if failure is None:
-                    return info
-                reason = failure
-        if probe is not None:
-            probe.result()  # never sleep with a probe still running
+                reason = probe_failure if addressed else "no IPv4 address yet"
         now = clock()
         if now >= deadline:
             raise MachineNotReadyError(
