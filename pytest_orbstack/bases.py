@@ -24,12 +24,17 @@ Base names:
 - reused (``--orb-reuse``): ``pytest-base-<key>``, outside the purge prefix, kept
   across runs; its key covers the provision hooks' source, so changing a hook
   builds a new base.  Builds of reused bases also hold a lock in the state
-  directory, so concurrent runs never build the same base twice.
+  directory, so concurrent runs never build the same base twice.  Every process
+  that clones from a reused base holds a shared ``flock`` on
+  ``<state dir>/bases/<key>.users`` until its session ends; deleting the base
+  (``--orb-reuse=refresh``, or a base found broken) needs that lock exclusively,
+  so a run never deletes a base another live run clones from.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import inspect
 import json
@@ -53,6 +58,7 @@ from pytest_orbstack.errors import (
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import OrbVersion
 from pytest_orbstack.naming import REUSE_PREFIX
+from pytest_orbstack.ownership import try_lock
 from pytest_orbstack.provisioner import CreateSource, Made
 from pytest_orbstack.readiness import wait_ready
 
@@ -255,6 +261,8 @@ class BaseManager:
         #: run-scoped bases this process built (the controller reports their deletion)
         self.built: list[str] = []
         self._source_texts: Optional[tuple[str, ...]] = None
+        #: key -> descriptor holding a shared flock on the users file of a reused base
+        self._users: dict[str, int] = {}
 
     def key(self, spec: MachineSpec) -> str:
         with self._guard:
@@ -279,6 +287,13 @@ class BaseManager:
             with self._guard:
                 self._known[key] = name
             return name
+
+    def close(self) -> None:
+        """The session ends: stop being a user of the reused bases (others may refresh them now)."""
+        with self._guard:
+            fds, self._users = list(self._users.values()), {}
+        for fd in fds:
+            os.close(fd)
 
     # --- across processes --------------------------------------------------------------------
 
@@ -305,6 +320,8 @@ class BaseManager:
                 waited = p.clock() - start
                 if waited >= 1.0:
                     p.stats.event(f"waited {waited:.1f}s for base {record.name} built by {record.worker}")
+                if record.reused:
+                    self._use(spec, key, record.name)
                 return record.name
             reused = self.reuse != "off"
             try:
@@ -320,13 +337,52 @@ class BaseManager:
         finally:
             lock.release()
 
+    def _bases_dir(self) -> Path:
+        directory = (self._state_dir if self._state_dir is not None else self._lock_dir) / "bases"
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def _users_fd(self, key: str) -> int:
+        return os.open(self._bases_dir() / f"{key}.users", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _use(self, spec: MachineSpec, key: str, name: str) -> None:
+        """Hold the shared lock of reused base ``key`` until :meth:`close` (waits out a rebuild)."""
+        with self._guard:
+            if key in self._users:
+                return
+        fd = self._users_fd(key)
+        deadline = self._p.clock() + self._lock_timeout
+        while not try_lock(fd, fcntl.LOCK_SH):
+            if self._p.clock() >= deadline:
+                os.close(fd)
+                raise BaseBuildError(
+                    spec, name, f"waited {self._lock_timeout:g}s for another run to rebuild it"
+                )
+            self._p.sleep(0.2)
+        with self._guard:
+            self._users[key] = fd
+
+    def _take_over(self, spec: MachineSpec, key: str, name: str) -> int:
+        """The exclusive lock of reused base ``key``, needed to delete it; fails if another run uses it."""
+        with self._guard:
+            mine = self._users.pop(key, None)
+        if mine is not None:
+            os.close(mine)
+        fd = self._users_fd(key)
+        if not try_lock(fd, fcntl.LOCK_EX):
+            os.close(fd)
+            raise BaseBuildError(
+                spec,
+                name,
+                "another live run clones machines from it, so it is not deleted now",
+                hint="run again with --orb-reuse=refresh once that run has ended",
+            )
+        return fd
+
     def _obtain_reused(self, spec: MachineSpec, key: str) -> str:
         """The base kept across runs: found, or (re)built under a lock in the state directory."""
         name = reused_base_name(key)
-        directory = self._state_dir if self._state_dir is not None else self._lock_dir
-        directory = directory / "bases"
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(directory / f"{key}.lock"), timeout=self._lock_timeout)
+        lock = filelock.FileLock(str(self._bases_dir() / f"{key}.lock"), timeout=self._lock_timeout)
         try:
             lock.acquire()
         except filelock.Timeout:
@@ -340,13 +396,26 @@ class BaseManager:
             # Only a stopped base is a finished one: a base is renamed to its reuse name
             # after it was provisioned and stopped (below), so anything else is suspect.
             if state is not None and self.reuse == "on" and state == "stopped":
+                self._use(spec, key, name)
                 self._p.stats.event(f"reusing base {name} ({spec.describe()})")
                 return name
-            if state is not None:
+            if state is None:
+                built = self._build_renamed(spec, name)
+                self._use(spec, key, name)
+                return built
+            fd = self._take_over(spec, key, name)  # nobody clones from it while we rebuild
+            try:
                 why = "--orb-reuse=refresh" if self.reuse == "refresh" else f"it is {state}"
                 self._p.stats.event(f"rebuilding base {name} ({why})")
                 self._p.delete_name(name)
-            return self._build_renamed(spec, name)
+                built = self._build_renamed(spec, name)
+            except BaseException:
+                os.close(fd)
+                raise
+            fcntl.flock(fd, fcntl.LOCK_SH)  # from builder to user, like every other run
+            with self._guard:
+                self._users[key] = fd
+            return built
         finally:
             lock.release()
 
@@ -410,7 +479,8 @@ class CloneSource:
         self.bases = bases
 
     def close(self) -> None:
-        """Nothing held (the bases end with the run's purge)."""
+        """Let go of the reused bases (run-scoped bases end with the run's purge)."""
+        self.bases.close()
 
     def make(self, spec: MachineSpec, name: str) -> Made:
         p = self._p

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
@@ -325,4 +327,53 @@ def test_failing_provision_hook_fails_the_tests_and_leaves_no_base(
     (base,) = log.created()  # the other workers do not try again: they read the builder's failure
     assert base in log.deleted()
     assert log.cloned() == []
+    assert_no_leftovers()
+
+
+def test_refresh_leaves_a_base_alone_while_another_run_clones_from_it(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    orbsim_machines: Callable[..., list[str]],
+    delete_bases: None,
+) -> None:
+    pytester.makepyfile(
+        test_live="""
+        import os, time
+
+        def test_holds_the_base(orb_vm):
+            open("live-ready", "w").close()
+            end = time.monotonic() + 120
+            while not os.path.exists("go") and time.monotonic() < end:
+                time.sleep(0.05)
+            assert os.path.exists("go")
+            orb_vm.run("true")
+        """,
+        test_refresh="""
+        def test_wants_a_fresh_base(orb_vm):
+            pass
+        """,
+    )
+    argv = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "--orb-reuse"]
+    argv += [f"--basetemp={pytester.path / 'basetemp-live'}", "test_live.py"]
+    live = subprocess.Popen(
+        argv, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        ready = pytester.path / "live-ready"
+        end = time.monotonic() + 120
+        while not ready.exists() and live.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        assert ready.exists(), live.communicate(timeout=60)[0]
+        (base,) = orbsim_machines("pytest-base-")
+        result = run_pytest("-p", "no:xdist", "--orb-reuse=refresh", "test_refresh.py")
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(
+            [f"*the base machine {base} *another live run clones machines from it*--orb-reuse=refresh once*"]
+        )
+        assert orbsim_machines("pytest-base-") == [base]
+    finally:
+        (pytester.path / "go").touch()
+        out = live.communicate(timeout=180)[0]
+    assert live.returncode == 0, out
     assert_no_leftovers()

@@ -368,7 +368,9 @@ def test_reuse_keeps_the_base_and_the_next_run_skips_create(tmp_path: Path) -> N
 
 def test_reuse_refresh_rebuilds_once_per_run(tmp_path: Path) -> None:
     orb = FakeOrb()
-    worker(orb, tmp_path, reuse="on").obtain(SPEC)
+    first = worker(orb, tmp_path, reuse="on")
+    first.obtain(SPEC)
+    first.close()  # that run has ended
     gw0 = worker(orb, tmp_path, reuse="refresh", run_id="efgh5678", name="gw0")
     gw1 = worker(orb, tmp_path, reuse="refresh", run_id="efgh5678", name="gw1")
     gw0.obtain(SPEC)
@@ -377,6 +379,33 @@ def test_reuse_refresh_rebuilds_once_per_run(tmp_path: Path) -> None:
     assert len(orb.ops("create")) == 2
     assert len(orb.ops("rename")) == 2
     assert orb.ops("delete") == [base]
+
+
+def test_refresh_never_deletes_a_base_another_live_run_clones_from(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    live = worker(orb, tmp_path, reuse="on")
+    live.obtain(SPEC)
+    (base,) = orb.ops("rename")
+    with pytest.raises(BaseBuildError, match="another live run clones machines from it") as excinfo:
+        worker(orb, tmp_path, reuse="refresh", run_id="efgh5678").obtain(SPEC)
+    assert "--orb-reuse=refresh once that run has ended" in str(excinfo.value)
+    assert orb.ops("delete") == []
+    assert orb.machines[base] == "stopped"
+    live.obtain(SPEC)  # the live run goes on cloning from it
+    # a second worker of the live run shares it through the run's record, and holds it too
+    live_gw1 = worker(orb, tmp_path, reuse="on", name="gw1")
+    live_gw1.obtain(SPEC)
+    live.close()
+    with pytest.raises(BaseBuildError, match="another live run"):
+        worker(orb, tmp_path, reuse="refresh", run_id="ijkl9012").obtain(SPEC)
+    live_gw1.close()
+    later = worker(orb, tmp_path, reuse="refresh", run_id="mnop3456")
+    later.obtain(SPEC)
+    assert orb.ops("delete") == [base]
+    assert orb.ops("rename") == [base, base]
+    with pytest.raises(BaseBuildError, match="another live run"):  # the refreshing run uses it now
+        worker(orb, tmp_path, reuse="refresh", run_id="qrst7890").obtain(SPEC)
+    later.close()
 
 
 def test_a_changed_hook_source_makes_a_new_reused_base(tmp_path: Path) -> None:
