@@ -478,7 +478,7 @@ class CloneSource:
         self._p = provisioner
         self.bases = bases
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         """Let go of the reused bases (run-scoped bases end with the run's purge)."""
         self.bases.close()
 

@@ -145,11 +145,13 @@ class OrbRuntime:
 
         Does nothing when prefetch is off, before this process made its first
         machine (the provisioner, its lock directory and OrbStack's state come
-        from a fixture's setup), or when the item's marker is wrong (the test
-        reports that itself).
+        from a fixture's setup), for an item marked ``skip`` or ``skipif``, or
+        when the item's ``orb`` marker is wrong (the test reports that itself).
         """
         if self.settings.no_prefetch or "orb_vm_fresh" not in getattr(item, "fixturenames", ()):
             return
+        if any(item.iter_markers("skip")) or any(item.iter_markers("skipif")):
+            return  # may well be skipped: whether is only known at its setup
         with self._lock:
             provisioner = self._provisioner
         if provisioner is None or not isinstance(provisioner.source, PrefetchSource):
@@ -160,12 +162,16 @@ class OrbRuntime:
             return
         provisioner.source.prepare(spec)
 
-    def close(self) -> None:
-        """The session ends: the provisioner lets go of what it holds (unused prefetched machines)."""
+    def close(self, *, wait: bool = True) -> None:
+        """The session ends: the provisioner lets go of what it holds (unused prefetched machines).
+
+        ``wait=False`` (after Ctrl-C): machines still being made are deleted once they exist,
+        without waiting here.
+        """
         with self._lock:
             provisioner = self._provisioner
         if provisioner is not None:
-            provisioner.close()
+            provisioner.close(wait=wait)
 
     def _install_clone(self, provisioner: Provisioner) -> None:
         """Switch to the clone fast path (``--orb-clone``) when OrbStack has ``orbctl clone``."""

@@ -229,12 +229,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     runtime = config.stash.get(runtime_key, None)
     if runtime is None:
         return
+    # Before the stats leave and before the purge.  After Ctrl-C, machines still being made
+    # ahead are not waited for: each is deleted as soon as it exists (the process exits after).
+    interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
     try:
-        runtime.close()  # before the stats leave and before the purge
+        runtime.close(wait=not interrupted)
     except Exception as exc:
-        runtime.stats.event(f"could not delete the prefetched machines: {first_line(exc)}")
+        runtime.stats.event(f"ending the session's machine sources failed: {first_line(exc)}")
+    finally:  # a second Ctrl-C while waiting still lets the run release and purge
+        _finish_session(config, runtime)
+
+
+def _finish_session(config: pytest.Config, runtime: OrbRuntime) -> None:
     if _is_worker(config):
-        config.workeroutput[WORKEROUTPUT_KEY] = runtime.stats.to_dict()  # type: ignore[attr-defined]
+        data = runtime.stats.to_dict()
+        tag = f"[{runtime.worker}] "  # progress lines no test report carries any more
+        data["events"] = [[verbose, f"{tag}{line}"] for verbose, line in runtime.stats.take_events()]
+        config.workeroutput[WORKEROUTPUT_KEY] = data  # type: ignore[attr-defined]
         config.workeroutput[BASES_KEY] = sorted(runtime.run_bases())  # type: ignore[attr-defined]
         pin = config.stash.get(_pin_key, None)
         if pin is not None:

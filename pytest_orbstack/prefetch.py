@@ -4,15 +4,16 @@
 :class:`~pytest_orbstack.provisioner.MachineSource` (create or clone).
 :meth:`PrefetchSource.prepare` starts making one machine of a spec in a
 background thread, unless one of that spec is already ready or on its way,
-or the process has not made one of that spec yet (its base build and provision
-hooks stay on the test's thread); the plugin calls it when a test starts its call phase and pytest's next test
-(``nextitem``) takes ``orb_vm_fresh``.  The next request for the spec takes
-that machine, waiting for it if it is not ready yet, so nothing is made twice.
-Hooks still run when a machine is handed out, on the caller's thread: a
-prefetched machine is only made and waited for.  One that failed is reported
-as a progress line and the machine is made the usual way.  At the end of the
-session :meth:`PrefetchSource.close` deletes any nobody took (a test skipped in
-its setup, a run stopped early).
+or the process has not made one of that spec yet (its base build and
+provision hooks stay on the test's thread).  The plugin calls it when a test
+starts its call phase and pytest's next test (``nextitem``) takes
+``orb_vm_fresh``.  The next request for the spec takes that machine, waiting
+for it if it is not ready yet, so nothing is made twice.  Hooks still run
+when a machine is handed out, on the caller's thread: a prefetched machine is
+only made and waited for.  One that failed is reported as a progress line and
+the machine is made the usual way.  At the end of the session
+:meth:`PrefetchSource.close` deletes any nobody took (a test skipped in its
+setup, a run stopped early).
 """
 
 from __future__ import annotations
@@ -66,16 +67,21 @@ class PrefetchSource:
             self._made.add(spec)
         return made
 
-    def close(self) -> None:
-        """Delete the machines nobody took; wait for those still being made, then delete them too."""
+    def close(self, *, wait: bool = True) -> None:
+        """Delete the machines nobody took; those still being made are deleted once they exist.
+
+        ``wait``: return only when that is done (else, after Ctrl-C, return at
+        once: the threads finish their make, delete it, and the process exits
+        after them).
+        """
         with self._lock:
             self._closed = True
             pending, self._ahead = list(self._ahead.values()), {}
         for future in pending:
             future.cancel()  # not started yet: never made
             future.add_done_callback(self._discard)  # now if done, else when its make ends
-        self._pool.shutdown(wait=True)
-        self.inner.close()
+        self._pool.shutdown(wait=wait)
+        self.inner.close(wait=wait)
 
     def _make_ahead(self, spec: MachineSpec) -> Made:
         name = self._p.new_name()

@@ -84,7 +84,7 @@ class Made:
     ready_seconds: float
     #: True when the provision hooks already ran (e.g. on a base it was cloned from)
     provisioned: bool = False
-    #: the machine's name when the source made it under a name of its own (a spare), else ``None``
+    #: the machine's name when the source made it under a name of its own (ahead), else ``None``
     name: Optional[str] = None
 
 
@@ -93,8 +93,11 @@ class MachineSource(Protocol):
 
     def make(self, spec: MachineSpec, name: str) -> Made: ...
 
-    def close(self) -> None:
-        """The session ends: let go of whatever the source holds (nothing, for most)."""
+    def close(self, *, wait: bool = True) -> None:
+        """The session ends: let go of whatever the source holds (nothing, for most).
+
+        ``wait=False`` (after Ctrl-C): do not wait for work still under way.
+        """
 
 
 class MachineHooks(Protocol):
@@ -120,7 +123,7 @@ class CreateSource:
     def __init__(self, provisioner: Provisioner) -> None:
         self._p = provisioner
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         """Nothing held."""
 
     def _exists(self, name: str) -> bool:
@@ -235,7 +238,7 @@ class Provisioner:
         """A new machine for ``spec``: made, ready, provisioned, announced to the ready hook."""
         name = self.new_name()
         made = self.source.make(spec, name)
-        name = made.name or name  # a spare was made under its own name
+        name = made.name or name  # a machine made ahead has a name of its own
         machine = Machine(self, name, spec, made.info)
         try:
             if not made.provisioned:
@@ -251,9 +254,12 @@ class Provisioner:
         )
         return machine
 
-    def close(self) -> None:
-        """The session ends: the source lets go of what it holds (unused prefetched machines are deleted)."""
-        self.source.close()
+    def close(self, *, wait: bool = True) -> None:
+        """The session ends: the source lets go of what it holds (unused prefetched machines are deleted).
+
+        ``wait=False`` (after Ctrl-C): do not wait for machines still being made.
+        """
+        self.source.close(wait=wait)
 
     def release(self, machine: Machine, *, keep: bool) -> None:
         """The end of a machine's fixture: teardown hook, then delete it (with its clones) or keep it.

@@ -8,9 +8,8 @@ quickly is handed out quickly and a slow one is not hammered.  Once the
 machine is known to be running (just started, or seen running), the probe
 runs alongside ``info`` (in a thread) instead of after it, and a probe that
 succeeded is not repeated: the round in which the address shows costs one
-orbctl call's time, not two.  A
-machine that stops, is being deleted or vanishes fails at once instead of at
-the deadline.
+orbctl call's time, not two.  A machine that stops, is being deleted or
+vanishes fails at once instead of at the deadline.
 """
 
 from __future__ import annotations
@@ -95,8 +94,13 @@ def wait_ready(
     seen, reason) at the deadline, or at once when the machine is stopped,
     being deleted or gone.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orb-probe") as pool:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orb-probe")
+    try:
         return _wait(client, name, timeout, started=started, poll=poll, clock=clock, sleep=sleep, pool=pool)
+    finally:
+        # On the way out through an error (a dead machine, Ctrl-C) a probe may still run: it ends
+        # by itself within its timeout, and nobody waits for it.
+        pool.shutdown(wait=False)
 
 
 def _wait(
@@ -113,12 +117,13 @@ def _wait(
     start = clock()
     deadline = start + timeout
     interval = poll.initial
-    last_state: Optional[str] = "running" if started else None
+    last_state: Optional[str] = None
+    may_probe = started  # the machine is known to run: a probe cannot wake a stopped one
     ran = False  # a probe succeeded since the wait began: the machine runs commands
     probe_failure = "the exec probe did not run"
     while True:
         probe: Optional[Future[Optional[str]]] = None
-        if last_state == "running" and not ran:  # likely usable: probe while info runs
+        if may_probe and not ran:  # likely usable: probe while info runs
             probe = pool.submit(_probe, client, name, deadline - clock())
         info: Optional[MachineInfo] = None
         try:
@@ -129,6 +134,7 @@ def _wait(
             reason = f"info failed: {first_line(exc)}"
         if info is not None:
             last_state = info.state
+            may_probe = info.state == "running"
             if info.state in DEAD_STATES:
                 raise MachineNotReadyError(
                     name, clock() - start, last_state, f"the machine is {info.state}; start it or recreate it"

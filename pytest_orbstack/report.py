@@ -111,6 +111,7 @@ class Stats:
             self.ready_seconds.extend(float(x) for x in data.get("ready_seconds", ()))
             self.kept.extend(str(x) for x in data.get("kept", ()))
             self.failed_deletes.update({str(k): str(v) for k, v in data.get("failed_deletes", {}).items()})
+            self._events.extend((bool(verbose), str(line)) for verbose, line in data.get("events", ()))
 
     @property
     def anything(self) -> bool:

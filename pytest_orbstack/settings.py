@@ -131,7 +131,7 @@ def _user_data(value: str, base: Path) -> str:
         with path.open("rb") as handle:
             handle.read(1)
     except OSError as exc:
-        raise ValueError(f"expected a readable cloud-init user-data file ({exc.strerror})") from None
+        raise ValueError(f"expected a readable cloud-init user-data file ({path}: {exc.strerror})") from None
     return str(path)
 
 

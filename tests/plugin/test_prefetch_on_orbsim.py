@@ -80,27 +80,38 @@ def test_a_machine_nobody_takes_is_deleted_at_the_end(
         test_suite="""
         import pytest
 
+        @pytest.fixture
+        def not_today():
+            pytest.skip("skipped in its setup, after its machine was made ahead")
+
         def test_first(orb_vm_fresh):
             orb_vm_fresh.run("true")
 
-        @pytest.mark.skipif(True, reason="skipped in its setup, after its machine was prefetched")
-        def test_skipped(orb_vm_fresh):
+        def test_skipped(not_today, orb_vm_fresh):
             pass
 
         def test_takes_the_skipped_tests_machine(orb_vm_fresh):
             orb_vm_fresh.run("true")
 
-        @pytest.mark.skipif(True, reason="the last one: its machine is never taken")
-        def test_last_skipped(orb_vm_fresh):
+        @pytest.mark.skipif(True, reason="marked: nothing is made ahead for it")
+        def test_marked_skip(orb_vm_fresh):
+            pass
+
+        def test_again(orb_vm_fresh):
+            orb_vm_fresh.run("true")
+
+        def test_last_skipped(not_today, orb_vm_fresh):
             pass
         """
     )
     result = run_pytest("-p", "no:xdist", "-p", "no:randomly", "-v")
-    result.assert_outcomes(passed=2, skipped=2)
+    result.assert_outcomes(passed=3, skipped=3)
     lines = result.stdout.lines
+    # test_takes_... takes the machine made for test_skipped; none is made for test_marked_skip;
+    # test_again makes its own; the one made for test_last_skipped is deleted at the end
     assert len(_names(lines, "took prefetched machine ")) == 1
     assert len(_names(lines, "deleted unused prefetched machine ")) == 1
-    result.stdout.fnmatch_lines(["machines: 3 created, 3 deleted, 0 kept, 0 purged*"])
+    result.stdout.fnmatch_lines(["machines: 4 created, 4 deleted, 0 kept, 0 purged*"])
     assert_no_leftovers()
 
 
@@ -109,13 +120,43 @@ def test_with_xdist(
     run_pytest: Callable[..., pytest.RunResult],
     assert_no_leftovers: Callable[..., None],
 ) -> None:
-    pytester.makepyfile(test_suite=SUITE)
-    result = run_pytest("-n", "2", "-v")
-    result.assert_outcomes(passed=4)
-    out = result.stdout.str()
-    created = int(out.split("machines: ", 1)[1].split(" created", 1)[0])
-    assert 4 <= created <= 5  # at most one made for a test another worker ran
-    result.stdout.fnmatch_lines([f"machines: {created} created, {created} deleted, 0 kept, 0 purged*"])
+    """Each worker knows the test it runs next: with a file per worker, every fresh machine is made ahead."""
+    pytester.makepyfile(test_one=SUITE, test_two=SUITE)
+    result = run_pytest("-n", "2", "--dist", "loadfile", "-v", "-s")
+    result.assert_outcomes(passed=8)
+    lines = result.stdout.lines
+    took = _names(lines, "took prefetched machine ")
+    assert len(took) == 6
+    assert {name.split("-")[-2] for name in took} == {"gw0", "gw1"}
+    result.stdout.fnmatch_lines(["machines: 8 created, 8 deleted, 0 kept, 0 purged*"])
+    assert_no_leftovers()
+
+
+def test_unused_machine_of_a_worker_is_reported(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    """Lines from a worker's session end (no test report carries them) reach the terminal."""
+    pytester.makepyfile(
+        test_suite="""
+        import pytest
+
+        @pytest.fixture
+        def not_today():
+            pytest.skip("skipped in its setup, after its machine was made ahead")
+
+        def test_first(orb_vm_fresh):
+            orb_vm_fresh.run("true")
+
+        def test_skipped(not_today, orb_vm_fresh):
+            pass
+        """
+    )
+    result = run_pytest("-n", "1", "-v")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["orbstack: [[]gw0[]] deleted unused prefetched machine pytest-test-*"])
+    result.stdout.fnmatch_lines(["machines: 2 created, 2 deleted, 0 kept, 0 purged*"])
     assert_no_leftovers()
 
 

@@ -83,11 +83,11 @@ def test_nothing_is_made_ahead_for_a_spec_not_made_yet() -> None:
     orb, hooks = GatedOrb(), Hooks()
     p, source = prefetching(orb, hooks)
     source.prepare(SPEC)
-    time.sleep(0.05)
-    assert orb.machines == {}
     first = p.obtain(SPEC)
     assert orb.created_by[first.name] == threading.current_thread().name
-    p.close()
+    p.close()  # waits for anything made ahead: there must be nothing
+    assert orb.calls.count("create") == 1
+    assert (p.stats.created, p.stats.deleted) == (1, 0)
 
 
 def test_one_machine_ahead_per_spec() -> None:
@@ -99,13 +99,11 @@ def test_one_machine_ahead_per_spec() -> None:
         source.prepare(SPEC)
     source.prepare(OTHER)
     orb.gate.set()
-    _until(lambda: len(orb.machines) == 4)
-    time.sleep(0.05)
-    assert len(orb.machines) == 4  # one of each spec ahead, however often prepared
-    assert p.obtain(OTHER).spec == OTHER
-    p.close()
-    assert len(orb.machines) == 3  # the unused SPEC machine was deleted
-    assert made < set(orb.machines)
+    taken = p.obtain(OTHER)
+    assert orb.created_by[taken.name].startswith("orb-prefetch")
+    p.close()  # waits for everything made ahead, then deletes what nobody took
+    assert orb.calls.count("create") == 4  # two now, one of each spec ahead, however often prepared
+    assert set(orb.machines) == made | {taken.name}  # the unused SPEC machine was deleted
 
 
 def test_a_request_waits_for_the_machine_being_made_instead_of_making_another() -> None:
@@ -147,9 +145,8 @@ def test_close_waits_for_machines_being_made_and_deletes_them() -> None:
     p.close()
     assert set(orb.machines) == made
     assert (p.stats.created, p.stats.deleted) == (4, 2)
-    source.prepare(SPEC)  # after close: nothing more is made ahead
-    time.sleep(0.05)
-    assert set(orb.machines) == made
+    source.prepare(SPEC)  # after close: nothing is made ahead (the pool is shut: it would raise)
+    assert orb.calls.count("create") == 4
 
 
 def test_interrupted_wait_still_deletes_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:

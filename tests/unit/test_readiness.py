@@ -214,3 +214,33 @@ def test_a_probe_in_flight_is_waited_for_before_sleeping() -> None:
     # round 2 probes beside info (state seen running) and waits for it; its success is
     # remembered, so round 3, which sees the address, needs no second probe
     assert (client.info_calls, client.probe_calls, len(clock.sleeps)) == (3, 1, 2)
+
+
+def test_a_just_started_machine_never_seen_says_so() -> None:
+    clock = FakeClock()
+    broken = OrbctlTimeoutError(["orbctl", "info", "m1"], 5)
+    client = FakeClient([broken], probes=[0])
+    with pytest.raises(MachineNotReadyError, match="never seen") as excinfo:
+        wait_ready(client, "m1", 3, started=True, clock=clock, sleep=clock.sleep)
+    assert excinfo.value.last_state is None
+
+
+def test_an_error_does_not_wait_for_the_probe_in_flight() -> None:
+    """The machine is found stopped while the probe still runs: the error comes at once."""
+    clock = FakeClock()
+    client = FakeClient([info("stopped")])
+    released, done = threading.Event(), threading.Event()
+    outcome: list[bool] = []
+    plain_run = client.run
+
+    def stuck_run(machine: str, command: list[str], **kwargs: Any) -> Any:
+        outcome.append(released.wait(timeout=10))  # False if wait_ready waited for it
+        done.set()
+        return plain_run(machine, command, **kwargs)
+
+    client.run = stuck_run  # type: ignore[method-assign]
+    with pytest.raises(MachineNotReadyError, match="stopped"):
+        wait_ready(client, "m1", 10, started=True, clock=clock, sleep=clock.sleep)
+    released.set()
+    assert done.wait(timeout=15)
+    assert outcome == [True]

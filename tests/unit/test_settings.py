@@ -101,7 +101,11 @@ def test_spec_fields_validate_like_the_marker(tmp_path: Path) -> None:
     assert fields == {"image": "debian:12", "user": "ci", "user_data": str(tmp_path / "init.yaml")}
     bad = [
         ({"user": "Bad User"}, "user", "lowercase"),
-        ({"user_data": "missing.yaml"}, "user_data", "readable"),
+        (
+            {"user_data": "missing.yaml"},
+            "user_data",
+            f"readable cloud-init user-data file ({tmp_path}/missing.yaml: ",
+        ),
         ({"image": "ubuntu:99.04"}, "image", "22.04"),
         ({"arch": "sparc"}, "arch", "arm64"),
         ({"arch": 7}, "arch", "str"),
