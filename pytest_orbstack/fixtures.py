@@ -13,6 +13,7 @@ import platform
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Optional
@@ -110,7 +111,16 @@ class OrbRuntime:
             self._problem = str(exc)  # names what was looked for and how to fix it
         else:
             status = _status(client)
-            if status != "Running":
+            deadline = time.monotonic() + STARTING_WAIT
+            while status == "Starting" and time.monotonic() < deadline:  # it was just opened
+                time.sleep(0.25)
+                status = _status(client)
+            if status == "Starting":
+                self._problem = (
+                    f"OrbStack is still starting after {STARTING_WAIT:g}s (orbctl status: Starting): "
+                    "wait until the OrbStack app says it is running, then run the tests again"
+                )
+            elif status != "Running":
                 self._problem = (
                     f"OrbStack is not running (orbctl status: {status}): open the OrbStack app "
                     "or run 'orbctl list' (which starts it), then run the tests again"
@@ -221,6 +231,11 @@ class OrbRuntime:
 
     def release(self, machine: Machine) -> None:
         self.provisioner().release(machine, keep=self.should_keep(machine))
+
+
+#: How long machine fixtures wait for an OrbStack that ``orbctl status`` says is ``Starting``
+#: (orbctl's own limit for starting OrbStack is 15 s).
+STARTING_WAIT: Final = 15.0
 
 
 def _status(client: Any) -> str:

@@ -99,3 +99,34 @@ def test_orbctl_lookup_falls_back_to_orbsim_only_on_linux(
     orbctl.write_text("#!/bin/sh\n")
     orbctl.chmod(0o755)
     assert resolve_orbctl(Settings()) == (str(orbctl), "orbctl")
+
+
+def test_orbstack_starting_is_waited_for(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    monkeypatch: pytest.MonkeyPatch,
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    monkeypatch.setenv("ORBSIM_FAULTS", "vm=starting*3")  # the first three status calls: Starting
+    pytester.makepyfile(TESTS)
+    result = run_pytest("-p", "no:xdist")
+    result.assert_outcomes(passed=4)
+    assert_no_leftovers()
+
+
+def test_orbstack_that_stays_starting_is_a_one_line_error(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORBSIM_FAULTS", "vm=starting")
+    pytester.makepyfile(TESTS)
+    result = run_pytest("-p", "no:xdist")
+    result.assert_outcomes(passed=1, errors=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_vm*",
+            "OrbStack is still starting after 15s (orbctl status: Starting): wait until the OrbStack "
+            "app says it is running, then run the tests again",
+        ]
+    )
