@@ -22,6 +22,37 @@ def test_fresh(orb_vm_fresh, i):
     print("FRESH", orb_vm_fresh.name)
 """
 
+#: A fresh-machine test, then one skipped by a fixture before its orb_vm_fresh: its machine,
+#: made ahead during the first test, is left for a later request of the spec.
+SKIPPED_IN_SETUP = """
+import pytest
+
+@pytest.fixture
+def not_today():
+    pytest.skip("skipped in its setup, after its machine was made ahead")
+
+def test_first(orb_vm_fresh):
+    orb_vm_fresh.run("true")
+
+def test_skipped(not_today, orb_vm_fresh):
+    pass
+"""
+
+THEN_TAKEN_MARKED_MADE_AND_LEFT = """
+def test_takes_the_skipped_tests_machine(orb_vm_fresh):
+    orb_vm_fresh.run("true")
+
+@pytest.mark.skipif(True, reason="marked: nothing is made ahead for it")
+def test_marked_skip(orb_vm_fresh):
+    pass
+
+def test_again(orb_vm_fresh):
+    orb_vm_fresh.run("true")
+
+def test_last_skipped(not_today, orb_vm_fresh):
+    pass
+"""
+
 
 def _calls(home: str) -> list[list[str]]:
     path = Path(home) / "argv.log"
@@ -76,34 +107,7 @@ def test_a_machine_nobody_takes_is_deleted_at_the_end(
     run_pytest: Callable[..., pytest.RunResult],
     assert_no_leftovers: Callable[..., None],
 ) -> None:
-    pytester.makepyfile(
-        test_suite="""
-        import pytest
-
-        @pytest.fixture
-        def not_today():
-            pytest.skip("skipped in its setup, after its machine was made ahead")
-
-        def test_first(orb_vm_fresh):
-            orb_vm_fresh.run("true")
-
-        def test_skipped(not_today, orb_vm_fresh):
-            pass
-
-        def test_takes_the_skipped_tests_machine(orb_vm_fresh):
-            orb_vm_fresh.run("true")
-
-        @pytest.mark.skipif(True, reason="marked: nothing is made ahead for it")
-        def test_marked_skip(orb_vm_fresh):
-            pass
-
-        def test_again(orb_vm_fresh):
-            orb_vm_fresh.run("true")
-
-        def test_last_skipped(not_today, orb_vm_fresh):
-            pass
-        """
-    )
+    pytester.makepyfile(test_suite=SKIPPED_IN_SETUP + THEN_TAKEN_MARKED_MADE_AND_LEFT)
     result = run_pytest("-p", "no:xdist", "-p", "no:randomly", "-v")
     result.assert_outcomes(passed=3, skipped=3)
     lines = result.stdout.lines
@@ -138,21 +142,7 @@ def test_unused_machine_of_a_worker_is_reported(
     assert_no_leftovers: Callable[..., None],
 ) -> None:
     """Lines from a worker's session end (no test report carries them) reach the terminal."""
-    pytester.makepyfile(
-        test_suite="""
-        import pytest
-
-        @pytest.fixture
-        def not_today():
-            pytest.skip("skipped in its setup, after its machine was made ahead")
-
-        def test_first(orb_vm_fresh):
-            orb_vm_fresh.run("true")
-
-        def test_skipped(not_today, orb_vm_fresh):
-            pass
-        """
-    )
+    pytester.makepyfile(test_suite=SKIPPED_IN_SETUP)
     result = run_pytest("-n", "1", "-v")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["orbstack: [[]gw0[]] deleted unused prefetched machine pytest-test-*"])
