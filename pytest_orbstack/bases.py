@@ -321,7 +321,7 @@ class BaseManager:
                 if waited >= 1.0:
                     p.stats.event(f"waited {waited:.1f}s for base {record.name} built by {record.worker}")
                 if record.reused:
-                    self._use(spec, key, record.name)
+                    self._use(key)
                 return record.name
             reused = self.reuse != "off"
             try:
@@ -345,29 +345,22 @@ class BaseManager:
     def _users_fd(self, key: str) -> int:
         return os.open(self._bases_dir() / f"{key}.users", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
-    def _use(self, spec: MachineSpec, key: str, name: str) -> None:
-        """Hold the shared lock of reused base ``key`` until :meth:`close` (waits out a rebuild)."""
+    def _use(self, key: str) -> None:
+        """Hold the shared lock of reused base ``key`` until :meth:`close`.
+
+        Waits only while another run rebuilds the base: the lock is held
+        exclusively just for that, under the base's build lock.
+        """
         with self._guard:
             if key in self._users:
                 return
         fd = self._users_fd(key)
-        deadline = self._p.clock() + self._lock_timeout
-        while not try_lock(fd, fcntl.LOCK_SH):
-            if self._p.clock() >= deadline:
-                os.close(fd)
-                raise BaseBuildError(
-                    spec, name, f"waited {self._lock_timeout:g}s for another run to rebuild it"
-                )
-            self._p.sleep(0.2)
+        fcntl.flock(fd, fcntl.LOCK_SH)
         with self._guard:
             self._users[key] = fd
 
     def _take_over(self, spec: MachineSpec, key: str, name: str) -> int:
         """The exclusive lock of reused base ``key``, needed to delete it; fails if another run uses it."""
-        with self._guard:
-            mine = self._users.pop(key, None)
-        if mine is not None:
-            os.close(mine)
         fd = self._users_fd(key)
         if not try_lock(fd, fcntl.LOCK_EX):
             os.close(fd)
@@ -396,12 +389,12 @@ class BaseManager:
             # Only a stopped base is a finished one: a base is renamed to its reuse name
             # after it was provisioned and stopped (below), so anything else is suspect.
             if state is not None and self.reuse == "on" and state == "stopped":
-                self._use(spec, key, name)
+                self._use(key)
                 self._p.stats.event(f"reusing base {name} ({spec.describe()})")
                 return name
             if state is None:
                 built = self._build_renamed(spec, name)
-                self._use(spec, key, name)
+                self._use(key)
                 return built
             fd = self._take_over(spec, key, name)  # nobody clones from it while we rebuild
             try:

@@ -19,11 +19,13 @@ setup, a run stopped early).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Optional
 
 from pytest_orbstack.errors import first_line
+from pytest_orbstack.machine import Machine
 
 if TYPE_CHECKING:
     from pytest_orbstack.provisioner import MachineSource, MachineSpec, Made, Provisioner
@@ -60,7 +62,7 @@ class PrefetchSource:
     def make(self, spec: MachineSpec, name: str) -> Made:
         with self._lock:
             ahead = self._ahead.pop(spec, None)
-        made = self._take(ahead) if ahead is not None else None
+        made = self._take(spec, ahead) if ahead is not None else None
         if made is None:
             made = self.inner.make(spec, name)
         with self._lock:
@@ -76,10 +78,10 @@ class PrefetchSource:
         """
         with self._lock:
             self._closed = True
-            pending, self._ahead = list(self._ahead.values()), {}
-        for future in pending:
+            pending, self._ahead = list(self._ahead.items()), {}
+        for spec, future in pending:
             future.cancel()  # not started yet: never made
-            future.add_done_callback(self._discard)  # now if done, else when its make ends
+            future.add_done_callback(functools.partial(self._discard, spec))  # now, or once made
         self._pool.shutdown(wait=wait)
         self.inner.close(wait=wait)
 
@@ -88,31 +90,23 @@ class PrefetchSource:
         made = self.inner.make(spec, name)
         return dataclasses.replace(made, name=made.name or name)
 
-    def _take(self, future: Future[Made]) -> Optional[Made]:
+    def _take(self, spec: MachineSpec, future: Future[Made]) -> Optional[Made]:
         try:
             made = future.result()
         except Exception as exc:  # the source deleted what it made; make one the usual way
             self._p.stats.event(f"a prefetched machine failed, making one now: {first_line(exc)}")
             return None
         except BaseException:  # Ctrl-C while waiting: the machine is nobody's, delete it once made
-            future.add_done_callback(self._discard)
+            future.add_done_callback(functools.partial(self._discard, spec))
             raise
         self._p.stats.event(f"took prefetched machine {made.name}", verbose=True)
         return made
 
-    def _discard(self, future: Future[Made]) -> None:
+    def _discard(self, spec: MachineSpec, future: Future[Made]) -> None:
         if future.cancelled() or future.exception() is not None:
-            return
+            return  # never made, or the source deleted what it made
         made = future.result()
-        if made.name is None:
-            return
-        stats = self._p.stats
-        stats.record_created(made.create_seconds, made.ready_seconds)
-        try:
-            self._p.delete_name(made.name)
-        except Exception as exc:
-            stats.record_failed_delete(made.name, first_line(exc))
-            stats.event(f"could not delete prefetched machine {made.name}: {first_line(exc)}")
-            return
-        stats.record_deleted()
-        stats.event(f"deleted unused prefetched machine {made.name}", verbose=True)
+        machine = Machine(self._p, made.name or made.info.name, spec, made.info)
+        self._p.stats.record_created(made.create_seconds, made.ready_seconds)
+        self._p.stats.event(f"deleting unused prefetched machine {machine.name}", verbose=True)
+        self._p.delete_quietly(machine)

@@ -245,7 +245,7 @@ class Provisioner:
                 self.hooks.provision(machine)
             self.hooks.ready(machine)
         except BaseException:
-            self._delete_quietly(machine)
+            self.delete_quietly(machine)
             raise
         self.stats.record_created(made.create_seconds, made.ready_seconds)
         self.stats.event(
@@ -289,9 +289,9 @@ class Provisioner:
                 self.stats.record_kept(machine.name)
                 self.stats.event(f"kept {machine.name} for debugging")
             else:
-                self._delete_quietly(machine)
+                self.delete_quietly(machine)
 
-    def _delete_quietly(self, machine: Machine) -> None:
+    def delete_quietly(self, machine: Machine) -> None:
         """Delete at teardown: a failure is recorded for the summary, not raised."""
         try:
             self.delete(machine)

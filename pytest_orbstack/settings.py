@@ -476,9 +476,10 @@ def marker_overrides(item: pytest.Item) -> dict[str, Any]:
             if key in found or value is None:
                 continue  # a closer marker already set it
             try:
-                found[key] = _MARKER_PARSERS[key](os.fspath(value), base)
-            except (TypeError, ValueError) as exc:
-                raise MarkerError(f"{item.nodeid}: @pytest.mark.orb({key}={value!r}): {exc}") from None
+                found.update(spec_fields({key: value}, base))
+            except InvalidSpecError as exc:
+                where = f"{item.nodeid}: @pytest.mark.orb({key}={value!r})"
+                raise MarkerError(f"{where}: {exc.allowed}") from None
     return found
 
 
