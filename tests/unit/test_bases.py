@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
+from test_provisioner import Hooks
 
 from pytest_orbstack.bases import (
     BaseBuildError,
@@ -101,23 +102,6 @@ class FakeOrb:
         if old not in self.machines:
             raise _err(MachineNotFoundError, "clone", old, f"machine not found: '{old}'")
         self.machines[new] = "stopped"
-
-
-class Hooks:
-    def __init__(self, fail_provision: bool = False) -> None:
-        self.events: list[tuple[str, str]] = []
-        self.fail_provision = fail_provision
-
-    def provision(self, machine: Machine) -> None:
-        self.events.append(("provision", machine.name))
-        if self.fail_provision:
-            raise RuntimeError("provisioning failed")
-
-    def ready(self, machine: Machine) -> None:
-        self.events.append(("ready", machine.name))
-
-    def teardown(self, machine: Machine) -> None:
-        self.events.append(("teardown", machine.name))
 
 
 def worker(
