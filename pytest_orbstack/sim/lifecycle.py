@@ -27,6 +27,7 @@ from .cli import (
     vm_gate,
 )
 from .cobra import Opts, UsageError
+from .profile import DOWNLOAD_SHARE
 from .state import Data, Record, claim, find, new_ulid, settle
 
 DOWNLOAD_502 = "make rootfs: download metadata: GET download status: 502 Bad Gateway"
@@ -183,11 +184,11 @@ def cmd_create(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         mdir.mkdir(parents=True, exist_ok=True)
         ctx.engine.prepare(mdir, hostname=name, username=o["username"])
         console(mdir, f"orbsim: created {name} ({rec['distro']}:{rec['version']})")
-        ctx.profile.sleep("create", 0.6)
+        ctx.profile.download(ctx.store.root / "downloads")
         _update(ctx, mid, state="provisioning")
         ip = ctx.engine.boot(mdir, hostname=name)
         console(mdir, f"orbsim: {name} booted, ip4 {ip}")
-        ctx.profile.sleep("create", 0.4)
+        ctx.profile.sleep("create", 1 - DOWNLOAD_SHARE)
         now = time.time()
         _update(ctx, mid, state="running", ip4=ip, ip_at=now, started_at=now, ready_at=now)
         if fault is not None and fault.kind in ("setup-timeout", "setup-timeout-keep"):

@@ -1,8 +1,19 @@
 """Timing profiles (``ORBSIM_PROFILE``, ``ORBSIM_SCALE``).
 
-``instant`` (the default) adds no delay.  ``orbstack`` imitates a real
-OrbStack on a laptop: create ~12 s, clone ~6 s, start ~1 s with the IP
-appearing ~1 s after start returns, stop ~1 s, delete ~1 s, run ~30 ms.
+``instant`` (the default) adds no delay.  ``orbstack`` imitates OrbStack 2.0
+on a laptop (orbctl-spec.md, "Timing and concurrency"):
+
+- create ~12 s alone, of which ~7 s is the image download: OrbStack keeps no
+  image cache, so creates running at the same time share the download
+  bandwidth and N of them each take about N times as long for that part;
+- clone ~0.1 s (a btrfs subvolume snapshot: near-instant, copy-on-write);
+- start ~1 s with the IP appearing ~1 s after start returns; stop ~1 s;
+- delete ~0.2 s (a subvolume delete); run ~30 ms.
+
+``orbstack-copy`` is the same with the slow clone path (no subvolumes: the
+source is frozen and copied), clone ~6 s and delete ~1 s, as on installs
+without the fast path.
+
 Every figure is multiplied by ``ORBSIM_SCALE`` (default 1; e.g. 0.1).
 """
 
@@ -11,21 +22,30 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Final, Optional
+
+_ORBSTACK: Final[dict[str, float]] = {
+    "create": 12.0,
+    "clone": 0.1,
+    "start": 1.0,
+    "ip": 1.0,
+    "stop": 1.0,
+    "delete": 0.2,
+    "run": 0.03,
+    "vm_start": 15.0,
+}
 
 PROFILES: Final[dict[str, dict[str, float]]] = {
     "instant": {},
-    "orbstack": {
-        "create": 12.0,
-        "clone": 6.0,
-        "start": 1.0,
-        "ip": 1.0,
-        "stop": 1.0,
-        "delete": 1.0,
-        "run": 0.03,
-        "vm_start": 15.0,
-    },
+    "orbstack": _ORBSTACK,
+    "orbstack-copy": {**_ORBSTACK, "clone": 6.0, "delete": 1.0},
 }
+
+#: The share of a create that is the image download (the rest is setup and boot).
+DOWNLOAD_SHARE: Final = 0.6
+#: How often a download looks at how many others share the bandwidth.
+_TICK: Final = 0.02
 
 
 class ProfileError(ValueError):
@@ -59,3 +79,49 @@ class Profile:
         seconds = self.delay(op) * fraction
         if seconds > 0:
             time.sleep(seconds)
+
+    def download(self, spool: Path) -> None:
+        """The image download of a create, sharing the bandwidth with every other one in ``spool``.
+
+        Each download in progress is a file ``<pid>-<n>`` in ``spool`` (one per
+        OrbStack, i.e. per orbsim home).  Every tick a download advances by the
+        time passed divided by the number of downloads whose process is alive,
+        so N creates at once each take N times as long for this part.
+        """
+        seconds = self.delay("create") * DOWNLOAD_SHARE
+        if seconds <= 0:
+            return
+        spool.mkdir(parents=True, exist_ok=True)
+        marker = spool / f"{os.getpid()}-{time.monotonic_ns()}"
+        marker.touch()
+        try:
+            done, last = 0.0, time.monotonic()
+            while done < seconds:
+                time.sleep(_TICK)
+                now = time.monotonic()
+                done += (now - last) / max(1, sharing(spool))
+                last = now
+        finally:
+            marker.unlink(missing_ok=True)
+
+
+def sharing(spool: Path) -> int:
+    """How many downloads in ``spool`` belong to a live process (a killed create's file is dropped)."""
+    count = 0
+    for entry in os.scandir(spool):
+        pid = entry.name.partition("-")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            count += 1
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+    return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -6,6 +6,7 @@ No assertion on durations: only on order and on what concurrent callers see.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from typing import Any, Callable
 
 import pytest
 from orbsim_cli_helpers import Sim, make_sim, orbsim_bin
+
+from pytest_orbstack.sim.profile import Profile, sharing
 
 N = "pytest-test-prof"
 
@@ -140,3 +143,43 @@ def test_delete_during_create_is_a_conflict_before_2_0(sim: Sim) -> None:
         proc.wait(timeout=120)
     assert proc.returncode == 0
     sim.ok("delete", N)
+
+
+def test_concurrent_creates_share_one_download(sim: Sim) -> None:
+    """OrbStack keeps no image cache: creates at the same time download side by side."""
+    spool = sim.home / "downloads"
+    names = [f"{N}-dl{i}" for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [orbsim_bin(), "create", "ubuntu:22.04", name],
+            env=sim.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for name in names
+    ]
+    try:
+        _until(lambda: spool.is_dir() and len(list(spool.iterdir())) == 2, "two downloads at once")
+    finally:
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert list(spool.iterdir()) == []
+    sim.ok("delete", *names)
+
+
+def test_a_killed_download_stopssharing(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait(timeout=10)
+    (tmp_path / f"{dead.pid}-1").touch()
+    (tmp_path / "garbage").touch()
+    live = tmp_path / f"{os.getpid()}-2"
+    live.touch()
+    assert sharing(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
+def test_slow_clone_profile_keeps_the_copy_path() -> None:
+    fast, slow = Profile("orbstack", 1.0), Profile("orbstack-copy", 1.0)
+    assert fast.delay("clone") < 1 <= slow.delay("clone")
+    assert fast.delay("delete") < slow.delay("delete")
+    assert fast.delay("create") == slow.delay("create")
