@@ -145,6 +145,7 @@ class OrbRuntime:
                     hooks=_BoundHooks(self.config),
                     stats=self.stats,
                 )
+                self._provisioner.delete_in_background()
                 self._install_clone(self._provisioner)
                 if not self.settings.no_prefetch:
                     self._provisioner.source = PrefetchSource(self._provisioner, self._provisioner.source)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
 from pytest_orbstack import naming
+from pytest_orbstack.deleter import BackgroundDeleter, InlineDeleter
 from pytest_orbstack.errors import (
     MachineExistsError,
     MachineNotFoundError,
@@ -201,6 +202,8 @@ class Provisioner:
         self.sleep = sleep
         #: how machines come to exist; replace to change the strategy
         self.source: MachineSource = CreateSource(self)
+        #: how machines a test is done with are deleted; :meth:`delete_in_background` switches
+        self.deleter: Union[InlineDeleter, BackgroundDeleter] = InlineDeleter(self.delete_quietly)
         self._lock = threading.Lock()
         self._clones: dict[str, list[Machine]] = {}
 
@@ -254,12 +257,22 @@ class Provisioner:
         )
         return machine
 
-    def close(self, *, wait: bool = True) -> None:
-        """The session ends: the source lets go of what it holds (unused prefetched machines are deleted).
+    def delete_in_background(self) -> None:
+        """Released machines are deleted on background threads, off the test's time."""
+        self.deleter = BackgroundDeleter(self.delete_quietly)
 
-        ``wait=False`` (after Ctrl-C): do not wait for machines still being made.
+    def close(self, *, wait: bool = True) -> None:
+        """The session ends: the source lets go of what it holds (unused prefetched machines are deleted),
+        then the deletes still under way finish.
+
+        ``wait=False`` (after Ctrl-C): do not wait for machines still being made.  Deletes are
+        waited for even then, as a teardown would have waited for them: a second Ctrl-C stops
+        that, and the run's final purge or the watchdog deletes what is left.
         """
-        self.source.close(wait=wait)
+        try:
+            self.source.close(wait=wait)
+        finally:
+            self.deleter.close()
 
     def release(self, machine: Machine, *, keep: bool) -> None:
         """The end of a machine's fixture: teardown hook, then delete it (with its clones) or keep it.
@@ -289,7 +302,7 @@ class Provisioner:
                 self.stats.record_kept(machine.name)
                 self.stats.event(f"kept {machine.name} for debugging")
             else:
-                self.delete_quietly(machine)
+                self.deleter.submit(machine)
 
     def delete_quietly(self, machine: Machine) -> None:
         """Delete at teardown: a failure is recorded for the summary, not raised."""

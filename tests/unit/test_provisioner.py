@@ -306,3 +306,16 @@ def test_a_transient_clone_failure_is_retried() -> None:
     assert orb.machines[copy.name] == "running"
     p.release(machine, keep=False)
     assert orb.machines == {}
+
+
+def test_background_deletes_finish_by_close() -> None:
+    orb, hooks = FakeOrb(), Hooks()
+    p = make(orb, hooks)
+    p.delete_in_background()
+    machine = p.obtain(SPEC)
+    p.release(machine, keep=False)
+    assert hooks.events[-1] == ("teardown", machine.name)  # the hook ran on the caller's thread
+    p.close()
+    assert machine.deleted
+    assert orb.machines == {}
+    assert p.stats.deleted == 1
