@@ -460,7 +460,8 @@ class BaseManager:
 
 
 class CloneSource:
-    """A :class:`~pytest_orbstack.provisioner.MachineSource`: ``orbctl clone`` of the spec's base + start.
+    """A :class:`~pytest_orbstack.provisioner.MachineSource`: ``orbctl clone`` of the spec's base, started
+    by its first command (``orbctl run`` starts a stopped machine), which is also the readiness probe.
 
     A clone that fails or times out is deleted; transient failures of clone and
     start are retried like create's.  The machine is handed out already
@@ -493,8 +494,9 @@ class CloneSource:
             ) from exc
         cloned = p.clock()
         try:
-            p.with_retry(f"start of {name}", lambda: p.client.start(name))
-            info = wait_ready(p.client, name, p.ready_timeout, started=True, clock=p.clock, sleep=p.sleep)
+            # `orbctl run` starts a stopped machine: the first command is the start, and the probe
+            p.with_retry(f"start of {name}", lambda: p.client.run(name, ["true"], timeout=p.ready_timeout))
+            info = wait_ready(p.client, name, p.ready_timeout, probed=True, clock=p.clock, sleep=p.sleep)
         except BaseException:
             with contextlib.suppress(Exception):
                 p.delete_name(name)

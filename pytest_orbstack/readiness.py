@@ -79,6 +79,7 @@ def wait_ready(
     timeout: float,
     *,
     started: bool = False,
+    probed: bool = False,
     poll: Poll = Poll(),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -86,7 +87,8 @@ def wait_ready(
     """Poll ``name`` until it is ready and return its last :class:`MachineInfo`.
 
     ``started``: the caller has just created or started the machine, so the
-    probe may run from the first round.  Otherwise it waits for an ``info``
+    probe may run from the first round.  ``probed``: a command has just run
+    in it (``orbctl run`` started it), so the probe is not repeated.  Otherwise it waits for an ``info``
     that shows the machine running, because ``orbctl run`` starts a stopped
     machine and a stopped one must fail here, not come back to life.
 
@@ -96,7 +98,17 @@ def wait_ready(
     """
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orb-probe")
     try:
-        return _wait(client, name, timeout, started=started, poll=poll, clock=clock, sleep=sleep, pool=pool)
+        return _wait(
+            client,
+            name,
+            timeout,
+            started=started or probed,
+            ran=probed,
+            poll=poll,
+            clock=clock,
+            sleep=sleep,
+            pool=pool,
+        )
     finally:
         # On the way out through an error (a dead machine, Ctrl-C) a probe may still run: it ends
         # by itself within its timeout, and nobody waits for it.
@@ -109,6 +121,7 @@ def _wait(
     timeout: float,
     *,
     started: bool,
+    ran: bool,
     poll: Poll,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
@@ -119,7 +132,7 @@ def _wait(
     interval = poll.initial
     last_state: Optional[str] = None
     may_probe = started  # the machine is known to run: a probe cannot wake a stopped one
-    ran = False  # a probe succeeded since the wait began: the machine runs commands
+    # ran: a probe (or the caller's command) succeeded since the wait began: the machine runs commands
     probe_failure = "the exec probe did not run"
     while True:
         probe: Optional[Future[Optional[str]]] = None

@@ -71,6 +71,11 @@ class FakeOrb:
         )
 
     def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
+        if machine not in self.machines:
+            raise _err(MachineNotFoundError, "run", machine, f"machine not found: '{machine}'")
+        if self.machines[machine] == "stopped":  # orbctl run starts a stopped machine
+            self._call("run-start", machine)
+            self.machines[machine] = "running"
         return SimpleNamespace(returncode=0, stdout="", stderr="", duration=0.01)
 
     def delete(self, *names: str, force: bool = True) -> None:
@@ -299,10 +304,17 @@ def test_a_failed_provision_deletes_the_base_and_other_workers_fail_fast(tmp_pat
     assert built(gw1) == []
 
 
-def test_a_failed_start_deletes_the_clone(tmp_path: Path) -> None:
+def test_a_clone_that_fails_to_start_is_deleted(tmp_path: Path) -> None:
     orb = FakeOrb()
     p = worker(orb, tmp_path)
-    orb.start = lambda name: (_ for _ in ()).throw(RuntimeError("boom"))  # type: ignore[method-assign]
+    run = orb.run
+
+    def run_that_cannot_start(machine: str, command: list[str], **kwargs: Any) -> Any:
+        if orb.machines.get(machine) == "stopped":  # the clone's first command starts it: fails
+            raise RuntimeError("boom")
+        return run(machine, command, **kwargs)
+
+    orb.run = run_that_cannot_start  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="boom"):
         p.obtain(SPEC)
     (base,) = orb.ops("create")
@@ -458,3 +470,12 @@ def test_install_follows_the_clone_decision(tmp_path: Path) -> None:
 def test_provision_sources_reads_the_hook_caller() -> None:
     caller = SimpleNamespace(get_hookimpls=lambda: [SimpleNamespace(function=_impl_one)])
     assert provision_sources(caller) == hook_sources([SimpleNamespace(function=_impl_one)])
+
+
+def test_a_clone_is_started_by_its_first_command(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    p = worker(orb, tmp_path)
+    machine = p.obtain(SPEC)
+    assert orb.ops("run-start") == [machine.name]  # `orbctl run` started it: no separate `start`
+    assert orb.ops("start") == []
+    assert orb.machines[machine.name] == "running"

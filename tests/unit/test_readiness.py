@@ -244,3 +244,12 @@ def test_an_error_does_not_wait_for_the_probe_in_flight() -> None:
     released.set()
     assert done.wait(timeout=15)
     assert outcome == [True]
+
+
+def test_a_machine_a_command_just_ran_in_is_not_probed_again() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("running"), info("running", "198.19.249.2")])
+    result = wait_ready(client, "m1", 10, probed=True, clock=clock, sleep=clock.sleep)
+    assert result.ip4 == "198.19.249.2"
+    assert client.probe_calls == 0
+    assert client.info_calls == 2
