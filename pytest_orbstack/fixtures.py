@@ -8,13 +8,14 @@ when OrbStack is missing), and owns the :class:`Provisioner`.
 
 from __future__ import annotations
 
+import collections
 import os
 import platform
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Optional
 
@@ -147,31 +148,38 @@ class OrbRuntime:
                 )
                 self._provisioner.delete_in_background()
                 self._install_clone(self._provisioner)
-                if not self.settings.no_prefetch:
-                    self._provisioner.source = PrefetchSource(self._provisioner, self._provisioner.source)
+                if self.settings.prefetch_limit:
+                    self._provisioner.source = PrefetchSource(
+                        self._provisioner, self._provisioner.source, limit=self.settings.prefetch_limit
+                    )
             return self._provisioner
 
-    def prefetch(self, item: pytest.Item) -> None:
-        """Start making the ``orb_vm_fresh`` machine of ``item`` (the next test), if it takes one.
+    def prefetch(self, items: Sequence[pytest.Item]) -> None:
+        """Start making the ``orb_vm_fresh`` machines of ``items`` (the tests coming next, in order).
 
         Does nothing when prefetch is off, before this process made its first
         machine (the provisioner, its lock directory and OrbStack's state come
-        from a fixture's setup), for an item marked ``skip`` or ``skipif``, or
-        when the item's ``orb`` marker is wrong (the test reports that itself).
+        from a fixture's setup).  Skips items marked ``skip`` or ``skipif``
+        and items whose ``orb`` marker is wrong (the test reports that itself).
         """
-        if self.settings.no_prefetch or "orb_vm_fresh" not in getattr(item, "fixturenames", ()):
-            return
-        if any(item.iter_markers("skip")) or any(item.iter_markers("skipif")):
-            return  # may well be skipped: whether is only known at its setup
         with self._lock:
             provisioner = self._provisioner
         if provisioner is None or not isinstance(provisioner.source, PrefetchSource):
             return
-        try:
-            spec = spec_for(self.settings, marker_overrides(item))
-        except MarkerError:
-            return
-        provisioner.source.prepare(spec)
+        wanted: collections.Counter[MachineSpec] = collections.Counter()
+        for item in items:
+            if sum(wanted.values()) >= provisioner.source.limit:
+                break
+            if "orb_vm_fresh" not in getattr(item, "fixturenames", ()):
+                continue
+            if any(item.iter_markers("skip")) or any(item.iter_markers("skipif")):
+                continue  # may well be skipped: whether is only known at its setup
+            try:
+                wanted[spec_for(self.settings, marker_overrides(item))] += 1
+            except MarkerError:
+                continue
+        for spec, count in wanted.items():  # the spec of the nearest test first (Counter keeps order)
+            provisioner.source.prepare(spec, count)
 
     def close(self, *, wait: bool = True) -> None:
         """The session ends: the provisioner lets go of what it holds (unused prefetched machines).

@@ -15,7 +15,7 @@ from typing import Any, Final, Optional
 
 import pytest
 
-from pytest_orbstack import bases, hookspecs, naming, ownership, reaper, signals
+from pytest_orbstack import bases, hookspecs, lookahead, naming, ownership, reaper, signals
 from pytest_orbstack.client import OrbctlClient, Timeouts
 from pytest_orbstack.errors import OrbctlCommandError, OrbstackError, first_line
 from pytest_orbstack.fixtures import (
@@ -282,13 +282,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
-    """This test has its machines: start making the one the next test takes (``orb_vm_fresh``)."""
+    """This test has its machines: start making those the coming tests take (``orb_vm_fresh``)."""
     nextitem = item.stash.get(_next_item_key, None)
     runtime = item.config.stash.get(runtime_key, None)
-    if nextitem is None or runtime is None:
+    if nextitem is None or runtime is None or not runtime.settings.prefetch_limit:
         return
     try:
-        runtime.prefetch(nextitem)
+        runtime.prefetch(lookahead.upcoming(item, nextitem, lookahead.WINDOW))
     except Exception as exc:  # never this test's problem: the next test makes its own machine
         runtime.stats.event(f"could not prefetch a machine for {nextitem.nodeid}: {first_line(exc)}")
 

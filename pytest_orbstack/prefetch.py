@@ -1,14 +1,15 @@
-"""Prefetch: the machine the next test will need is made while the current test runs.
+"""Prefetch: the machines the next tests will need are made while the current test runs.
 
 :class:`PrefetchSource` wraps the provisioner's
 :class:`~pytest_orbstack.provisioner.MachineSource` (create or clone).
-:meth:`PrefetchSource.prepare` starts making one machine of a spec in a
-background thread, unless one of that spec is already ready or on its way,
-or the process has not made one of that spec yet (its base build and
-provision hooks stay on the test's thread).  The plugin calls it when a test
-starts its call phase and pytest's next test (``nextitem``) takes
-``orb_vm_fresh``.  The next request for the spec takes that machine, waiting
-for it if it is not ready yet, so nothing is made twice.  Hooks still run
+:meth:`PrefetchSource.prepare` makes sure ``count`` machines of a spec are
+ready or on their way, each made in a background thread, never more than
+``limit`` at once over every spec, and none before the process has made one
+of that spec itself (its base build and provision hooks stay on the test's
+thread).  The plugin calls it when a test starts its call phase, for the
+``orb_vm_fresh`` tests it knows are coming (see :mod:`pytest_orbstack.lookahead`).
+The next request for a spec takes the oldest of its machines, waiting for it
+if it is not ready yet, so nothing is made twice.  Hooks still run
 when a machine is handed out, on the caller's thread: a prefetched machine is
 only made and waited for.  One that failed is reported as a progress line and
 the machine is made the usual way.  At the end of the session
@@ -18,6 +19,7 @@ setup, a run stopped early).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import threading
@@ -36,32 +38,44 @@ __all__ = ["PrefetchSource"]
 class PrefetchSource:
     """A :class:`~pytest_orbstack.provisioner.MachineSource` that can make a machine ahead of its request."""
 
-    def __init__(self, provisioner: Provisioner, inner: MachineSource) -> None:
+    def __init__(self, provisioner: Provisioner, inner: MachineSource, *, limit: int = 1) -> None:
         self._p = provisioner
         #: the source that really makes machines
         self.inner = inner
+        #: the most machines made ahead (ready or on their way) at once, over every spec
+        self.limit = limit
         self._lock = threading.Lock()
-        self._ahead: dict[MachineSpec, Future[Made]] = {}
+        self._ahead: dict[MachineSpec, collections.deque[Future[Made]]] = {}
         #: specs this process has made a machine of: their base exists, their hooks have run once
         self._made: set[MachineSpec] = set()
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="orb-prefetch")
+        self._pool = ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="orb-prefetch")
         self._closed = False
 
-    def prepare(self, spec: MachineSpec) -> None:
-        """Start making a machine of ``spec`` for a request to come (one per spec at a time).
+    def prepare(self, spec: MachineSpec, count: int = 1) -> None:
+        """Make sure ``count`` machines of ``spec`` are ready or on their way, within :attr:`limit`.
 
         Only for a spec this process has already made a machine of: the first
         one of a spec may build its base and run provision hooks, which stay
         on the test's thread.
         """
         with self._lock:
-            if self._closed or spec in self._ahead or spec not in self._made:
+            if self._closed or spec not in self._made:
                 return
-            self._ahead[spec] = self._pool.submit(self._make_ahead, spec)
+            queue = self._ahead.setdefault(spec, collections.deque())
+            room = self.limit - sum(len(q) for q in self._ahead.values())
+            for _ in range(min(count - len(queue), room)):
+                queue.append(self._pool.submit(self._make_ahead, spec))
+
+    @property
+    def ahead(self) -> int:
+        """Machines made ahead and not taken yet (ready or on their way)."""
+        with self._lock:
+            return sum(len(q) for q in self._ahead.values())
 
     def make(self, spec: MachineSpec, name: str) -> Made:
         with self._lock:
-            ahead = self._ahead.pop(spec, None)
+            queue = self._ahead.get(spec)
+            ahead = queue.popleft() if queue else None
         made = self._take(spec, ahead) if ahead is not None else None
         if made is None:
             made = self.inner.make(spec, name)
@@ -78,7 +92,8 @@ class PrefetchSource:
         """
         with self._lock:
             self._closed = True
-            pending, self._ahead = list(self._ahead.items()), {}
+            pending = [(spec, future) for spec, queue in self._ahead.items() for future in queue]
+            self._ahead = {}
         for spec, future in pending:
             future.cancel()  # not started yet: never made
             future.add_done_callback(functools.partial(self._discard, spec))  # now, or once made

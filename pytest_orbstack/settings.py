@@ -44,6 +44,8 @@ __all__ = [
 DEFAULT_IMAGE: Final = "ubuntu:22.04"
 DEFAULT_READY_TIMEOUT: Final = 120.0
 DEFAULT_RETRIES: Final = 3
+#: Machines made ahead at once per process (``--orb-prefetch``).
+DEFAULT_PREFETCH: Final = 2
 KEEP_CHOICES: Final = ("never", "failed", "always")
 #: The arguments ``@pytest.mark.orb`` accepts.
 MARKER_ARGS: Final = ("image", "arch", "user", "user_data")
@@ -85,8 +87,15 @@ class Settings:
     clone: str = "auto"
     #: ``off``, ``on`` or ``refresh``: keep provisioned bases across runs (``--orb-reuse``)
     reuse: str = "off"
-    #: do not make the next test's fresh machine while the current test runs (``--orb-no-prefetch``)
+    #: do not make the next tests' fresh machines while the current test runs (``--orb-no-prefetch``)
     no_prefetch: bool = False
+    #: the most ``orb_vm_fresh`` machines made ahead at once per process (``--orb-prefetch``; 0 = off)
+    prefetch: int = DEFAULT_PREFETCH
+
+    @property
+    def prefetch_limit(self) -> int:
+        """How many machines prefetch may make ahead: 0 when it is off."""
+        return 0 if self.no_prefetch else self.prefetch
 
     @property
     def spec(self) -> MachineSpec:
@@ -338,8 +347,18 @@ _OPTIONS: Final = (
         "orb_no_prefetch",
         ("PYTEST_ORBSTACK_NO_PREFETCH",),
         _flag,
-        "do not make the next test's orb_vm_fresh machine while the current test runs",
+        "do not make the next tests' orb_vm_fresh machines while the current test runs",
         is_flag=True,
+    ),
+    _Option(
+        "prefetch",
+        "--orb-prefetch",
+        "orb_prefetch",
+        ("PYTEST_ORBSTACK_PREFETCH",),
+        _count,
+        "make the orb_vm_fresh machines of up to N coming tests while the current test runs "
+        f"(default {DEFAULT_PREFETCH}; 0 = off)",
+        "N",
     ),
 )
 

@@ -83,7 +83,7 @@ def test_each_fresh_machine_was_made_during_the_test_before(
     calls = _calls(orbsim_env["ORBSIM_HOME"])[before:]
     made = [argv[-1] for argv in calls if argv[:1] == ["clone" if clone == "auto" else "create"]]
     assert len(made) == 4  # orb_vm + 3 fresh: nothing made for nothing
-    assert made[1:] == fresh
+    assert sorted(made[1:]) == sorted(fresh)  # up to two are made at once: in either order
     assert "unused prefetched" not in result.stdout.str()
     result.stdout.fnmatch_lines(["machines: 4 created, 4 deleted, 0 kept, 0 purged*"])
     assert_no_leftovers()
@@ -111,9 +111,10 @@ def test_a_machine_nobody_takes_is_deleted_at_the_end(
     result = run_pytest("-p", "no:xdist", "-p", "no:randomly", "-v")
     result.assert_outcomes(passed=3, skipped=3)
     lines = result.stdout.lines
-    # test_takes_... takes the machine made for test_skipped; none is made for test_marked_skip;
-    # test_again makes its own; the one made for test_last_skipped is deleted at the end
-    assert len(_names(lines, "took prefetched machine ")) == 1
+    # two coming fresh tests get a machine ahead (--orb-prefetch 2): test_takes_... takes the one
+    # made for test_skipped, test_again its own; none is made for test_marked_skip; the one made
+    # for test_last_skipped is deleted at the end
+    assert len(_names(lines, "took prefetched machine ")) == 2
     (unused,) = _names(lines, "deleting unused prefetched machine ")
     assert f"orbstack: deleted {unused}" in lines
     result.stdout.fnmatch_lines(["machines: 4 created, 4 deleted, 0 kept, 0 purged*"])
@@ -176,4 +177,60 @@ def test_the_first_machine_of_a_process_is_not_prefetched(
     assert "took prefetched machine" not in result.stdout.str()
     assert list(pytester.path.glob("orbstack-base-*")) == []  # no lock file in the project
     result.stdout.fnmatch_lines(["machines: 1 created, 1 deleted*"])
+    assert_no_leftovers()
+
+
+@pytest.mark.parametrize(
+    "xdist", [["-p", "no:xdist"], ["-n", "1", "--dist", "loadfile"]], ids=["single", "xdist"]
+)
+def test_machines_are_made_for_tests_further_ahead_within_the_bound(
+    xdist: list[str],
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tests without a machine in between do not hide the fresh tests after them; --orb-prefetch bounds it.
+
+    An xdist worker knows the tests it has been sent (its queue), not only the next one: with
+    ``--dist loadfile`` that is the whole file.
+    """
+    pytester.makepyfile(
+        test_suite="""
+        import pytest
+
+        def test_shared(orb_vm):
+            orb_vm.run("true")
+
+        def test_plain(orb_vm):
+            # the machines of the next three fresh tests are being made already (waits up to 60 s)
+            import json, os, subprocess, time
+            end = time.monotonic() + 60
+            while True:
+                out = subprocess.run([os.environ["ORBCTL"], "list", "-f", "json"], capture_output=True,
+                                     text=True, timeout=60, check=True).stdout
+                ahead = [m["name"] for m in json.loads(out) if m["name"] != orb_vm.name]
+                if len(ahead) >= 3 or time.monotonic() > end:
+                    break
+                time.sleep(0.05)
+            with open(os.environ["AHEAD_FILE"], "w") as fh:  # xdist workers' prints do not show
+                fh.write(str(len(ahead)))
+
+        def test_no_machine():
+            pass
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_fresh(orb_vm_fresh, i):
+            orb_vm_fresh.run("true")
+        """
+    )
+    monkeypatch.setenv("AHEAD_FILE", str(pytester.path / "ahead.txt"))
+    result = run_pytest(
+        *xdist, "-p", "no:randomly", "-v", "-s", "--orb-prefetch", "3", "--orb-clone", "never"
+    )
+    result.assert_outcomes(passed=7)
+    assert (pytester.path / "ahead.txt").read_text() == "3"
+    assert len(_names(result.stdout.lines, "took prefetched machine ")) == 4
+    result.stdout.fnmatch_lines(["machines: 5 created, 5 deleted, 0 kept, 0 purged*"])
+    assert "unused prefetched" not in result.stdout.str()
     assert_no_leftovers()

@@ -50,9 +50,9 @@ def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def prefetching(orb: FakeOrb, hooks: Hooks) -> tuple[Provisioner, PrefetchSource]:
+def prefetching(orb: FakeOrb, hooks: Hooks, limit: int = 2) -> tuple[Provisioner, PrefetchSource]:
     p = make(orb, hooks)
-    source = PrefetchSource(p, p.source)
+    source = PrefetchSource(p, p.source, limit=limit)
     p.source = source
     return p, source
 
@@ -90,7 +90,7 @@ def test_nothing_is_made_ahead_for_a_spec_not_made_yet() -> None:
     assert (p.stats.created, p.stats.deleted) == (1, 0)
 
 
-def test_one_machine_ahead_per_spec() -> None:
+def test_prepare_asks_for_a_count_per_spec_not_a_machine_per_call() -> None:
     orb, hooks = GatedOrb(), Hooks()
     p, source = prefetching(orb, hooks)
     made = {p.obtain(SPEC).name, p.obtain(OTHER).name}
@@ -166,3 +166,23 @@ def test_interrupted_wait_still_deletes_the_machine(monkeypatch: pytest.MonkeyPa
     orb.gate.set()
     p.close()
     assert list(orb.machines) == [first.name]  # made after the interrupt, then deleted
+
+
+def test_count_and_limit_bound_the_machines_made_ahead() -> None:
+    orb, hooks = GatedOrb(), Hooks()
+    p, source = prefetching(orb, hooks, limit=3)
+    made = {p.obtain(SPEC).name, p.obtain(OTHER).name}
+    orb.gate.clear()
+    source.prepare(SPEC, 2)
+    source.prepare(SPEC, 2)  # still two of SPEC
+    assert source.ahead == 2
+    source.prepare(OTHER, 5)  # only one more fits under the limit
+    assert source.ahead == 3
+    orb.gate.set()
+    first, second = p.obtain(SPEC), p.obtain(SPEC)
+    assert {first.name, second.name}.isdisjoint(made)
+    assert all(orb.created_by[m.name].startswith("orb-prefetch") for m in (first, second))
+    assert source.ahead == 1
+    p.close()
+    assert orb.calls.count("create") == 5  # two now, three ahead; the unused OTHER one was deleted
+    assert set(orb.machines) == made | {first.name, second.name}

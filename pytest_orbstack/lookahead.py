@@ -1,0 +1,75 @@
+"""Which tests this process runs next: the ones prefetch may make machines for.
+
+Without xdist the session's whole item list is known, so the tests after
+pytest's ``nextitem`` are those that follow it in ``session.items``.  An
+xdist worker runs only the items the controller sends it, in batches; the
+ones it has been sent and not started yet wait in its ``WorkerInteractor``'s
+queue.  That queue is xdist's own and not a public API: it is read when it
+looks as expected, and otherwise only ``nextitem`` is known (as pytest
+itself promises).  Work stealing can take queued items away again, so a
+machine made ahead for one of them may go unused: the prefetch bound limits
+how many.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Optional
+
+import pytest
+
+__all__ = ["upcoming"]
+
+#: How many coming items prefetch looks at (the machines it makes are bounded by ``--orb-prefetch``).
+WINDOW: Final = 100
+
+_index_key: Final = pytest.StashKey[dict[str, int]]()
+
+
+def upcoming(item: pytest.Item, nextitem: Optional[pytest.Item], limit: int) -> list[pytest.Item]:
+    """Up to ``limit`` items this process runs after ``item``, in order, ``nextitem`` first."""
+    if nextitem is None or limit < 1:
+        return []
+    session = item.session
+    queued = _worker_queue(item.config)
+    if queued is not None:
+        items = session.items
+        rest = [items[i] for i in queued if 0 <= i < len(items)]
+    elif hasattr(item.config, "workerinput"):
+        rest = []  # an xdist worker whose queue cannot be read: only nextitem is known
+    else:
+        rest = session.items[_index(session, nextitem) + 1 :]
+    return [nextitem, *rest][:limit]
+
+
+def _index(session: pytest.Session, item: pytest.Item) -> int:
+    """``item``'s place in ``session.items`` (the map is built once per session)."""
+    positions = session.stash.get(_index_key, None)
+    if positions is None:
+        positions = {it.nodeid: i for i, it in enumerate(session.items)}
+        session.stash[_index_key] = positions
+    return positions.get(item.nodeid, len(session.items))
+
+
+def _worker_queue(config: pytest.Config) -> Optional[list[int]]:
+    """The item indices an xdist worker has been sent and not started, or ``None``.
+
+    xdist 3.6+ keeps them in a ``TestQueue`` that is inspected under its ``lock()``;
+    older releases in a ``queue.Queue`` (``.queue`` under ``.mutex``).
+    """
+    if not hasattr(config, "workerinput"):
+        return None
+    for plugin in config.pluginmanager.get_plugins():
+        torun = getattr(plugin, "torun", None)
+        if torun is None or not hasattr(plugin, "nextitem_index"):
+            continue
+        snapshot: list[object]
+        if callable(getattr(torun, "lock", None)):
+            with torun.lock() as pending:
+                snapshot = list(pending)
+        elif hasattr(torun, "queue") and hasattr(torun, "mutex"):
+            with torun.mutex:
+                snapshot = list(torun.queue)
+        else:
+            return None
+        return [i for i in snapshot if isinstance(i, int)]
+    return None
