@@ -286,9 +286,15 @@ class Machine:
         """The pytest-testinfra ``Host`` of this machine, running commands as ``user`` (default: its own)."""
         with self._lock:
             if user not in self._hosts:
-                # late import: pytest-testinfra is an optional extra
-                from pytest_orbstack.testinfra_backend import host_for  # noqa: PLC0415
-
+                try:  # late import: pytest-testinfra is an optional extra
+                    from pytest_orbstack.testinfra_backend import host_for  # noqa: PLC0415
+                except ModuleNotFoundError as exc:
+                    if not (exc.name or "").startswith("testinfra"):
+                        raise
+                    raise ModuleNotFoundError(
+                        "Machine.host needs pytest-testinfra: pip install 'pytest-orbstack[testinfra]'",
+                        name=exc.name,
+                    ) from exc
                 self._hosts[user] = host_for(self._client, self.name, user)
             return self._hosts[user]
 

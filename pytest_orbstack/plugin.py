@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 from collections.abc import Generator
 from typing import Any, Callable, Final, Optional
 
@@ -95,10 +94,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _register_testinfra(config: pytest.Config, runtime: OrbRuntime) -> None:
     """With pytest-testinfra installed: ``orb://`` hosts exist and use this run's orbctl client."""
-    if importlib.util.find_spec("testinfra") is None:
+    try:
+        from pytest_orbstack import testinfra_backend  # noqa: PLC0415 - testinfra is an optional extra
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "testinfra":
+            raise
         return
-    from pytest_orbstack import testinfra_backend  # noqa: PLC0415 - testinfra is an optional extra
-
     config.stash[_testinfra_key] = testinfra_backend.use_client(runtime.client)
 
 
