@@ -295,7 +295,7 @@ class Machine:
                         "Machine.host needs pytest-testinfra: pip install 'pytest-orbstack[testinfra]'",
                         name=exc.name,
                     ) from exc
-                self._hosts[user] = host_for(self._client, self.name, user)
+                self._hosts[user] = host_for(self._client, self.name, user, self._record)
             return self._hosts[user]
 
     # --- life cycle ----------------------------------------------------------------------------

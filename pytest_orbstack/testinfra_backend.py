@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from typing import Any, Callable, Final, Optional, Union
 
 import testinfra.backend
@@ -37,6 +38,9 @@ __all__ = ["BACKEND_PATH", "NAME", "OrbBackend", "OrbHostError", "host_for", "us
 NAME: Final = "orb"
 #: What ``testinfra.backend.BACKENDS[NAME]`` holds.
 BACKEND_PATH: Final = "pytest_orbstack.testinfra_backend.OrbBackend"
+
+#: Hears of each command run: (the command quoted for a shell, its exit code or None, seconds).
+Recorder = Callable[[str, Optional[int], float], None]
 
 #: stderr of an orbctl-side failure: errors of OrbStack's machine service carry this prefix.
 _ORBCTL_ERROR: Final = re.compile(r"^\[-32098\] ", re.MULTILINE)
@@ -101,7 +105,8 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
     limits each command (default: the client's ``run`` timeout); ``?sudo=true``
     and ``host.sudo()`` wrap commands in the machine's ``sudo`` as with every
     testinfra backend.  ``client`` is the orbctl client to use (default: see
-    :func:`use_client`).
+    :func:`use_client`); ``on_command`` hears of every command (a machine keeps
+    them in its history, shown in failure reports).
     """
 
     NAME = NAME
@@ -112,6 +117,7 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         *args: Any,
         client: Optional[OrbctlClient] = None,
         timeout: Union[str, float, None] = None,
+        on_command: Optional[Recorder] = None,
         **kwargs: Any,
     ) -> None:
         name, user = self.parse_containerspec(hostspec)
@@ -121,6 +127,7 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         self.user: Optional[str] = None if user is None else commands.validate_user(user)
         self.timeout = _timeout(timeout)
         self._client = client
+        self._on_command = on_command
         super().__init__(name, *args, **kwargs)
 
     @property
@@ -137,11 +144,22 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
     def run(self, command: str, *args: str, **kwargs: Any) -> Any:
         """Run ``command % quoted(args)`` with ``sh -c`` in the machine; testinfra's ``CommandResult``."""
         cmd = self.get_command(command, *args)
-        raw = self.client.run(self.name, ["sh", "-c", cmd], user=self.user, timeout=self.timeout, check=False)
+        try:
+            raw = self.client.run(
+                self.name, ["sh", "-c", cmd], user=self.user, timeout=self.timeout, check=False
+            )
+        except Exception:
+            self._record(cmd, None, 0.0)
+            raise
+        self._record(cmd, raw.returncode, raw.duration)
         result = self.result(raw.returncode, self.encode(cmd), raw.stdout_bytes, raw.stderr_bytes)
         if raw.returncode == 1:
             self._check_machine(raw, result)
         return result
+
+    def _record(self, cmd: str, returncode: Optional[int], duration: float) -> None:
+        if self._on_command is not None:
+            self._on_command(shlex.join(["sh", "-c", cmd]), returncode, duration)
 
     def _check_machine(self, raw: Any, result: Any) -> None:
         """Raise if exit code 1 came from orbctl (machine missing, OrbStack down), not the command.
@@ -165,10 +183,15 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         raise error
 
 
-def host_for(client: OrbctlClient, machine: str, user: Optional[str] = None) -> Any:
-    """A testinfra ``Host`` for ``machine`` running commands as ``user`` (default user when ``None``)."""
+def host_for(
+    client: OrbctlClient, machine: str, user: Optional[str] = None, on_command: Optional[Recorder] = None
+) -> Any:
+    """A testinfra ``Host`` for ``machine`` running commands as ``user`` (default user when ``None``).
+
+    ``on_command(command, exit code or None, seconds)`` hears of every command run.
+    """
     spec = machine if user is None else f"{user}@{machine}"
-    backend = OrbBackend(spec, client=client)
+    backend = OrbBackend(spec, client=client, on_command=on_command)
     host = testinfra.host.Host(backend)
     backend.set_host(host)
     return host

@@ -38,6 +38,12 @@ def test_exact_exit_code_and_output_bytes(orb_vm):
     assert (said.rc, said.stderr) == (1, "no such thing\n")
 
 
+def test_commands_join_the_machine_history(orb_vm):
+    orb_vm.host.run("exit 4")
+    last = orb_vm.history[-1]
+    assert (last.command, last.returncode) == ("sh -c 'exit 4'", 4)
+
+
 def test_quotes_dollars_newlines_and_unicode_survive(orb_vm):
     host = orb_vm.host
     assert host.run("printf '%%s' %s", WEIRD).stdout == WEIRD  # testinfra's own quoting of arguments
@@ -156,7 +162,7 @@ def test_machine_host_on_every_fixture(
 ) -> None:
     pytester.makepyfile(test_inner=INNER)
     result = run_pytest("-n", "2", "-p", "no:randomly")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=9)
     assert_no_leftovers()
 
 
