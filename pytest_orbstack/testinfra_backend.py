@@ -123,6 +123,8 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         name, user = self.parse_containerspec(hostspec)
         if not isinstance(name, str) or commands.NAME_PATTERN.fullmatch(name) is None:
             raise InvalidSpecError("orb:// machine", name, "orb://[USER@]MACHINE with a machine name or ID")
+        if user is not None and ":" in user:  # never echo what may be a password
+            raise InvalidSpecError("orb:// user", "USER:***", "orb://USER@MACHINE: orbctl takes no password")
         self.name: str = name
         self.user: Optional[str] = None if user is None else commands.validate_user(user)
         self.timeout = _timeout(timeout)

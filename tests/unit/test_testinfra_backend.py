@@ -128,6 +128,13 @@ def test_bad_host_spec_is_refused_before_any_call(spec: str, field: str) -> None
     assert client.calls == []
 
 
+def test_a_password_in_the_spec_is_refused_and_not_shown() -> None:
+    with pytest.raises(InvalidSpecError) as excinfo:
+        backend("alice:s3cret@web", Recorder())
+    assert "s3cret" not in str(excinfo.value)
+    assert "orbctl takes no password" in str(excinfo.value)
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
 def test_bad_timeout_is_refused(value: str) -> None:
     with pytest.raises(InvalidSpecError, match="a finite number of seconds > 0"):
