@@ -72,11 +72,10 @@ class OrbHostError(MachineNotFoundError):
     and goes on with what orbctl said; ``result`` is testinfra's ``CommandResult``.
     """
 
-    def __init__(self, host_id: str, result: Any, error: OrbctlCommandError) -> None:
+    def __init__(self, host_id: str, name: str, result: Any, error: OrbctlCommandError) -> None:
         self.result = result
         self.host_id = host_id
         said = next((line for line in error.stderr.splitlines() if line.strip()), "no message")
-        name = host_id.split("://", 1)[-1].rsplit("@", 1)[-1]
         message = (
             f"Unexpected exit code {result.rc} for {result!r}\n"
             f"{host_id}: machine {name!r} does not exist (orbctl: {said}); "
@@ -181,7 +180,7 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
             else:
                 return
         if isinstance(error, MachineNotFoundError):
-            raise OrbHostError(self.get_pytest_id(), result, error)
+            raise OrbHostError(self.get_pytest_id(), self.name, result, error)
         raise error
 
 
