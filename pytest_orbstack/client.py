@@ -24,7 +24,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, final
 
 from pytest_orbstack import commands
@@ -130,6 +130,10 @@ class CommandResult:
     stderr: str
     #: wall-clock seconds the call took
     duration: float
+    #: stdout as printed, before decoding (for callers that need the exact bytes)
+    stdout_bytes: bytes = field(default=b"", repr=False)
+    #: stderr as printed, before decoding
+    stderr_bytes: bytes = field(default=b"", repr=False)
 
 
 def classify(argv: Sequence[str], returncode: int | None, stdout: str, stderr: str) -> OrbctlCommandError:
@@ -220,8 +224,9 @@ class OrbctlClient:
         except BaseException:
             _kill_group(proc)
             raise
+        elapsed = time.monotonic() - started
         result = CommandResult(
-            tuple(argv), proc.returncode, _decode(out), _decode(err), time.monotonic() - started
+            tuple(argv), proc.returncode, _decode(out), _decode(err), elapsed, out or b"", err or b""
         )
         log.debug("exit %d after %.3fs: %s", result.returncode, result.duration, args[0] if args else "")
         if check and result.returncode != 0:

@@ -128,6 +128,7 @@ class Machine:
         self.name: Final = name
         #: True once the machine was deleted (by the test or by the plugin)
         self.deleted = False
+        self._hosts: dict[Optional[str], Any] = {}
 
     def __repr__(self) -> str:
         return f"<Machine {self.name} {self._spec.image}>"
@@ -269,6 +270,33 @@ class Machine:
     def read_text(self, path: str, *, user: Optional[str] = None) -> str:
         """The content of the text file ``path`` in the machine."""
         return self.run(["cat", path], user=user).stdout
+
+    # --- testinfra -----------------------------------------------------------------------------
+
+    @property
+    def host(self) -> Any:
+        """The pytest-testinfra ``Host`` of this machine, running commands as its default user.
+
+        ``machine.host.package("curl").is_installed``, ``with machine.host.sudo(): ...``.
+        Needs ``pip install 'pytest-orbstack[testinfra]'``.
+        """
+        return self.testinfra_host()
+
+    def testinfra_host(self, user: Optional[str] = None) -> Any:
+        """The pytest-testinfra ``Host`` of this machine, running commands as ``user`` (default: its own)."""
+        with self._lock:
+            if user not in self._hosts:
+                try:  # late import: pytest-testinfra is an optional extra
+                    from pytest_orbstack.testinfra_backend import host_for  # noqa: PLC0415
+                except ModuleNotFoundError as exc:
+                    if not (exc.name or "").startswith("testinfra"):
+                        raise
+                    raise ModuleNotFoundError(
+                        "Machine.host needs pytest-testinfra: pip install 'pytest-orbstack[testinfra]'",
+                        name=exc.name,
+                    ) from exc
+                self._hosts[user] = host_for(self._client, self.name, user, self._record)
+            return self._hosts[user]
 
     # --- life cycle ----------------------------------------------------------------------------
 

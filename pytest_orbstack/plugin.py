@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Generator
-from typing import Any, Final, Optional
+from typing import Any, Callable, Final, Optional
 
 import pytest
 
@@ -42,6 +42,7 @@ _lease_key: Final = pytest.StashKey[Optional[ownership.RunLease]]()
 _watchdog_key: Final = pytest.StashKey[Optional[reaper.Watchdog]]()
 _pin_key: Final = pytest.StashKey[Optional[reaper.WorkerPin]]()
 _next_item_key: Final = pytest.StashKey[Optional[pytest.Item]]()
+_testinfra_key: Final = pytest.StashKey[Callable[[], OrbctlClient]]()
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -88,6 +89,18 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.register(XdistHooks(runtime), "orbstack-xdist")
     config.stash[_lease_key] = None
     signals.install_sigterm_handler()  # SIGTERM tears down like Ctrl-C (only if SIGTERM is unhandled)
+    _register_testinfra(config, runtime)
+
+
+def _register_testinfra(config: pytest.Config, runtime: OrbRuntime) -> None:
+    """With pytest-testinfra installed: ``orb://`` hosts exist and use this run's orbctl client."""
+    try:
+        from pytest_orbstack import testinfra_backend  # noqa: PLC0415 - testinfra is an optional extra
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "testinfra":
+            raise
+        return
+    config.stash[_testinfra_key] = testinfra_backend.use_client(runtime.client)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -103,6 +116,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if pin is not None:
         pin.release()
     signals.restore_sigterm_handler()
+    previous = config.stash.get(_testinfra_key, None)
+    if previous is not None:
+        from pytest_orbstack import testinfra_backend  # noqa: PLC0415 - imported at configure already
+
+        testinfra_backend.use_client(previous)
 
 
 @pytest.hookimpl(trylast=True)

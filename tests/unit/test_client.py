@@ -308,6 +308,7 @@ def test_execute_decodes_bad_utf8_with_replacement(fake_orbctl: FakeOrbctl) -> N
     fake_orbctl.answer(stdout_hex=b"ok \xff\xfe end".hex())
     result = OrbctlClient(str(fake_orbctl.path)).execute(["logs", "m1"], timeout=30)
     assert result.stdout == "ok \ufffd\ufffd end"
+    assert result.stdout_bytes == b"ok \xff\xfe end"  # the exact bytes stay available
 
 
 def test_execute_failure_is_classified(fake_orbctl: FakeOrbctl) -> None:
