@@ -20,7 +20,7 @@ from typing import Any, Final, Optional
 
 import pytest
 
-from pytest_orbstack import bases, naming, ownership
+from pytest_orbstack import availability, bases, naming, ownership
 from pytest_orbstack.client import find_orbctl
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
 from pytest_orbstack.machine import Machine
@@ -80,6 +80,8 @@ class OrbRuntime:
         self._client: Any = None
         self._problem: Optional[str] = None
         self._checked = False
+        #: why no machine can be made in this run, found by the prepare step (``availability``)
+        self.unavailable: Optional[str] = None
         self._provisioner: Optional[Provisioner] = None
         #: where the clone fast path keeps its locks (set by the first fixture that needs a machine)
         self.lock_dir: Optional[Path] = None
@@ -103,14 +105,16 @@ class OrbRuntime:
 
     def problem(self) -> Optional[str]:
         """Why machines cannot be made (one line naming the fix), or ``None``.  Checked once."""
+        if self.unavailable is not None:
+            return self.unavailable
         if self._checked:
             return self._problem
         try:
             client = self.client()
-        except OrbctlNotFoundError as exc:
-            self._problem = str(exc)  # names what was looked for and how to fix it
-        else:
             status = _status(client)
+        except OrbctlNotFoundError as exc:  # missing, or it cannot be executed
+            self._problem = first_line(exc)  # names what was looked for and how to fix it
+        else:
             deadline = time.monotonic() + STARTING_WAIT
             while status == "Starting" and time.monotonic() < deadline:  # it was just opened
                 time.sleep(0.25)
@@ -132,7 +136,7 @@ class OrbRuntime:
         """The provisioner; a test that needs it errors with one line if OrbStack is unusable."""
         problem = self.problem()
         if problem is not None:
-            pytest.fail(problem, pytrace=False)
+            availability.give_up(problem, self.settings.if_unavailable)
         with self._lock:
             if self._provisioner is None:
                 self._provisioner = Provisioner(
@@ -223,7 +227,8 @@ class OrbRuntime:
         try:
             return provisioner.obtain(spec)
         except OrbstackError as exc:
-            pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+            failure = f"{type(exc).__name__}: {exc}"
+        pytest.fail(failure, pytrace=False)  # outside the except: no chain of causes repeats it
 
     def should_keep(self, machine: Machine) -> bool:
         keep = self.settings.keep

@@ -26,6 +26,7 @@ from typing import Any, Callable, Final, Optional
 import pytest
 
 from pytest_orbstack import bases, commands
+from pytest_orbstack.availability import IF_UNAVAILABLE_CHOICES
 from pytest_orbstack.errors import InvalidSpecError
 from pytest_orbstack.naming import DEFAULT_PREFIX, validate_prefix
 from pytest_orbstack.provisioner import MachineSpec
@@ -49,7 +50,8 @@ KEEP_CHOICES: Final = ("never", "failed", "always")
 MARKER_ARGS: Final = ("image", "arch", "user", "user_data")
 MARKER_LINE: Final = (
     "orb(image=None, arch=None, user=None, user_data=None): the machine spec of orb_vm_fresh and the "
-    "defaults of orb_machines for this test (pytest-orbstack)"
+    "defaults of orb_machines for this test; every test using a machine fixture has it, so "
+    "-m 'not orb' deselects them (pytest-orbstack)"
 )
 #: A version given as a number: it must be one orbctl maps to a codename.
 _NUMERIC: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -87,6 +89,8 @@ class Settings:
     reuse: str = "off"
     #: do not make the next test's fresh machine while the current test runs (``--orb-no-prefetch``)
     no_prefetch: bool = False
+    #: ``error`` or ``skip``: machine tests when OrbStack cannot be used (``--orb-if-unavailable``)
+    if_unavailable: str = "error"
 
     @property
     def spec(self) -> MachineSpec:
@@ -171,9 +175,15 @@ def _orbctl(value: str, base: Path) -> str:
             raise ValueError("expected an orbctl executable; none of that name is on PATH")
         return found
     path = (base / os.path.expanduser(value)).resolve()
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise ValueError("expected the path of an executable orbctl; it does not exist or is not executable")
-    return str(path)
+    if not path.is_file():
+        raise ValueError("expected the path of an executable orbctl; it does not exist")
+    return str(path)  # not executable: machine tests say so in one line (the other tests run)
+
+
+def _if_unavailable(value: str, base: Path) -> str:
+    if value not in IF_UNAVAILABLE_CHOICES:
+        raise ValueError(f"expected one of {', '.join(IF_UNAVAILABLE_CHOICES)}")
+    return value
 
 
 def _clone(value: str, base: Path) -> str:
@@ -340,6 +350,16 @@ _OPTIONS: Final = (
         _flag,
         "do not make the next test's orb_vm_fresh machine while the current test runs",
         is_flag=True,
+    ),
+    _Option(
+        "if_unavailable",
+        "--orb-if-unavailable",
+        "orb_if_unavailable",
+        ("PYTEST_ORBSTACK_IF_UNAVAILABLE",),
+        _if_unavailable,
+        "tests that need a machine when OrbStack (or orbsim) cannot be used: error (default, one "
+        "line each) or skip (with the reason)",
+        "{error,skip}",
     ),
 )
 
