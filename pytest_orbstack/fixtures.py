@@ -47,15 +47,15 @@ MACHINE_FIXTURES: Final = ("orb_vm", "orb_vm_fresh", "orb_machines")
 def resolve_orbctl(settings: Settings) -> tuple[str, str]:
     """(path, kind) of the orbctl to use; kind is ``orbctl``, ``orbsim`` or ``orbsim-fallback``.
 
-    On Linux without any orbctl, ``orbsim`` (on PATH, or next to the Python
-    interpreter) stands in: kind ``orbsim-fallback``.  Raises
+    On Linux without any orbctl (and none given), ``orbsim`` (on PATH, or
+    next to the Python interpreter) stands in: kind ``orbsim-fallback``.  Raises
     :class:`OrbctlNotFoundError` when nothing is found.
     """
     try:
         path = find_orbctl(settings.orbctl)
     except OrbctlNotFoundError:
-        if platform.system() != "Linux":
-            raise
+        if platform.system() != "Linux" or settings.orbctl is not None:
+            raise  # an orbctl that was asked for and cannot be used is never replaced
         beside = Path(sys.executable).with_name("orbsim")
         found = shutil.which("orbsim") or (str(beside) if os.access(beside, os.X_OK) else None)
         if found is None:
