@@ -120,14 +120,15 @@ def install_packages(
 
     env = {**os.environ, **(environ or {})}
     wanted = " ".join(packages)
-    by_hand = f"install them by hand (`apt-get install {wanted}`), then try again"
+    it = "it" if len(packages) == 1 else "them"
+    by_hand = f"install {it} by hand (`apt-get install {wanted}`), then try again"
     if not packages:
         return
     if os.geteuid() != 0:
-        raise EngineError(f"orbsim needs {wanted} ({why}) and only root can install them: {by_hand}")
+        raise EngineError(f"orbsim needs {wanted} ({why}) and only root can install {it}: {by_hand}")
     apt = shutil.which("apt-get", path=env.get("PATH"))
     if apt is None:
-        raise EngineError(f"orbsim needs {wanted} ({why}) and there is no apt-get to install them: {by_hand}")
+        raise EngineError(f"orbsim needs {wanted} ({why}) and there is no apt-get to install {it}: {by_hand}")
     say(f"installing {wanted} with apt-get ({why}) ...")
     env["DEBIAN_FRONTEND"] = "noninteractive"
     install = [apt, "install", "-y", "-q", "--no-install-recommends", *packages]
@@ -192,18 +193,18 @@ class _Progress:
         self.started = time.monotonic()
         self.last = self.started
 
-    def elapsed(self) -> str:
-        seconds = int(time.monotonic() - self.started)
+    def elapsed(self, now: Optional[float] = None) -> str:
+        seconds = int((time.monotonic() if now is None else now) - self.started)
         return f"{seconds // 60}:{seconds % 60:02d}"
 
     def __call__(self, line: str) -> None:
-        now = time.monotonic()
         if not line.startswith(("I: ", "W: ", "E: ")):
             return  # debootstrap's own progress lines; the rest is in its log
+        now = time.monotonic()
         if line.startswith("I: ") and now - self.last < self.every:
             return
         self.last = now
-        self.say(f"image build {self.elapsed()}: {line[3:]}")
+        self.say(f"image build {self.elapsed(now)}: {line[3:]}")
 
 
 def _build_locked(top: Path, path: Path, say: Say, environ: Optional[Mapping[str, str]]) -> None:

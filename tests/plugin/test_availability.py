@@ -14,6 +14,7 @@ import pytest
 from pytest_orbstack.errors import OrbctlNotFoundError
 from pytest_orbstack.fixtures import resolve_orbctl
 from pytest_orbstack.settings import Settings
+from pytest_orbstack.sim.namespace import TOOLS
 
 TESTS = """
 def test_plain():
@@ -199,8 +200,6 @@ def test_orbctl_with_a_missing_interpreter_is_one_line_not_an_internal_error(
 
 def _bin_without(tmp_path: Path, names: tuple[str, ...] = ()) -> Path:
     """A PATH directory with the programs orbsim runs machines with, but no debootstrap and no apt-get."""
-    from pytest_orbstack.sim.namespace import TOOLS
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in (*TOOLS, "sh", *names):
@@ -226,7 +225,7 @@ def test_no_image_and_no_way_to_build_it_is_one_line_per_machine_test(
     _assert_said_once_per_test(
         result,
         "orbsim: orbsim needs debootstrap (to build the machine image) and there is no apt-get to "
-        "install them: install them by hand (`apt-get install debootstrap`), then try again",
+        "install it: install it by hand (`apt-get install debootstrap`), then try again",
     )
     assert not (tmp_path / "images" / "debian-bookworm-1").exists()
 
@@ -355,7 +354,9 @@ def test_skip_mode_skips_machine_tests_with_the_reason(
     pytester.makepyfile(TESTS)
     result = run_pytest(*args)
     result.assert_outcomes(passed=1, skipped=MACHINE_TESTS)
-    result.stdout.fnmatch_lines([f"SKIPPED [[]*[]] *: orbctl '{orbctl}' is not executable (no x permission)*"])
+    result.stdout.fnmatch_lines(
+        [f"SKIPPED [[]*[]] *: orbctl '{orbctl}' is not executable (no x permission)*"]
+    )
 
 
 def test_skip_mode_does_not_hide_a_usable_orbstack(
