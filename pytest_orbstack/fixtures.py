@@ -227,7 +227,7 @@ class OrbRuntime:
         try:
             return provisioner.obtain(spec)
         except OrbstackError as exc:
-            failure = f"{type(exc).__name__}: {exc}"
+            failure = failure_text(exc)
         pytest.fail(failure, pytrace=False)  # outside the except: no chain of causes repeats it
 
     def should_keep(self, machine: Machine) -> bool:
@@ -236,6 +236,18 @@ class OrbRuntime:
 
     def release(self, machine: Machine) -> None:
         self.provisioner().release(machine, keep=self.should_keep(machine))
+
+
+def failure_text(exc: BaseException) -> str:
+    """``exc`` and its chain of causes, each line said once (what pytest would repeat per cause)."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    while cause is not None:
+        for line in str(cause).splitlines():
+            if line.strip() and line not in text:
+                text += f"\n{line}"
+        cause = cause.__cause__
+    return text
 
 
 #: How long machine fixtures wait for an OrbStack that ``orbctl status`` says is ``Starting``

@@ -11,8 +11,8 @@ from typing import Callable
 
 import pytest
 
-from pytest_orbstack.errors import OrbctlNotFoundError
-from pytest_orbstack.fixtures import resolve_orbctl
+from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
+from pytest_orbstack.fixtures import failure_text, resolve_orbctl
 from pytest_orbstack.settings import Settings
 from pytest_orbstack.sim.namespace import TOOLS
 
@@ -421,3 +421,24 @@ def test_machine_tests_get_the_orb_marker(
             "4/5 tests collected (1 deselected)*",
         ]
     )
+
+
+def test_failure_text_says_each_line_of_a_chain_once() -> None:
+    inner = OrbctlCommandError(["orbctl", "create", "ubuntu", "m"], 1, "", "no space left on device\n")
+    try:
+        try:
+            raise inner
+        except OrbctlCommandError as exc:
+            raise OrbstackError(f"the base machine m could not be built: {first_line(exc)}") from exc
+    except OrbstackError as outer:
+        text = failure_text(outer)
+    lines = text.splitlines()
+    assert lines[0] == (
+        "OrbstackError: the base machine m could not be built: orbctl create ubuntu failed with exit "
+        "code 1: no space left on device"
+    )
+    assert lines[1:] == [
+        "  command: orbctl create ubuntu m",
+        "  exit code: 1",
+        "  stderr: no space left on device",
+    ]
