@@ -21,8 +21,6 @@ from typing import Final, NoReturn, Optional
 
 import pytest
 
-from pytest_orbstack.errors import first_line
-
 __all__ = [
     "IF_UNAVAILABLE_CHOICES",
     "MACHINE_FIXTURE_NAMES",
@@ -82,7 +80,7 @@ def prepare(config: pytest.Config, orbctl: Optional[str]) -> Optional[str]:
     reason = config.hook.pytest_orbstack_prepare(config=config, orbctl=orbctl)
     if reason is None:
         return None
-    return first_line(Exception(str(reason)))
+    return next((line for line in str(reason).splitlines() if line.strip()), str(reason))
 
 
 def give_up(reason: str, if_unavailable: str) -> NoReturn:

@@ -65,20 +65,12 @@ def make_ready(say: Callable[[str], None]) -> Optional[str]:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_orbstack_prepare(config: pytest.Config, orbctl: str) -> Optional[str]:
+    """pytest-orbstack's hook: make orbsim ready when it is the orbctl in use (see the module docstring)."""
+    from . import rootfs
+
     if not is_orbsim(orbctl):
         return None
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-
-    def say(line: str) -> None:
-        if reporter is not None:
-            reporter.write_line(f"orbsim: {line}")
-        else:
-            rootfs_say(line)
-
-    return make_ready(say)
-
-
-def rootfs_say(line: str) -> None:
-    from . import rootfs
-
-    rootfs.to_stderr(line)
+    if reporter is None:
+        return make_ready(rootfs.to_stderr)
+    return make_ready(lambda line: reporter.write_line(f"orbsim: {line}"))
