@@ -149,3 +149,9 @@ def test_orbsim_is_recognised_by_name_or_as_a_shim(tmp_path: Path, orbsim_bin: s
     other.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 64)
     assert not is_orbsim(str(other))
     assert not is_orbsim(str(tmp_path / "missing"))
+
+
+def test_image_key_command_prints_the_key(orbsim_bin: str) -> None:
+    out = subprocess.run([orbsim_bin, "image", "key"], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout == rootfs.key() + "\n"
+    assert out.stderr == ""
