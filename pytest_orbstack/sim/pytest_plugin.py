@@ -51,7 +51,7 @@ def make_ready(say: Callable[[str], None]) -> Optional[str]:
         if engine.kind != "namespace":
             return None  # plain mode needs nothing
         if os.geteuid() != 0:
-            return f"orbsim: {NOT_ROOT}"
+            return NOT_ROOT
         if os.environ.get("ORBSIM_IMAGE_AUTOBUILD", "1") != "0":
             missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
             rootfs.install_packages(missing, why="to run machines", say=say)
@@ -59,7 +59,8 @@ def make_ready(say: Callable[[str], None]) -> Optional[str]:
         engine.preflight()
     except EngineError as exc:
         say(f"cannot make machines: {exc}")
-        return f"orbsim: {exc}"
+        reason = str(exc)
+        return reason if reason.startswith("orbsim") else f"orbsim: {reason}"
     return None
 
 

@@ -224,7 +224,7 @@ def test_no_image_and_no_way_to_build_it_is_one_line_per_machine_test(
     result.assert_outcomes(passed=1, errors=MACHINE_TESTS)
     _assert_said_once_per_test(
         result,
-        "orbsim: orbsim needs debootstrap (to build the machine image) and there is no apt-get to "
+        "orbsim needs debootstrap (to build the machine image) and there is no apt-get to "
         "install it: install it by hand (`apt-get install debootstrap`), then try again",
     )
     assert not (tmp_path / "images" / "debian-bookworm-1").exists()

@@ -11,7 +11,7 @@ import pytest
 from pytest_orbstack.sim import rootfs, runner
 from pytest_orbstack.sim.engine import NOT_ROOT, EngineError
 from pytest_orbstack.sim.namespace import NamespaceEngine, preflight_problem
-from pytest_orbstack.sim.pytest_plugin import is_orbsim
+from pytest_orbstack.sim.pytest_plugin import is_orbsim, make_ready
 
 
 def test_not_root() -> None:
@@ -155,3 +155,21 @@ def test_image_key_command_prints_the_key(orbsim_bin: str) -> None:
     out = subprocess.run([orbsim_bin, "image", "key"], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout == rootfs.key() + "\n"
     assert out.stderr == ""
+
+
+def test_make_ready_needs_root_and_nothing_in_plain_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[str] = []
+    monkeypatch.delenv("ORBSIM_MODE", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert make_ready(said.append) == NOT_ROOT
+    monkeypatch.setenv("ORBSIM_MODE", "plain")
+    assert make_ready(said.append) is None
+    assert said == []
+
+
+def test_make_ready_with_the_image_and_tools_says_nothing() -> None:
+    if os.geteuid() != 0 or not rootfs.is_ready():
+        pytest.skip("needs root and the machine image (orbsim image build)")
+    said: list[str] = []
+    assert make_ready(said.append) is None
+    assert said == []
