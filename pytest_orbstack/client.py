@@ -79,6 +79,11 @@ def find_orbctl(explicit: str | None = None, environ: Mapping[str, str] | None =
     for source, value in (("--orb-orbctl", explicit), ("$ORBCTL", env.get("ORBCTL"))):
         if value:
             found = shutil.which(value, path=env.get("PATH"))
+            if found is None and os.path.isfile(value):
+                raise OrbctlNotFoundError(
+                    f"orbctl {value!r} is not executable (no x permission): run `chmod +x {value}`, "
+                    "or use another orbctl (--orb-orbctl PATH or $ORBCTL)"
+                )
             if found is None:
                 raise OrbctlNotFoundError(f"{source} {value!r} is not an executable file; {_FIX}")
             return found
@@ -212,9 +217,10 @@ class OrbctlClient:
         except OSError as exc:
             if exc.errno not in _CANNOT_EXEC:
                 raise
-            raise OrbctlNotFoundError(
-                f"cannot run orbctl {self.binary!r}: {exc.strerror or exc}; {_FIX}"
-            ) from exc
+            why = exc.strerror or str(exc)
+            if exc.errno in (errno.ENOENT, errno.ENOEXEC) and os.path.isfile(self.binary):
+                why = "its interpreter (the #! line) is missing or it is not a program for this machine"
+            raise OrbctlNotFoundError(f"cannot run orbctl {self.binary!r}: {why}; {_FIX}") from None
         try:
             out, err = proc.communicate(None if input is None else input.encode("utf-8"), timeout=seconds)
         except subprocess.TimeoutExpired:

@@ -21,7 +21,7 @@ from typing import Any, Final, Optional
 
 import pytest
 
-from pytest_orbstack import bases, naming, ownership
+from pytest_orbstack import availability, bases, naming, ownership
 from pytest_orbstack.client import find_orbctl
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
 from pytest_orbstack.machine import Machine
@@ -48,15 +48,15 @@ MACHINE_FIXTURES: Final = ("orb_vm", "orb_vm_fresh", "orb_machines")
 def resolve_orbctl(settings: Settings) -> tuple[str, str]:
     """(path, kind) of the orbctl to use; kind is ``orbctl``, ``orbsim`` or ``orbsim-fallback``.
 
-    On Linux without any orbctl, ``orbsim`` (on PATH, or next to the Python
-    interpreter) stands in: kind ``orbsim-fallback``.  Raises
+    On Linux without any orbctl (and none given), ``orbsim`` (on PATH, or
+    next to the Python interpreter) stands in: kind ``orbsim-fallback``.  Raises
     :class:`OrbctlNotFoundError` when nothing is found.
     """
     try:
         path = find_orbctl(settings.orbctl)
     except OrbctlNotFoundError:
-        if platform.system() != "Linux":
-            raise
+        if platform.system() != "Linux" or settings.orbctl is not None:
+            raise  # an orbctl that was asked for and cannot be used is never replaced
         beside = Path(sys.executable).with_name("orbsim")
         found = shutil.which("orbsim") or (str(beside) if os.access(beside, os.X_OK) else None)
         if found is None:
@@ -81,6 +81,8 @@ class OrbRuntime:
         self._client: Any = None
         self._problem: Optional[str] = None
         self._checked = False
+        #: why no machine can be made in this run, found by the prepare step (``availability``)
+        self.unavailable: Optional[str] = None
         self._provisioner: Optional[Provisioner] = None
         #: where the clone fast path keeps its locks (set by the first fixture that needs a machine)
         self.lock_dir: Optional[Path] = None
@@ -104,14 +106,16 @@ class OrbRuntime:
 
     def problem(self) -> Optional[str]:
         """Why machines cannot be made (one line naming the fix), or ``None``.  Checked once."""
+        if self.unavailable is not None:
+            return self.unavailable
         if self._checked:
             return self._problem
         try:
             client = self.client()
-        except OrbctlNotFoundError as exc:
-            self._problem = str(exc)  # names what was looked for and how to fix it
-        else:
             status = _status(client)
+        except OrbctlNotFoundError as exc:  # missing, or it cannot be executed
+            self._problem = first_line(exc)  # names what was looked for and how to fix it
+        else:
             deadline = time.monotonic() + STARTING_WAIT
             while status == "Starting" and time.monotonic() < deadline:  # it was just opened
                 time.sleep(0.25)
@@ -133,7 +137,7 @@ class OrbRuntime:
         """The provisioner; a test that needs it errors with one line if OrbStack is unusable."""
         problem = self.problem()
         if problem is not None:
-            pytest.fail(problem, pytrace=False)
+            availability.give_up(problem, self.settings.if_unavailable)
         with self._lock:
             if self._provisioner is None:
                 self._provisioner = Provisioner(
@@ -232,7 +236,8 @@ class OrbRuntime:
         try:
             return provisioner.obtain(spec)
         except OrbstackError as exc:
-            pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+            failure = failure_text(exc)
+        pytest.fail(failure, pytrace=False)  # outside the except: no chain of causes repeats it
 
     def should_keep(self, machine: Machine) -> bool:
         keep = self.settings.keep
@@ -240,6 +245,18 @@ class OrbRuntime:
 
     def release(self, machine: Machine) -> None:
         self.provisioner().release(machine, keep=self.should_keep(machine))
+
+
+def failure_text(exc: BaseException) -> str:
+    """``exc`` and its chain of causes, each line said once (what pytest would repeat per cause)."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    while cause is not None:
+        for line in str(cause).splitlines():
+            if line.strip() and line not in text:
+                text += f"\n{line}"
+        cause = cause.__cause__
+    return text
 
 
 #: How long machine fixtures wait for an OrbStack that ``orbctl status`` says is ``Starting``

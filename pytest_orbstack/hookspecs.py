@@ -52,3 +52,23 @@ def pytest_orbstack_make_client(config: pytest.Config) -> Optional[Any]:
     last and builds an ``OrbctlClient`` from ``--orb-orbctl`` and the timeouts.
     Called at most once per process, when a fixture first needs OrbStack.
     """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_orbstack_prepare(config: pytest.Config, orbctl: str) -> Optional[str]:
+    """Make the orbctl backend ready before any machine is made; return why it cannot be, or ``None``.
+
+    Called at most once per run with the path of the orbctl in use: on the
+    xdist controller before its workers start, or, without xdist, after
+    collection when a selected test needs a machine.  Never on xdist workers,
+    never with ``--collect-only``.  Lines written to the terminal here are
+    seen before the tests start (a long first-time setup should say what it
+    does and how long it has taken).
+
+    Return ``None`` when machines can be made, or one line saying why no
+    machine can be made in this run and what to do: every test that needs a
+    machine then errors with that line (or is skipped with it, see
+    ``--orb-if-unavailable``) and nothing retries.  The first non-``None``
+    result wins.  orbsim implements it (``pytest_orbstack.sim.pytest_plugin``)
+    to install what it needs and build its machine image.
+    """

@@ -15,7 +15,7 @@ from typing import Any, Callable, Final, Optional
 
 import pytest
 
-from pytest_orbstack import bases, hookspecs, lookahead, naming, ownership, reaper, signals
+from pytest_orbstack import availability, bases, hookspecs, lookahead, naming, ownership, reaper, signals
 from pytest_orbstack.client import OrbctlClient, Timeouts
 from pytest_orbstack.errors import OrbctlCommandError, OrbstackError, first_line
 from pytest_orbstack.fixtures import (
@@ -65,6 +65,7 @@ class XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_KEY] = self._runtime.run_id
+        node.workerinput[availability.WORKERINPUT_KEY] = self._runtime.unavailable
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
@@ -80,6 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
         workerinput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
         run_id = str(workerinput.get(RUN_ID_KEY) or naming.new_run_id())
         runtime = new_runtime(config, settings, run_id, str(workerinput.get("workerid", "")))
+        runtime.unavailable = workerinput.get(availability.WORKERINPUT_KEY)
         # held until this worker's machines are torn down: see reaper.WorkerPin
         config.stash[_pin_key] = reaper.WorkerPin.hold(run_id)
     else:
@@ -156,6 +158,28 @@ def pytest_pycollect_makeitem(
                 raise error from None
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: -m "not orb" deselects every machine test
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    availability.mark_machine_tests(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    runtime = session.config.stash.get(runtime_key, None)
+    if runtime is not None:
+        _prepare(runtime, session.items)  # without xdist: once the selected tests are known
+
+
+def _prepare(runtime: OrbRuntime, items: Optional[list[pytest.Item]]) -> None:
+    """The backend's one-time preparation (``pytest_orbstack_prepare``), where and when it is due."""
+    if not availability.prepare_here(runtime.config, items):
+        return
+    try:
+        orbctl: Optional[str] = runtime.orbctl()[0]
+    except OrbstackError:
+        orbctl = None
+    runtime.unavailable = availability.prepare(runtime.config, orbctl)
+
+
 # --- session: lease and purge on the controller ------------------------------------------------
 
 
@@ -172,6 +196,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if _is_worker(config):
         return
     runtime = get_runtime(config)
+    _prepare(runtime, None)  # an xdist controller: before its workers start
     try:
         orbctl = runtime.orbctl()[0]
     except OrbstackError:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Final, Optional
 import pytest
 
 from pytest_orbstack import bases, commands
+from pytest_orbstack.availability import IF_UNAVAILABLE_CHOICES
 from pytest_orbstack.errors import InvalidSpecError
 from pytest_orbstack.naming import DEFAULT_PREFIX, validate_prefix
 from pytest_orbstack.provisioner import MachineSpec
@@ -51,7 +52,8 @@ KEEP_CHOICES: Final = ("never", "failed", "always")
 MARKER_ARGS: Final = ("image", "arch", "user", "user_data")
 MARKER_LINE: Final = (
     "orb(image=None, arch=None, user=None, user_data=None): the machine spec of orb_vm_fresh and the "
-    "defaults of orb_machines for this test (pytest-orbstack)"
+    "defaults of orb_machines for this test; every test using a machine fixture has it, so "
+    "-m 'not orb' deselects them (pytest-orbstack)"
 )
 #: A version given as a number: it must be one orbctl maps to a codename.
 _NUMERIC: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -91,6 +93,8 @@ class Settings:
     no_prefetch: bool = False
     #: the most ``orb_vm_fresh`` machines made ahead at once per process (``--orb-prefetch``; 0 = off)
     prefetch: int = DEFAULT_PREFETCH
+    #: ``error`` or ``skip``: machine tests when OrbStack cannot be used (``--orb-if-unavailable``)
+    if_unavailable: str = "error"
 
     @property
     def prefetch_limit(self) -> int:
@@ -180,9 +184,15 @@ def _orbctl(value: str, base: Path) -> str:
             raise ValueError("expected an orbctl executable; none of that name is on PATH")
         return found
     path = (base / os.path.expanduser(value)).resolve()
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise ValueError("expected the path of an executable orbctl; it does not exist or is not executable")
-    return str(path)
+    if not path.is_file():
+        raise ValueError("expected the path of an executable orbctl; it does not exist")
+    return str(path)  # not executable: machine tests say so in one line (the other tests run)
+
+
+def _if_unavailable(value: str, base: Path) -> str:
+    if value not in IF_UNAVAILABLE_CHOICES:
+        raise ValueError(f"expected one of {', '.join(IF_UNAVAILABLE_CHOICES)}")
+    return value
 
 
 def _clone(value: str, base: Path) -> str:
@@ -359,6 +369,16 @@ _OPTIONS: Final = (
         "make the orb_vm_fresh machines of up to N coming tests while the current test runs "
         f"(default {DEFAULT_PREFETCH}; 0 = off)",
         "N",
+    ),
+    _Option(
+        "if_unavailable",
+        "--orb-if-unavailable",
+        "orb_if_unavailable",
+        ("PYTEST_ORBSTACK_IF_UNAVAILABLE",),
+        _if_unavailable,
+        "tests that need a machine when OrbStack (or orbsim) cannot be used: error (default, one "
+        "line each) or skip (with the reason)",
+        "{error,skip}",
     ),
 )
 

@@ -153,14 +153,22 @@ class NamespaceEngine:
 
         from . import rootfs
 
-        missing = {tool: pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}
+        path = self.environ.get("PATH")
+        missing = {tool: pkg for tool, pkg in TOOLS.items() if shutil.which(tool, path=path) is None}
+        if missing and os.geteuid() == 0 and shutil.which("apt-get", path=path) is not None:
+            packages = sorted(set(missing.values()))
+            rootfs.install_packages(
+                packages, why="to run machines", say=rootfs.to_stderr, environ=self.environ
+            )
+            missing = {tool: pkg for tool, pkg in missing.items() if shutil.which(tool, path=path) is None}
         ready = rootfs.is_ready(self.environ)
         autobuild = self.environ.get("ORBSIM_IMAGE_AUTOBUILD", "1") != "0"
+        installable = shutil.which("apt-get", path=path) is not None
         problem = preflight_problem(
             euid=os.geteuid(),
             image_ready=ready,
             missing_tools=missing,
-            can_build=autobuild and shutil.which("debootstrap") is not None,
+            can_build=autobuild and (shutil.which("debootstrap", path=path) is not None or installable),
         )
         if problem:
             raise EngineError(problem)

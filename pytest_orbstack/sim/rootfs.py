@@ -11,14 +11,15 @@ requested distro and version).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 #: Name of the cached image directory; bump the suffix when the recipe changes.
 IMAGE_NAME = "debian-bookworm-1"
@@ -28,6 +29,12 @@ PACKAGES = ("iproute2", "procps", "sudo", "python3", "busybox")
 STAMP = ".orbsim-image.json"
 #: Generous: debootstrap downloads ~60 MB from Debian's mirror.
 BUILD_TIMEOUT = 1800.0
+#: Seconds apt-get may take for one step (update, install).
+APT_TIMEOUT = 900.0
+#: Seconds between two progress lines of the build.
+PROGRESS_EVERY = 10.0
+#: Debian's archive keyring, which debootstrap checks the mirror's signatures with.
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
 def image_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
@@ -45,7 +52,11 @@ def is_ready(environ: Optional[Mapping[str, str]] = None) -> bool:
 
 
 def status(environ: Optional[Mapping[str, str]] = None) -> dict[str, object]:
-    """``{"path", "ready", "built_at", "suite", "packages", "size_bytes"}`` for ``orbsim image status``."""
+    """``{"path", "ready", "built_at", "suite", "packages", "key", "built_key"}`` for ``orbsim image status``.
+
+    ``key`` is what ``orbsim image key`` prints; ``built_key`` the key of the image on disk
+    (``None`` for images built before keys existed).
+    """
     path = image_path(environ)
     info: dict[str, object] = {
         "path": str(path),
@@ -53,6 +64,7 @@ def status(environ: Optional[Mapping[str, str]] = None) -> dict[str, object]:
         "built_at": None,
         "suite": SUITE,
         "packages": list(PACKAGES),
+        "key": key(),
     }
     try:
         stamp = json.loads((path / STAMP).read_text())
@@ -60,40 +72,142 @@ def status(environ: Optional[Mapping[str, str]] = None) -> dict[str, object]:
         return info
     info["ready"] = True
     info["built_at"] = stamp.get("built_at")
+    info["built_key"] = stamp.get("key")
     return info
 
 
-def build(environ: Optional[Mapping[str, str]] = None, *, force: bool = False, progress: bool = True) -> Path:
+Say = Callable[[str], None]
+
+
+def to_stderr(line: str) -> None:
+    """Progress for the CLI: ``orbsim: LINE`` on stderr."""
+    sys.stderr.write(f"orbsim: {line}\n")
+    sys.stderr.flush()
+
+
+def key() -> str:
+    """Changes exactly when the image must be rebuilt: name, architecture and recipe (for CI caches)."""
+    import hashlib
+    import platform
+
+    recipe = json.dumps({"suite": SUITE, "mirror": MIRROR, "packages": sorted(PACKAGES)}, sort_keys=True)
+    arch = platform.machine().lower() or "unknown"
+    return f"{IMAGE_NAME}-{arch}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
+def build_needs(environ: Optional[Mapping[str, str]] = None) -> list[str]:
+    """The Debian packages the build needs that this host lacks (debootstrap, Debian's keyring)."""
+    env = {**os.environ, **(environ or {})}
+    needed = []
+    if shutil.which("debootstrap", path=env.get("PATH")) is None:
+        needed.append("debootstrap")
+    if not Path(KEYRING).is_file():  # Ubuntu hosts: debootstrap needs it to check Debian's mirror
+        needed.append("debian-archive-keyring")
+    return needed
+
+
+def install_packages(
+    packages: Sequence[str], *, why: str, say: Say, environ: Optional[Mapping[str, str]] = None
+) -> None:
+    """Install Debian ``packages`` with apt-get (root only), saying so first.
+
+    Tries ``apt-get install`` and, if that fails (empty package lists on a
+    fresh machine), ``apt-get update`` and the install again.  Raises
+    ``EngineError`` with the one line to act on when that is impossible.
+    """
+    from . import runner
+    from .engine import EngineError
+
+    env = {**os.environ, **(environ or {})}
+    wanted = " ".join(packages)
+    it = "it" if len(packages) == 1 else "them"
+    by_hand = f"install {it} by hand (`apt-get install {wanted}`), then try again"
+    if not packages:
+        return
+    if os.geteuid() != 0:
+        raise EngineError(f"orbsim needs {wanted} ({why}) and only root can install {it}: {by_hand}")
+    apt = shutil.which("apt-get", path=env.get("PATH"))
+    if apt is None:
+        raise EngineError(f"orbsim needs {wanted} ({why}) and there is no apt-get to install {it}: {by_hand}")
+    say(f"installing {wanted} with apt-get ({why}) ...")
+    env["DEBIAN_FRONTEND"] = "noninteractive"
+    install = [apt, "install", "-y", "-q", "--no-install-recommends", *packages]
+    try:
+        first = runner.run(install, timeout=APT_TIMEOUT, env=env, check=False)
+        if first.returncode != 0:
+            runner.run([apt, "update", "-q"], timeout=APT_TIMEOUT, env=env)
+            runner.run(install, timeout=APT_TIMEOUT, env=env)
+    except runner.RunError as exc:
+        raise EngineError(f"`apt-get install {wanted}` failed ({exc}): {by_hand}") from None
+    say(f"installed {wanted}")
+
+
+def build(
+    environ: Optional[Mapping[str, str]] = None, *, force: bool = False, progress: Optional[Say] = to_stderr
+) -> Path:
     """Build the image unless it exists (or always, with ``force``); return its path.
 
-    Raises ``EngineError`` saying what to do when not root, when debootstrap
-    is missing, or when it fails.  Concurrent callers wait for one build.
+    Installs what the build needs (``build_needs``) with apt-get first.
+    Progress (what, where, elapsed time) goes to ``progress``.  Raises
+    ``EngineError`` saying what to do when not root, when the packages cannot
+    be installed, or when the build fails.  Concurrent callers (on the whole
+    host) wait for one build.
     """
     import fcntl
 
     from .engine import EngineError
 
+    say: Say = progress or (lambda line: None)
     path = image_path(environ)
     if is_ready(environ) and not force:
         return path
     if os.geteuid() != 0:
         raise EngineError("building the orbsim machine image needs root: run `orbsim image build` as root")
-    if shutil.which("debootstrap") is None:
-        raise EngineError(
-            "debootstrap is not installed: install it (`apt-get install debootstrap`), "
-            "then run `orbsim image build`"
-        )
+    install_packages(build_needs(environ), why="to build the machine image", say=say, environ=environ)
     top = image_dir(environ)
-    top.mkdir(parents=True, exist_ok=True)
-    with open(top / "build.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        top.mkdir(parents=True, exist_ok=True)
+        lock = open(top / "build.lock", "a+")  # noqa: SIM115 - held across the build below
+    except OSError as exc:
+        raise EngineError(
+            f"cannot write the machine image in {top}: {exc.strerror}; set ORBSIM_IMAGE_DIR"
+        ) from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another process that is building the machine image in {path} ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if is_ready(environ) and not force:
             return path  # another process built it while we waited
-        _build_locked(top, path, progress)
+        _build_locked(top, path, say, environ)
     return path
 
 
-def _build_locked(top: Path, path: Path, progress: bool) -> None:
+class _Progress:
+    """Turns debootstrap's output into a progress line every few seconds, with the elapsed time."""
+
+    def __init__(self, say: Say, every: float = PROGRESS_EVERY) -> None:
+        self.say = say
+        self.every = every
+        self.started = time.monotonic()
+        self.last = self.started
+
+    def elapsed(self, now: Optional[float] = None) -> str:
+        seconds = int((time.monotonic() if now is None else now) - self.started)
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+    def __call__(self, line: str) -> None:
+        if not line.startswith(("I: ", "W: ", "E: ")):
+            return  # debootstrap's own progress lines; the rest is in its log
+        now = time.monotonic()
+        if line.startswith("I: ") and now - self.last < self.every:
+            return
+        self.last = now
+        self.say(f"image build {self.elapsed(now)}: {line[3:]}")
+
+
+def _build_locked(top: Path, path: Path, say: Say, environ: Optional[Mapping[str, str]]) -> None:
     import tempfile
 
     from . import runner
@@ -101,16 +215,16 @@ def _build_locked(top: Path, path: Path, progress: bool) -> None:
 
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=top))
     target = work / "root"
-    started = time.monotonic()
-    if progress:
-        sys.stderr.write(
-            f"orbsim: building the machine image (Debian {SUITE}, debootstrap from {MIRROR}, "
-            f"about 1 min) into {path} ...\n"
-        )
-        sys.stderr.flush()
-    argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(target), MIRROR]
+    say(
+        f"building the machine image (Debian {SUITE}, debootstrap from {MIRROR}) in {path}: "
+        f"once per host, about a minute ..."
+    )
+    ticker = _Progress(say)
+    env = {**os.environ, **(environ or {})}
+    debootstrap = shutil.which("debootstrap", path=env.get("PATH")) or "debootstrap"
+    argv = [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(target), MIRROR]
     try:
-        runner.run(argv, timeout=BUILD_TIMEOUT)
+        runner.stream(argv, timeout=BUILD_TIMEOUT, on_line=ticker, env=env)
         _finish(target)
         (target / STAMP).write_text(
             json.dumps(
@@ -119,24 +233,27 @@ def _build_locked(top: Path, path: Path, progress: bool) -> None:
                     "suite": SUITE,
                     "packages": list(PACKAGES),
                     "mirror": MIRROR,
+                    "key": key(),
                 }
             )
             + "\n"
         )
-        old = None
         if path.exists():
-            old = work / "old"
-            path.rename(old)
+            path.rename(work / "old")
         target.rename(path)
     except runner.RunError as exc:
+        log = work / "root/debootstrap/debootstrap.log"
+        kept = work.with_name(".failed-build.log")
+        with contextlib.suppress(OSError):
+            shutil.copyfile(log, kept)
+        shutil.rmtree(work, ignore_errors=True)
         raise EngineError(
             f"building the machine image failed ({exc}); check network access to {MIRROR} "
-            f"and retry `orbsim image build` (log: {work / 'root/debootstrap/debootstrap.log'})"
-        ) from exc
+            f"and retry `orbsim image build` (log: {kept})"
+        ) from None
     else:
         shutil.rmtree(work, ignore_errors=True)
-    if progress:
-        sys.stderr.write(f"orbsim: machine image ready in {time.monotonic() - started:.0f}s\n")
+    say(f"machine image ready in {ticker.elapsed()}: {path}")
 
 
 def _finish(root: Path) -> None:

@@ -35,7 +35,7 @@ import shlex
 import stat
 import sys
 from collections.abc import Mapping, Sequence
-from typing import IO, Optional, Union
+from typing import IO, Callable, Optional, Union
 
 
 def _debug(what: str, argv: Sequence[str]) -> None:
@@ -135,6 +135,75 @@ def run(
     if check and proc.returncode != 0:
         raise RunError(argv, proc.returncode, result.stdout, result.stderr)
     return result
+
+
+def stream(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    on_line: Callable[[str], None],
+    env: Optional[Mapping[str, str]] = None,
+) -> None:
+    """Run ``argv`` with a deadline, handing each line it prints (stdout and stderr) to ``on_line``.
+
+    For long builds whose progress the user should see.  A timeout kills the
+    program's process group; it and a non-zero exit raise :class:`RunError`
+    with the last lines printed.
+    """
+    import collections
+    import select
+    import subprocess
+    import time
+
+    _debug("stream", argv)
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise RunError(argv, None, "", f"cannot run {argv[0]}: {exc.strerror}") from exc
+    assert proc.stdout is not None
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    deadline = time.monotonic() + timeout
+    pending = b""
+    fd = proc.stdout.fileno()
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _kill_group(proc.pid)
+                proc.wait()
+                raise RunError(argv, None, "\n".join(tail), "", timeout=timeout)
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = _text(raw).rstrip()
+                if line:
+                    tail.append(line)
+                    on_line(line)
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+    if pending.strip():
+        tail.append(_text(pending).rstrip())
+        on_line(tail[-1])
+    returncode = proc.wait()
+    if returncode != 0:
+        raise RunError(argv, returncode, "\n".join(tail), "")
 
 
 def spawn_daemon(argv: Sequence[str], *, log_path: str, stdout: Optional[int] = None) -> int:

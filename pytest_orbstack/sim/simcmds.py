@@ -58,8 +58,14 @@ def cmd_reset(ctx: Ctx, opts: Opts, args: list[str]) -> int:
 def cmd_image_build(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     from . import rootfs
 
-    path = rootfs.build(force=bool(opts.get("force")), progress=True)
-    sys.stderr.write(f"orbsim: machine image ready at {path}\n")
+    rootfs.build(force=bool(opts.get("force")), progress=rootfs.to_stderr)
+    return 0
+
+
+def cmd_image_key(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    from . import rootfs
+
+    out(rootfs.key() + "\n")
     return 0
 
 

@@ -252,6 +252,13 @@ def _orbsim_commands() -> list[Command]:
                     nargs=(0, 0),
                     run=_orbsim("cmd_image_status"),
                 ),
+                Command(
+                    "key",
+                    "key",
+                    "print a key that changes when the image must be rebuilt (for CI caches)",
+                    nargs=(0, 0),
+                    run=_orbsim("cmd_image_key"),
+                ),
             ],
         ),
         Command(
