@@ -10,14 +10,19 @@ runs alongside ``info`` (in a thread) instead of after it, and a probe that
 succeeded is not repeated: the round in which the address shows costs one
 orbctl call's time, not two.  A machine that stops, is being deleted or
 vanishes fails at once instead of at the deadline.
+
+The probe prints the default user's home (``$HOME``); the :class:`MachineInfo`
+returned carries it as ``home``, so commands can run there (``orbctl run``
+without ``-w`` runs in the host's current directory) at no extra orbctl call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Final, Optional, Protocol
+from typing import Callable, Final, Optional, Protocol
 
 from pytest_orbstack.errors import (
     MachineNotFoundError,
@@ -25,9 +30,7 @@ from pytest_orbstack.errors import (
     OrbctlCommandError,
     first_line,
 )
-
-if TYPE_CHECKING:
-    from pytest_orbstack.models import MachineInfo
+from pytest_orbstack.models import MachineInfo
 
 __all__ = ["Poll", "wait_ready"]
 
@@ -35,6 +38,8 @@ __all__ = ["Poll", "wait_ready"]
 DEAD_STATES: Final = frozenset({"stopped", "deleting"})
 #: The longest single exec probe, in seconds.
 _PROBE_TIMEOUT: Final = 30.0
+#: The exec probe: any command proves the machine runs commands; this one also prints the home.
+PROBE: Final = ("sh", "-c", 'printf "%s\\n" "$HOME"')
 
 
 @dataclass(frozen=True)
@@ -63,14 +68,21 @@ def _reports_ips(info: MachineInfo) -> bool:
     return not isinstance(raw, dict) or "record" in raw
 
 
-def _probe(client: _ReadinessClient, name: str, timeout: float) -> Optional[str]:
-    """Run ``true`` in the machine; ``None`` on success, else why it failed."""
+def _probe(client: _ReadinessClient, name: str, timeout: float) -> tuple[Optional[str], Optional[str]]:
+    """Run :data:`PROBE` in the machine: (``None`` on success else why it failed, the home it printed)."""
     try:
-        result = client.run(name, ["true"], timeout=max(1.0, min(timeout, _PROBE_TIMEOUT)), check=False)
+        result = client.run(name, list(PROBE), timeout=max(1.0, min(timeout, _PROBE_TIMEOUT)), check=False)
     except OrbctlCommandError as exc:
-        return first_line(exc)
+        return first_line(exc), None
     code = getattr(result, "returncode", 0)
-    return None if code == 0 else f"exec probe 'true' exited with {code}"
+    if code != 0:
+        return f"exec probe exited with {code}", None
+    home = str(getattr(result, "stdout", "") or "").strip()
+    return None, (home if home.startswith("/") and "\n" not in home else None)
+
+
+def _with_home(info: MachineInfo, home: Optional[str]) -> MachineInfo:
+    return dataclasses.replace(info, home=home) if isinstance(info, MachineInfo) and home else info
 
 
 def wait_ready(
@@ -121,8 +133,9 @@ def _wait(
     may_probe = started  # the machine is known to run: a probe cannot wake a stopped one
     ran = False  # a probe succeeded since the wait began: the machine runs commands
     probe_failure = "the exec probe did not run"
+    home: Optional[str] = None  # printed by the probe that succeeded
     while True:
-        probe: Optional[Future[Optional[str]]] = None
+        probe: Optional[Future[tuple[Optional[str], Optional[str]]]] = None
         if may_probe and not ran:  # likely usable: probe while info runs
             probe = pool.submit(_probe, client, name, deadline - clock())
         info: Optional[MachineInfo] = None
@@ -141,11 +154,11 @@ def _wait(
                 )
         addressed = info is not None and info.state == "running" and bool(info.ip4 or not _reports_ips(info))
         if not ran and (probe is not None or addressed):  # never sleep with a probe still running
-            failure = probe.result() if probe is not None else _probe(client, name, deadline - clock())
+            failure, home = probe.result() if probe is not None else _probe(client, name, deadline - clock())
             ran = failure is None
             probe_failure = failure or probe_failure
         if info is not None and addressed and ran:
-            return info
+            return _with_home(info, home)
         if info is not None:
             if info.state != "running":
                 reason = f"state is {info.state}"
