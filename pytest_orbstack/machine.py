@@ -215,13 +215,14 @@ class Machine:
         """The home of ``user`` (``None``: the default user), learnt once per machine and user.
 
         The default user's home comes with readiness (its probe prints it);
-        root's is ``/root``; another user's is asked once (``$HOME`` as that
-        user).  ``/`` when it cannot be told: never the host's current directory,
-        which is where ``orbctl run`` without ``-w`` would run.
+        root's is ``/root``; another user's is asked once it exists (``$HOME``
+        as that user).  ``/`` when it cannot be told: never the host's current
+        directory, which is where ``orbctl run`` without ``-w`` would run.
         """
         if user == "root":
             return ROOT_HOME
-        key = "" if user is None or user == self._spec.user else user
+        default = self._spec.user or (self._info.default_username if self._info is not None else None)
+        key = "" if user is None or user == default else user
         with self._lock:
             known = self._homes.get(key)
         if known is not None:
@@ -232,8 +233,10 @@ class Machine:
             )
         except OrbstackError:
             return "/"  # not remembered: the machine may come back; the command reports its own error
+        if raw.returncode != 0:
+            return "/"  # not remembered: e.g. a user the test has not added yet
         printed = str(getattr(raw, "stdout", "") or "").strip()
-        home = printed if raw.returncode == 0 and printed.startswith("/") and "\n" not in printed else "/"
+        home = printed if printed.startswith("/") and "\n" not in printed else "/"
         with self._lock:
             self._homes.setdefault(key, home)
         return home

@@ -138,13 +138,31 @@ def test_another_users_home_is_asked_once_as_that_user() -> None:
     assert (probe["user"], probe["workdir"]) == ("bob", "/")  # the look-up never runs in the host's cwd
 
 
-def test_unknown_home_is_asked_once_and_falls_back_to_root_dir() -> None:
-    client = FakeClient(homes={})  # the probe fails: e.g. a user that does not exist
+def test_a_user_that_does_not_exist_yet_runs_in_root_dir_and_is_asked_again() -> None:
+    client = FakeClient(homes={})  # the probe fails: no such user (yet)
+    vm = machine(client)
+    vm.run("true", user="bob", check=False)
+    client.homes["bob"] = "/home/bob"  # the test added bob
+    vm.run("true", user="bob")
+    vm.run("true", user="bob")
+    assert [c["workdir"] for c in client.commands()] == ["/", "/home/bob", "/home/bob"]
+    assert len(client.probes()) == 2
+
+
+def test_a_home_that_is_no_absolute_path_means_root_dir_asked_once() -> None:
+    client = FakeClient(homes={None: ""})
     vm = machine(client, home=None)
-    vm.run("true", check=False)
-    vm.run("true", check=False)
+    vm.run("true")
+    vm.run("true")
     assert [c["workdir"] for c in client.commands()] == ["/", "/"]
     assert len(client.probes()) == 1
+
+
+def test_the_default_user_named_explicitly_needs_no_lookup() -> None:
+    client = FakeClient()
+    machine(client).run("pwd", user=RUNNING.default_username)
+    assert client.commands()[0]["workdir"] == "/home/alice"
+    assert client.probes() == []
 
 
 def test_unknown_default_home_is_looked_up_once() -> None:
