@@ -221,7 +221,7 @@ class Machine:
         """
         if user == "root":
             return ROOT_HOME
-        default = self._spec.user or (self._info.default_username if self._info is not None else None)
+        default = self._spec.user or getattr(self._info, "default_username", None)
         key = "" if user is None or user == default else user
         with self._lock:
             known = self._homes.get(key)
