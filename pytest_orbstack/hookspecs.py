@@ -30,7 +30,7 @@ def pytest_orbstack_provision(machine: Machine, config: pytest.Config) -> None:
     editing a hook builds a new base.  The base is then sealed (its machine id
     emptied) and stopped, and clones boot afresh: provision into the disk, not
     into ``/tmp``, ``/run`` or running processes (a command that names ``/tmp``
-    or ``/run`` here gets one ``VolatileProvisionWarning`` per run).
+    or ``/run`` here gets one ``VolatileProvisionWarning`` per process).
     """
 
 
