@@ -40,6 +40,7 @@ import inspect
 import json
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
 import filelock
 
-from pytest_orbstack import commands
+from pytest_orbstack import cloudinit, commands
 from pytest_orbstack.errors import (
     MachineNotFoundError,
     OrbctlCommandError,
@@ -60,7 +61,7 @@ from pytest_orbstack.models import OrbVersion
 from pytest_orbstack.naming import REUSE_PREFIX
 from pytest_orbstack.ownership import try_lock
 from pytest_orbstack.provisioner import CreateSource, Made
-from pytest_orbstack.readiness import wait_ready
+from pytest_orbstack.readiness import wait_ready, wake
 
 if TYPE_CHECKING:
     from pytest_orbstack.provisioner import MachineSpec, Provisioner
@@ -69,6 +70,7 @@ __all__ = [
     "CLONE_CHOICES",
     "REUSE_CHOICES",
     "REUSE_PREFIX",
+    "SEAL",
     "BaseBuildError",
     "BaseManager",
     "CloneSource",
@@ -79,7 +81,9 @@ __all__ = [
     "install",
     "provision_sources",
     "reused_base_name",
+    "volatile_message",
     "wait_seconds",
+    "VolatileProvisionWarning",
 ]
 
 #: ``--orb-clone`` values: ``auto`` clones when OrbStack has ``orbctl clone`` (2.0+).
@@ -91,6 +95,25 @@ REUSE_CHOICES: Final = ("off", "on", "refresh")
 CLONE_SINCE: Final = commands.CLONE_SINCE
 #: Length of the hex key in file and machine names.
 _KEY_CHARS: Final = 16
+#: Seals a base before it is stopped (run as root): an empty ``/etc/machine-id`` makes systemd
+#: give each clone its own id at boot; dbus's copy goes.  No file is made where there is none.
+SEAL: Final = ("sh", "-c", "[ ! -e /etc/machine-id ] || : > /etc/machine-id; rm -f /var/lib/dbus/machine-id")
+
+
+class VolatileProvisionWarning(UserWarning):
+    """A provision hook wrote under /tmp or /run, which the clones tests get do not keep."""
+
+
+def volatile_message(noted: Sequence[str]) -> str:
+    """The warning for provision hooks whose commands named ``/tmp`` or ``/run`` (``noted``)."""
+    more = f" (and {len(noted) - 1} more)" if len(noted) > 1 else ""
+    return (
+        f"pytest_orbstack_provision ran a command that names /tmp or /run: {noted[0]}{more}. "
+        "Machines are clones of the provisioned base and boot afresh: /tmp and /run start empty "
+        "and services started by hand are not running; keep files tests need elsewhere "
+        "(/var/tmp, /opt, the home) and enable services (systemctl enable) or start them in "
+        "pytest_orbstack_machine_ready"
+    )
 
 
 class BaseBuildError(OrbstackError):
@@ -263,6 +286,8 @@ class BaseManager:
         self._source_texts: Optional[tuple[str, ...]] = None
         #: key -> descriptor holding a shared flock on the users file of a reused base
         self._users: dict[str, int] = {}
+        #: the /tmp-or-/run warning was given (once per process)
+        self._volatile_warned = False
 
     def key(self, spec: MachineSpec) -> str:
         with self._guard:
@@ -444,11 +469,18 @@ class BaseManager:
             raise BaseBuildError(spec, name, f"{type(exc).__name__}: {first_line(exc)}") from exc
         machine = Machine(p, name, spec, made.info)
         try:
+            if spec.user_data is not None:
+                cloudinit.check(machine, p.ready_timeout - made.ready_seconds, p.stats.event)
+            machine.watch_volatile()
             p.hooks.provision(machine)
+            self._warn_volatile(machine.volatile_commands())
+            machine.run(list(SEAL), user="root", workdir="/")
             p.client.stop(name)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 p.delete_name(name)
+            if isinstance(exc, cloudinit.CloudInitError):
+                raise BaseBuildError(spec, name, str(exc)) from exc
             if isinstance(exc, Exception):
                 raise BaseBuildError(spec, name, f"{type(exc).__name__}: {first_line(exc)}") from exc
             raise
@@ -457,6 +489,16 @@ class BaseManager:
             "provisioned and stopped; machines are clones of it"
         )
         return name
+
+    def _warn_volatile(self, noted: Sequence[str]) -> None:
+        """Warn (once per process) that provision hooks named /tmp or /run."""
+        with self._guard:
+            if not noted or self._volatile_warned:
+                return
+            self._volatile_warned = True
+        message = volatile_message(noted)
+        self._p.stats.event(message)
+        warnings.warn(VolatileProvisionWarning(message), stacklevel=2)
 
 
 class CloneSource:
@@ -495,8 +537,11 @@ class CloneSource:
         cloned = p.clock()
         try:
             # `orbctl run` starts a stopped machine: the first command is the start, and the probe
-            p.with_retry(f"start of {name}", lambda: p.client.run(name, ["true"], timeout=p.ready_timeout))
-            info = wait_ready(p.client, name, p.ready_timeout, probed=True, clock=p.clock, sleep=p.sleep)
+            homes: list[Optional[str]] = []
+            p.with_retry(f"start of {name}", lambda: homes.append(wake(p.client, name, p.ready_timeout)))
+            info = wait_ready(
+                p.client, name, p.ready_timeout, probed=True, home=homes[-1], clock=p.clock, sleep=p.sleep
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 p.delete_name(name)

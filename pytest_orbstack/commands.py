@@ -77,7 +77,9 @@ RESERVED_NAMES: Final = frozenset({"default", "vm", "host", "services", "gateway
 #: What orbctl accepts as a machine name (at least 2 characters).
 NAME_PATTERN: Final = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-.]+$")
 _VERSION_TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_USER_PATTERN: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+#: shadow's rule for user names (``lib/chkname.c``: ``[a-zA-Z0-9_.][a-zA-Z0-9_.-]*``), at most 32
+#: characters: macOS short names such as ``john.doe`` or ``John`` are default users on OrbStack.
+_USER_PATTERN: Final = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}")
 _SIZE_PATTERN: Final = re.compile(r"[1-9][0-9]*[MG]")
 _CONFIG_KEY: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _FORMATS: Final = ("json", "text")
@@ -173,14 +175,23 @@ def validate_arch(arch: str) -> str:
 
 
 def validate_user(user: str) -> str:
-    """Return ``user`` if it is a sane Linux user name (``[a-z_][a-z0-9_-]``, at most 32 chars)."""
+    """Return ``user`` if it is a Linux user name (letters, digits, ``_ . -``, at most 32 chars).
+
+    Not all digits (a uid), not ``.`` or ``..``, not starting with ``-``.
+    """
     if user.__class__ is str and user in _known_users:
         return user
-    if not isinstance(user, str) or _USER_PATTERN.fullmatch(user) is None:
+    if (
+        not isinstance(user, str)
+        or _USER_PATTERN.fullmatch(user) is None
+        or user.isdigit()
+        or user in (".", "..")
+    ):
         raise InvalidSpecError(
             "user",
             user,
-            "a Linux user name: lowercase letters, digits, '_', '-', starting with a letter or '_'",
+            "a Linux user name: up to 32 letters, digits, '_', '.', '-' (e.g. john.doe), "
+            "not starting with '-', not all digits",
         )
     _remember(_known_users, user)
     return user

@@ -27,7 +27,10 @@ def pytest_orbstack_provision(machine: Machine, config: pytest.Config) -> None:
     once per run and spec, on the base machine that every machine is then
     cloned from; ``machine`` is that base.  The source code of the
     implementations is part of the base's identity: with ``--orb-reuse``,
-    editing a hook builds a new base.
+    editing a hook builds a new base.  The base is then sealed (its machine id
+    emptied) and stopped, and clones boot afresh: provision into the disk, not
+    into ``/tmp``, ``/run`` or running processes (a command that names ``/tmp``
+    or ``/run`` here gets one ``VolatileProvisionWarning`` per process).
     """
 
 

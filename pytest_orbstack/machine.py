@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 import shlex
 import threading
 from collections.abc import Mapping, Sequence
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Optional, Protocol, Union
 
 from pytest_orbstack.errors import OrbstackError, clip_output
+from pytest_orbstack.readiness import PROBE
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -21,6 +23,10 @@ __all__ = ["CommandFailedError", "CommandRecord", "Machine", "RunResult"]
 
 #: How many recent commands a machine remembers for failure reports.
 HISTORY: Final = 20
+#: root's home on every distro OrbStack offers (no look-up needed).
+ROOT_HOME: Final = "/root"
+#: A path under ``/tmp`` or ``/run`` in a command (not ``/var/tmp``, ``~/tmp``, ``/runner``).
+_VOLATILE: Final = re.compile(r"(?<![\w.~/-])/(?:tmp|run)(?![\w.-])")
 
 Command = Union[str, Sequence[str]]
 
@@ -66,7 +72,7 @@ class CommandFailedError(OrbstackError):
     command, the exit code and both output streams (never environment values).
     """
 
-    def __init__(self, result: RunResult) -> None:
+    def __init__(self, result: RunResult, hint: str = "") -> None:
         self.result = result
         self.machine = result.machine
         self.returncode = result.returncode
@@ -79,6 +85,8 @@ class CommandFailedError(OrbstackError):
             f"  stdout: {clip_output(result.stdout) or '(empty)'}",
             f"  stderr: {clip_output(result.stderr) or '(empty)'}",
         ]
+        if hint:
+            parts.append(f"  hint: {hint}")
         super().__init__("\n".join(parts))
 
 
@@ -89,6 +97,18 @@ class CommandRecord:
     command: str
     returncode: Optional[int]
     duration: float
+
+
+def _check_access(result: RunResult, method: str, path: str, user: Optional[str]) -> RunResult:
+    """``result`` if it succeeded; else :class:`CommandFailedError`, with a hint when root was needed."""
+    if result.ok:
+        return result
+    hint = ""
+    if user != "root" and "Permission denied" in result.stderr:
+        text = ", ..." if method == "write_text" else ""
+        who = user or "the default user"
+        hint = f'{path} is not accessible to {who}: use {method}({path!r}{text}, user="root")'
+    raise CommandFailedError(result, hint)
 
 
 class _Manager(Protocol):
@@ -129,6 +149,12 @@ class Machine:
         #: True once the machine was deleted (by the test or by the plugin)
         self.deleted = False
         self._hosts: dict[Optional[str], Any] = {}
+        #: Linux homes by user name ("" = the default user): where commands run by default
+        self._homes: dict[str, str] = {}
+        #: commands that named /tmp or /run while provision hooks ran (``None``: not watching)
+        self._volatile: Optional[list[str]] = None
+        if info is not None:
+            self._remember(info)
 
     def __repr__(self) -> str:
         return f"<Machine {self.name} {self._spec.image}>"
@@ -176,6 +202,45 @@ class Machine:
 
     def _remember(self, info: MachineInfo) -> None:
         self._info = info
+        home = getattr(info, "home", None)  # printed by the readiness probe
+        if home:
+            with self._lock:
+                self._homes[""] = home
+
+    @property
+    def home(self) -> str:
+        """The default user's Linux home: where commands run unless ``workdir=`` says otherwise."""
+        return self._home_of(None)
+
+    def _home_of(self, user: Optional[str]) -> str:
+        """The home of ``user`` (``None``: the default user), learnt once per machine and user.
+
+        The default user's home comes with readiness (its probe prints it);
+        root's is ``/root``; another user's is asked once it exists (``$HOME``
+        as that user).  ``/`` when it cannot be told: never the host's current
+        directory, which is where ``orbctl run`` without ``-w`` would run.
+        """
+        if user == "root":
+            return ROOT_HOME
+        default = self._spec.user or getattr(self._info, "default_username", None)
+        key = "" if user is None or user == default else user
+        with self._lock:
+            known = self._homes.get(key)
+        if known is not None:
+            return known
+        try:
+            raw = self._client.run(
+                self.name, list(PROBE), user=key or None, workdir="/", timeout=30.0, check=False
+            )
+        except OrbstackError:
+            return "/"  # not remembered: the machine may come back; the command reports its own error
+        if raw.returncode != 0:
+            return "/"  # not remembered: e.g. a user the test has not added yet
+        printed = str(getattr(raw, "stdout", "") or "").strip()
+        home = printed if printed.startswith("/") and "\n" not in printed else "/"
+        with self._lock:
+            self._homes.setdefault(key, home)
+        return home
 
     @property
     def state(self) -> str:
@@ -221,12 +286,18 @@ class Machine:
         argv, with no shell.  ``env`` values reach the command through the
         environment of orbctl (names listed in ``ORBENV``), never on a command
         line.  With ``check=True`` a non-zero exit raises :class:`CommandFailedError`.
+
+        Commands run in ``workdir``, by default the user's Linux home (``/root``
+        for root), never in the directory pytest runs in.
         """
         __tracebackhide__ = True  # keep env values out of tracebacks (pytest prints frame arguments)
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else [str(part) for part in cmd]
         if not argv:
             raise ValueError("run() needs a command")
         shown = shlex.join(argv)
+        self._watch(shown, argv)
+        if workdir is None:
+            workdir = self._home_of(user)
         try:
             raw = self._client.run(
                 self.name,
@@ -252,6 +323,7 @@ class Machine:
 
         Relative ``remote`` paths are relative to the default user's home.
         """
+        self._watch(f"push {local} {remote or '~'}", [remote or ""])
         self._client.push(self.name, [str(local)], remote)
         self._record(f"push {local} {remote or '~'}", 0, 0.0)
 
@@ -264,12 +336,36 @@ class Machine:
         self._record(f"pull {remote} {local}", 0, 0.0)
 
     def write_text(self, path: str, text: str, *, user: Optional[str] = None) -> None:
-        """Write ``text`` to ``path`` in the machine (created or replaced)."""
-        self.run(["sh", "-c", 'cat > "$1"', "sh", path], input=text, user=user)
+        """Write ``text`` to ``path`` in the machine (created or replaced), as ``user``.
+
+        A relative ``path`` is relative to the user's home.  Root-owned paths
+        (``/etc/...``) need ``user="root"``: the default user is not root on a Mac.
+        """
+        result = self.run(["sh", "-c", 'cat > "$1"', "sh", path], input=text, user=user, check=False)
+        _check_access(result, "write_text", path, user)
 
     def read_text(self, path: str, *, user: Optional[str] = None) -> str:
-        """The content of the text file ``path`` in the machine."""
-        return self.run(["cat", path], user=user).stdout
+        """The content of the text file ``path`` in the machine, read as ``user``."""
+        return _check_access(self.run(["cat", path], user=user, check=False), "read_text", path, user).stdout
+
+    # --- provision hooks -----------------------------------------------------------------------
+
+    def watch_volatile(self) -> None:
+        """Start noting commands that name a path under ``/tmp`` or ``/run`` (while provision hooks run)."""
+        with self._lock:
+            self._volatile = []
+
+    def volatile_commands(self) -> list[str]:
+        """Stop noting (see :meth:`watch_volatile`); the commands noted."""
+        with self._lock:
+            noted, self._volatile = self._volatile or [], None
+        return noted
+
+    def _watch(self, shown: str, words: Sequence[str]) -> None:
+        if self._volatile is not None and any(_VOLATILE.search(word) for word in words):
+            with self._lock:
+                if self._volatile is not None:
+                    self._volatile.append(shown)
 
     # --- testinfra -----------------------------------------------------------------------------
 

@@ -92,6 +92,8 @@ class MachineInfo:
     builtin: bool
     #: the parsed JSON object, for keys this class does not model
     raw: dict[str, Any] = field(compare=False, hash=False, repr=False)
+    #: the default user's Linux home, as the readiness probe printed it (``orbctl info`` does not say)
+    home: str | None = field(default=None, compare=False)
 
     @property
     def image(self) -> str:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
-from pytest_orbstack import naming
+from pytest_orbstack import cloudinit, naming
 from pytest_orbstack.deleter import BackgroundDeleter, InlineDeleter
 from pytest_orbstack.errors import (
     MachineExistsError,
@@ -244,6 +244,8 @@ class Provisioner:
         name = made.name or name  # a machine made ahead has a name of its own
         machine = Machine(self, name, spec, made.info)
         try:
+            if spec.user_data is not None and not made.provisioned:  # a clone's base was checked
+                cloudinit.check(machine, self.ready_timeout - made.ready_seconds, self.stats.event)
             if not made.provisioned:
                 self.hooks.provision(machine)
             self.hooks.ready(machine)

@@ -10,14 +10,19 @@ runs alongside ``info`` (in a thread) instead of after it, and a probe that
 succeeded is not repeated: the round in which the address shows costs one
 orbctl call's time, not two.  A machine that stops, is being deleted or
 vanishes fails at once instead of at the deadline.
+
+The probe prints the default user's home (``$HOME``); the :class:`MachineInfo`
+returned carries it as ``home``, so commands can run there (``orbctl run``
+without ``-w`` runs in the host's current directory) at no extra orbctl call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Final, Optional, Protocol
+from typing import Callable, Final, Optional, Protocol
 
 from pytest_orbstack.errors import (
     MachineNotFoundError,
@@ -25,9 +30,7 @@ from pytest_orbstack.errors import (
     OrbctlCommandError,
     first_line,
 )
-
-if TYPE_CHECKING:
-    from pytest_orbstack.models import MachineInfo
+from pytest_orbstack.models import MachineInfo
 
 __all__ = ["Poll", "wait_ready"]
 
@@ -35,6 +38,8 @@ __all__ = ["Poll", "wait_ready"]
 DEAD_STATES: Final = frozenset({"stopped", "deleting"})
 #: The longest single exec probe, in seconds.
 _PROBE_TIMEOUT: Final = 30.0
+#: The exec probe: any command proves the machine runs commands; this one also prints the home.
+PROBE: Final = ("sh", "-c", 'printf "%s\\n" "$HOME"')
 
 
 @dataclass(frozen=True)
@@ -63,14 +68,33 @@ def _reports_ips(info: MachineInfo) -> bool:
     return not isinstance(raw, dict) or "record" in raw
 
 
-def _probe(client: _ReadinessClient, name: str, timeout: float) -> Optional[str]:
-    """Run ``true`` in the machine; ``None`` on success, else why it failed."""
+def _probe(client: _ReadinessClient, name: str, timeout: float) -> tuple[Optional[str], Optional[str]]:
+    """Run :data:`PROBE` in the machine: (``None`` on success else why it failed, the home it printed)."""
     try:
-        result = client.run(name, ["true"], timeout=max(1.0, min(timeout, _PROBE_TIMEOUT)), check=False)
+        result = client.run(name, list(PROBE), timeout=max(1.0, min(timeout, _PROBE_TIMEOUT)), check=False)
     except OrbctlCommandError as exc:
-        return first_line(exc)
+        return first_line(exc), None
     code = getattr(result, "returncode", 0)
-    return None if code == 0 else f"exec probe 'true' exited with {code}"
+    if code != 0:
+        return f"exec probe exited with {code}", None
+    return None, _home_of(result)
+
+
+def _home_of(result: object) -> Optional[str]:
+    home = str(getattr(result, "stdout", "") or "").strip()
+    return home if home.startswith("/") and "\n" not in home else None
+
+
+def wake(client: _ReadinessClient, name: str, timeout: float) -> Optional[str]:
+    """Run :data:`PROBE` in a stopped machine, which ``orbctl run`` starts first; the home it printed.
+
+    Raises the client's typed errors (a transient one may be retried by the caller).
+    """
+    return _home_of(client.run(name, list(PROBE), timeout=timeout, check=True))
+
+
+def _with_home(info: MachineInfo, home: Optional[str]) -> MachineInfo:
+    return dataclasses.replace(info, home=home) if isinstance(info, MachineInfo) and home else info
 
 
 def wait_ready(
@@ -80,6 +104,7 @@ def wait_ready(
     *,
     started: bool = False,
     probed: bool = False,
+    home: Optional[str] = None,
     poll: Poll = Poll(),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -87,8 +112,9 @@ def wait_ready(
     """Poll ``name`` until it is ready and return its last :class:`MachineInfo`.
 
     ``started``: the caller has just created or started the machine, so the
-    probe may run from the first round.  ``probed``: a command has just run
-    in it (``orbctl run`` started it), so the probe is not repeated.  Otherwise it waits for an ``info``
+    probe may run from the first round.  ``probed``: the probe has just run
+    in it (:func:`wake`, whose ``orbctl run`` started it), so it is not
+    repeated; ``home`` is what it printed.  Otherwise it waits for an ``info``
     that shows the machine running, because ``orbctl run`` starts a stopped
     machine and a stopped one must fail here, not come back to life.
 
@@ -104,6 +130,7 @@ def wait_ready(
             timeout,
             started=started or probed,
             ran=probed,
+            home=home,
             poll=poll,
             clock=clock,
             sleep=sleep,
@@ -122,6 +149,7 @@ def _wait(
     *,
     started: bool,
     ran: bool,
+    home: Optional[str],
     poll: Poll,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
@@ -134,8 +162,9 @@ def _wait(
     may_probe = started  # the machine is known to run: a probe cannot wake a stopped one
     # ran: a probe (or the caller's command) succeeded since the wait began: the machine runs commands
     probe_failure = "the exec probe did not run"
+    # home: printed by the probe that succeeded
     while True:
-        probe: Optional[Future[Optional[str]]] = None
+        probe: Optional[Future[tuple[Optional[str], Optional[str]]]] = None
         if may_probe and not ran:  # likely usable: probe while info runs
             probe = pool.submit(_probe, client, name, deadline - clock())
         info: Optional[MachineInfo] = None
@@ -154,11 +183,11 @@ def _wait(
                 )
         addressed = info is not None and info.state == "running" and bool(info.ip4 or not _reports_ips(info))
         if not ran and (probe is not None or addressed):  # never sleep with a probe still running
-            failure = probe.result() if probe is not None else _probe(client, name, deadline - clock())
+            failure, home = probe.result() if probe is not None else _probe(client, name, deadline - clock())
             ran = failure is None
             probe_failure = failure or probe_failure
         if info is not None and addressed and ran:
-            return info
+            return _with_home(info, home)
         if info is not None:
             if info.state != "running":
                 reason = f"state is {info.state}"

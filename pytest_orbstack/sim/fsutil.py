@@ -16,16 +16,17 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Optional
 
-_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+#: shadow's rule (lib/chkname.c), as OrbStack's macOS users need: ``john.doe`` and ``John`` are valid.
+_USERNAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$")
 
 
 def check_username(name: str) -> None:
     from .engine import EngineError
 
-    if not _USERNAME.match(name):
+    if not _USERNAME.match(name) or name.isdigit() or name in (".", ".."):
         raise EngineError(
-            f"invalid user name {name!r}: use lower-case letters, digits, '_' and '-', "
-            "starting with a letter or '_' (at most 32 characters)"
+            f"invalid user name {name!r}: use letters, digits, '_', '.' and '-', not starting "
+            "with '-', not all digits (at most 32 characters)"
         )
 
 

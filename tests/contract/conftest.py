@@ -2,10 +2,11 @@
 
 By default they run against orbsim (through its ``orbctl`` shim, with a private
 ``ORBSIM_HOME``; isolated machines when root and the image are available, else
-``ORBSIM_MODE=plain``).  ``ORBSTACK_CONTRACT=real`` runs them against the real
-``orbctl`` on PATH (a Mac with OrbStack); without one they are skipped, saying
-why.  Every machine they make is named ``pytest-test-contract-<run>-...`` and is
-deleted at the end; the session fails if one is left.
+``ORBSIM_MODE=plain``; default user ``john.doe``: a Mac's is not root).
+``ORBSTACK_CONTRACT=real`` runs them against the real ``orbctl`` on PATH (a Mac
+with OrbStack); without one they are skipped, saying why.  Every machine they
+make is named ``pytest-test-contract-<run>-...`` and is deleted at the end; the
+session fails if one is left.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def orb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orb]:
         binary = _orbsim_shims(base)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORBSIM_")}
         env.update({"ORBSIM_HOME": str(base / "home"), "ORBSIM_MODE": _orbsim_mode()})
+        env["ORBSIM_USER"] = "john.doe"  # a Mac's default user: its macOS short name, not root
         kind = "orbsim"
     else:
         raise pytest.UsageError(f"ORBSTACK_CONTRACT={target!r}: use 'orbsim' (the default) or 'real'")

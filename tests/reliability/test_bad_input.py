@@ -141,7 +141,7 @@ def test_bad_factory_arguments_fail_before_any_machine(scenario: Scenario, attem
             orb_machines.create("nosuchdistro")
         with pytest.raises(InvalidSpecError, match="arm64"):
             orb_machines.create(arch="sparc")
-        with pytest.raises(InvalidSpecError, match="invalid user 'Bad User': .*lowercase"):
+        with pytest.raises(InvalidSpecError, match="invalid user 'Bad User': .*letters, digits"):
             orb_machines.create(user="Bad User")
         with pytest.raises(InvalidSpecError, match="invalid user_data 'missing.yaml': .*readable"):
             orb_machines.create_many(2, user_data="missing.yaml")

@@ -179,7 +179,7 @@ def expect_invalid(call: Callable[[], object], field: str) -> InvalidSpecError:
         # create options
         (lambda: commands.create("ubuntu", "default"), "machine name"),
         (lambda: commands.create("ubuntu", "a_b"), "machine name"),
-        (lambda: commands.create("ubuntu", user="Root"), "user"),
+        (lambda: commands.create("ubuntu", user="1000"), "user"),
         (lambda: commands.create("ubuntu", user="-u"), "user"),
         (lambda: commands.create("ubuntu", user="a" * 33), "user"),
         (lambda: commands.create("ubuntu", user="bob smith"), "user"),

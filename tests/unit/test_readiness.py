@@ -11,7 +11,7 @@ from typing import Any, Optional, Union
 import pytest
 
 from pytest_orbstack.errors import MachineNotFoundError, MachineNotReadyError, OrbctlTimeoutError
-from pytest_orbstack.readiness import Poll, wait_ready
+from pytest_orbstack.readiness import PROBE, Poll, wait_ready
 
 
 class FakeClock:
@@ -50,7 +50,7 @@ class FakeClient:
     def run(
         self, machine: str, command: list[str], *, timeout: Optional[float] = None, check: bool = True
     ) -> Any:
-        assert command == ["true"]
+        assert command == list(PROBE)
         assert check is False
         assert timeout is not None
         assert timeout > 0

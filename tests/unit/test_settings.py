@@ -67,7 +67,7 @@ def test_user_data_paths_are_resolved(pytester: pytest.Pytester) -> None:
         ([], {}, "orb_retries = -2", "ini orb_retries: expected a whole number >= 0, got '-2'"),
         ([], {}, "orb_ready_timeout = inf", "ini orb_ready_timeout: expected a number of seconds > 0"),
         (["--orb-image", "ubuntu:99.04"], {}, "", "--orb-image: unknown ubuntu version: use one of 20.04"),
-        (["--orb-user", "Root"], {}, "", "--orb-user: expected a Linux user name"),
+        (["--orb-user", "bob smith"], {}, "", "--orb-user: expected a Linux user name"),
         ([], {"ORBCTL": "/no/orbctl"}, "", "env ORBCTL: expected the path of an executable orbctl"),
         ([], {"ORBCTL": "no-such-orbctl-cmd"}, "", "env ORBCTL: expected an orbctl executable"),
     ],
@@ -100,7 +100,7 @@ def test_spec_fields_validate_like_the_marker(tmp_path: Path) -> None:
     fields = spec_fields(given, tmp_path)
     assert fields == {"image": "debian:12", "user": "ci", "user_data": str(tmp_path / "init.yaml")}
     bad = [
-        ({"user": "Bad User"}, "user", "lowercase"),
+        ({"user": "Bad User"}, "user", "letters, digits"),
         (
             {"user_data": "missing.yaml"},
             "user_data",
