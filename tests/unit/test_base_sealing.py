@@ -37,6 +37,8 @@ class RunningOrb(FakeOrb):
 
     def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
         self.runs.append((tuple(command), kwargs.get("user"), kwargs.get("workdir")))
+        if self.machines.get(machine) == "stopped":  # orbctl run starts a stopped machine
+            self.machines[machine] = "running"
         answer = self.answers.get(tuple(command), (0, ""))
         if isinstance(answer, Exception):
             raise answer

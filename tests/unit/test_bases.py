@@ -76,7 +76,7 @@ class FakeOrb:
         if self.machines[machine] == "stopped":  # orbctl run starts a stopped machine
             self._call("run-start", machine)
             self.machines[machine] = "running"
-        return SimpleNamespace(returncode=0, stdout="", stderr="", duration=0.01)
+        return SimpleNamespace(returncode=0, stdout="/home/tester\n", stderr="", duration=0.01)
 
     def delete(self, *names: str, force: bool = True) -> None:
         self._call("delete", names[0])
@@ -479,3 +479,4 @@ def test_a_clone_is_started_by_its_first_command(tmp_path: Path) -> None:
     assert orb.ops("run-start") == [machine.name]  # `orbctl run` started it: no separate `start`
     assert orb.ops("start") == []
     assert orb.machines[machine.name] == "running"
+    assert machine.home == "/home/tester"  # printed by that first command, the readiness probe
