@@ -463,7 +463,6 @@ class BaseManager:
         )
         return name
 
-
     def _check_stopped(self, spec: MachineSpec, name: str) -> None:
         """After its stop, the base must exist and be ``stopped`` before anything is cloned from it.
 

@@ -267,7 +267,7 @@ def test_the_ready_timeout_counts_from_leaving_creation() -> None:
 def test_a_creation_that_never_ends_names_the_create_timeout() -> None:
     clock = FakeClock()
     client = FakeClient([info("creating")])
-    with pytest.raises(MachineNotReadyError, match=r"still creating .*--orb-create-timeout \(60s\)") as caught:
+    with pytest.raises(MachineNotReadyError, match=r"still creating .*create-timeout \(60s\)") as caught:
         wait_ready(client, "m1", 5, creating_timeout=60, clock=clock, sleep=clock.sleep)
     assert caught.value.waited == pytest.approx(60)
     assert caught.value.last_state == "creating"
