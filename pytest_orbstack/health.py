@@ -136,7 +136,7 @@ class SharedMachine:
         finish, self._finish = self._finish, None
         if finish is None:
             pytest.fail(f"{what}; it cannot be replaced here: run the tests again", pytrace=False)
-        provisioner.stats.event(f"{what}: a new one replaces it (provision hooks run again)")
+        provisioner.stats.event(f"{what}: a new one replaces it, made and provisioned as the first was")
         self.replaced += 1
         with contextlib.suppress(Exception):  # the old machine's teardown: its failures are recorded there
             finish()
