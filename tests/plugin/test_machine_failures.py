@@ -12,6 +12,8 @@ import pytest
 HOOKS = """
 from pathlib import Path
 
+import pytest
+
 LOG = Path(__file__).with_name("hooks.log")
 
 
@@ -23,19 +25,25 @@ def pytest_orbstack_provision(machine, config):
 def pytest_orbstack_machine_ready(machine, config):
     with LOG.open("a") as fh:
         fh.write(f"ready {machine.name}\\n")
+
+
+@pytest.fixture(scope="session")
+def vm_name(orb_vm):
+    return orb_vm.name
 """
 
 SHARED_TESTS = """
 NAMES = []
 
 
-def test_1_deletes_it(orb_vm):
-    NAMES.append(orb_vm.name)
+def test_1_deletes_it(orb_vm, vm_name):
+    NAMES.append(vm_name)
     orb_vm.delete()
 
 
-def test_2_gets_a_new_one(orb_vm):
+def test_2_gets_a_new_one(orb_vm, vm_name):
     assert orb_vm.name != NAMES[0]
+    assert vm_name == orb_vm.name  # a session fixture built on orb_vm is built again
     assert orb_vm.run("true").ok
     NAMES.append(orb_vm.name)
 
@@ -71,16 +79,25 @@ def _log(pytester: pytest.Pytester) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in path.read_text().splitlines()]  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("clone", ["never", "auto"])
+@pytest.mark.parametrize(
+    ("clone", "workers"),
+    [
+        ("never", ["-p", "no:xdist"]),
+        ("auto", ["-p", "no:xdist"]),
+        ("never", ["-n", "2", "--dist", "loadfile"]),
+    ],
+    ids=["create", "clone", "create-n2"],
+)
 def test_a_dead_shared_machine_is_replaced_and_a_restarted_one_announced_again(
     pytester: pytest.Pytester,
     run_pytest: Callable[..., pytest.RunResult],
     assert_no_leftovers: Callable[..., None],
     clone: str,
+    workers: list[str],
 ) -> None:
     pytester.makeconftest(HOOKS)
     pytester.makepyfile(test_shared=SHARED_TESTS)
-    result = run_pytest("-p", "no:xdist", "-p", "no:randomly", "--orb-clone", clone)
+    result = run_pytest(*workers, "-p", "no:randomly", "--orb-clone", clone)
     result.assert_outcomes(passed=7)
     result.stdout.fnmatch_lines(
         [
