@@ -175,6 +175,47 @@ def test_machines_without_an_address_trip_the_breaker(
     assert_no_leftovers()
 
 
+def test_clones_that_never_get_an_address_trip_the_breaker(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    monkeypatch: pytest.MonkeyPatch,
+    orbsim_env: dict[str, str],
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    """On the clone path the base is fine, but every started clone runs without an address."""
+    rule = "start@pytest-test-*=no-ip*100"
+    monkeypatch.setenv("ORBSIM_FAULTS", rule)
+    pytester.makepyfile("\n\n".join(f"def test_{i}(orb_vm_fresh):\n    pass" for i in range(6)))
+    args = ["--orb-clone", "always", "--orb-ready-timeout", "1", "--orb-no-prefetch"]
+    result = run_pytest("-p", "no:xdist", *args)
+    result.assert_outcomes(errors=6)
+    result.stdout.fnmatch_lines(
+        [
+            "*MachineNotReadyError*no IPv4 address yet*",
+            "*NoAddressError: *3 machines in a row (ubuntu:22.04)*",
+        ]
+    )
+    assert _fault_count(orbsim_env, rule) == 3  # three clones started, then none
+    assert_no_leftovers()
+
+
+def test_an_undeletable_machine_is_reported_then_purged(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    monkeypatch: pytest.MonkeyPatch,
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    """The first delete fails with OrbStack's text; the run says so and its final purge gets it."""
+    monkeypatch.setenv("ORBSIM_FAULTS", "delete@pytest-test-*=undeletable*1")
+    pytester.makepyfile("def test_vm(orb_vm_fresh):\n    pass\n")
+    result = run_pytest("-p", "no:xdist", "--orb-clone", "never", "--orb-no-prefetch")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*could not delete pytest-test-*delete rootfs: remove all x2: unlinkat*operation not permitted*"]
+    )
+    assert_no_leftovers()
+
+
 def test_a_create_still_creating_after_its_timeout_is_waited_for_not_made_again(
     pytester: pytest.Pytester,
     run_pytest: Callable[..., pytest.RunResult],
