@@ -116,6 +116,10 @@ def volatile_message(noted: Sequence[str]) -> str:
     )
 
 
+#: How long a base may stay ``stopping`` after ``orbctl stop`` returned (its stop kills after 5 s).
+STOPPED_WAIT: Final = 30.0
+
+
 class BaseBuildError(OrbstackError):
     """The base machine of a spec could not be built (or another worker failed to build it)."""
 
@@ -484,6 +488,7 @@ class BaseManager:
             if isinstance(exc, Exception):
                 raise BaseBuildError(spec, name, f"{type(exc).__name__}: {first_line(exc)}") from exc
             raise
+        self._check_stopped(spec, name)
         p.stats.event(
             f"built base {name} ({spec.describe()}) in {p.clock() - start:.1f}s: "
             "provisioned and stopped; machines are clones of it"
@@ -499,6 +504,43 @@ class BaseManager:
         message = volatile_message(noted)
         self._p.stats.event(message)
         warnings.warn(VolatileProvisionWarning(message), stacklevel=2)
+
+    def _check_stopped(self, spec: MachineSpec, name: str) -> None:
+        """After its stop, the base must exist and be ``stopped`` before anything is cloned from it.
+
+        OrbStack 1.8 deleted a machine stopped soon after its create (its issue #1583), and a
+        stop may return while the machine is still ``stopping``: wait up to
+        :data:`STOPPED_WAIT` seconds for ``stopped``.  A base that vanished, or that does not
+        stop (then deleted), is a :class:`BaseBuildError`: building it again would meet the
+        same fate.  One ``orbctl info`` per base build.
+        """
+        p = self._p
+        deadline = p.clock() + STOPPED_WAIT
+        while True:
+            try:
+                state = str(p.client.info(name).state)
+            except MachineNotFoundError:
+                raise BaseBuildError(
+                    spec,
+                    name,
+                    "it vanished when it was stopped (OrbStack 1.8 deleted machines stopped soon "
+                    "after their create: update OrbStack)",
+                    hint="--orb-clone never creates every machine instead",
+                ) from None
+            except OrbctlCommandError as exc:
+                state = f"unknown (orbctl info: {first_line(exc)})"
+            if state == "stopped":
+                return
+            if p.clock() >= deadline:
+                with contextlib.suppress(Exception):
+                    p.delete_name(name)
+                raise BaseBuildError(
+                    spec,
+                    name,
+                    f"it is {state}, not stopped, {STOPPED_WAIT:g}s after orbctl stop",
+                    hint="--orb-clone never creates every machine instead",
+                )
+            p.sleep(0.2)
 
 
 class CloneSource:

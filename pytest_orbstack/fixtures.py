@@ -22,8 +22,10 @@ from typing import Any, Final, Optional
 import pytest
 
 from pytest_orbstack import availability, bases, naming, ownership
+from pytest_orbstack.breaker import AddressBreaker
 from pytest_orbstack.client import find_orbctl
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
+from pytest_orbstack.health import SharedMachine
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.prefetch import PrefetchSource
 from pytest_orbstack.provisioner import MachineFactory, MachineSpec, Provisioner
@@ -90,6 +92,8 @@ class OrbRuntime:
         self.bases: Optional[bases.BaseManager] = None
         #: run-scoped bases that xdist workers built (reported to the controller)
         self.worker_bases: set[str] = set()
+        #: the ``orb_vm`` machine between tests (replaced when it died)
+        self.shared = SharedMachine()
 
     # --- orbctl ------------------------------------------------------------------------------
 
@@ -151,6 +155,9 @@ class OrbRuntime:
                     stats=self.stats,
                 )
                 self._provisioner.delete_in_background()
+                if self.lock_dir is not None:  # one breaker for the run's processes
+                    flag = self.lock_dir / f"orbstack-no-address-{self.run_id}"
+                    self._provisioner.breaker = AddressBreaker(flag=flag)
                 self._install_clone(self._provisioner)
                 if self.settings.prefetch_limit:
                     self._provisioner.source = PrefetchSource(
@@ -169,6 +176,8 @@ class OrbRuntime:
         with self._lock:
             provisioner = self._provisioner
         if provisioner is None or not isinstance(provisioner.source, PrefetchSource):
+            return
+        if provisioner.breaker.tripped:  # no more machines this run
             return
         wanted: collections.Counter[MachineSpec] = collections.Counter()
         for item in items:
@@ -338,7 +347,10 @@ def orb_vm(request: pytest.FixtureRequest) -> Iterator[Machine]:
     """
     runtime = _runtime(request)
     machine = runtime.obtain(runtime.settings.spec)
+    ready_hooks = request.config.hook.pytest_orbstack_machine_ready.get_hookimpls()
+    runtime.shared.handed_out(machine, runtime.provisioner(), watch_boot=bool(ready_hooks))
     yield machine
+    runtime.shared.released(machine)
     runtime.release(machine)
 
 

@@ -27,6 +27,8 @@ HISTORY: Final = 20
 ROOT_HOME: Final = "/root"
 #: A path under ``/tmp`` or ``/run`` in a command (not ``/var/tmp``, ``~/tmp``, ``/runner``).
 _VOLATILE: Final = re.compile(r"(?<![\w.~/-])/(?:tmp|run)(?![\w.-])")
+#: What orbctl (not the command) prints when it fails: the machine service's errors, OrbStack down.
+_ORBCTL_SAID: Final = ("[-32098]", "machine not found", "timed out waiting for", "start VM:")
 
 Command = Union[str, Sequence[str]]
 
@@ -155,6 +157,8 @@ class Machine:
         self._volatile: Optional[list[str]] = None
         if info is not None:
             self._remember(info)
+        #: why the machine may have died or restarted since the plugin last looked (``None``: no sign)
+        self.suspect: Optional[str] = None
 
     def __repr__(self) -> str:
         return f"<Machine {self.name} {self._spec.image}>"
@@ -311,9 +315,12 @@ class Machine:
             )
         except Exception:
             self._record(shown, None, 0.0)
+            self.suspect = f"orbctl failed running {shown!r}"
             raise
         result = RunResult(tuple(argv), raw.returncode, raw.stdout, raw.stderr, raw.duration, self.name)
         self._record(shown, result.returncode, result.duration)
+        if _machine_trouble(result):
+            self.suspect = f"{shown!r} exited with {result.returncode}"
         if check:
             result.check_returncode()
         return result
@@ -324,7 +331,11 @@ class Machine:
         Relative ``remote`` paths are relative to the default user's home.
         """
         self._watch(f"push {local} {remote or '~'}", [remote or ""])
-        self._client.push(self.name, [str(local)], remote)
+        try:
+            self._client.push(self.name, [str(local)], remote)
+        except Exception:
+            self.suspect = "a push failed"
+            raise
         self._record(f"push {local} {remote or '~'}", 0, 0.0)
 
     def pull(self, remote: str, local: Union[str, PathLike[str]]) -> None:
@@ -332,7 +343,11 @@ class Machine:
 
         Relative ``remote`` paths are relative to the default user's home.
         """
-        self._client.pull(self.name, [remote], str(local))
+        try:
+            self._client.pull(self.name, [remote], str(local))
+        except Exception:
+            self.suspect = "a pull failed"
+            raise
         self._record(f"pull {remote} {local}", 0, 0.0)
 
     def write_text(self, path: str, text: str, *, user: Optional[str] = None) -> None:
@@ -398,14 +413,17 @@ class Machine:
 
     def start(self) -> None:
         """Start the machine (no-op if running) and wait until it is ready."""
+        self.suspect = "the test started it"
         self._manager.start(self)
 
     def stop(self, *, force: bool = False) -> None:
         """Stop the machine (``force``: kill at once instead of a graceful shutdown)."""
+        self.suspect = "the test stopped it"
         self._client.stop(self.name, force=force)
 
     def restart(self) -> None:
         """Restart the machine and wait until it is ready again."""
+        self.suspect = "the test restarted it"
         self._manager.restart(self)
 
     def wait_ready(self, timeout: Optional[float] = None) -> MachineInfo:
@@ -414,6 +432,7 @@ class Machine:
 
     def delete(self) -> None:
         """Delete the machine now (the plugin then skips it at teardown).  Idempotent."""
+        self.suspect = "the test deleted it"
         self._manager.delete(self)
 
     def clone(self, name: Optional[str] = None) -> Machine:
@@ -424,3 +443,14 @@ class Machine:
         run's purge finds it too).
         """
         return self._manager.clone(self, name)
+
+
+def _machine_trouble(result: RunResult) -> bool:
+    """True when a failed command looks like the machine's trouble, not the command's own.
+
+    orbctl's own error texts on stderr, or an exit by a signal (the machine's
+    init killed, ``kill -TERM 1``, ends every command in it with 128 + signal).
+    """
+    if result.returncode == 0:
+        return False
+    return result.returncode < 0 or result.returncode > 128 or any(t in result.stderr for t in _ORBCTL_SAID)

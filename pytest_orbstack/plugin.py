@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Generator
 from typing import Any, Callable, Final, Optional
 
@@ -336,6 +337,28 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         runtime.stats.event(f"could not prefetch a machine for {nextitem.nodeid}: {first_line(exc)}")
 
 
+# --- the shared machine between tests: replaced when it died --------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> None:
+    """Keep how to end ``orb_vm`` early, so that a dead shared machine can be replaced."""
+    if fixturedef.argname != "orb_vm":
+        return
+    runtime = request.config.stash.get(runtime_key, None)
+    if runtime is not None:
+        runtime.shared.bind(functools.partial(fixturedef.finish, request))  # type: ignore[arg-type]  # a SubRequest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test that uses ``orb_vm``: replace or re-announce it if the last one hurt it."""
+    runtime = item.config.stash.get(runtime_key, None)
+    if runtime is None or runtime.shared.machine is None or "orb_vm" not in getattr(item, "fixturenames", ()):
+        return
+    runtime.shared.before_test(runtime.provisioner())
+
+
 # --- reporting ---------------------------------------------------------------------------------
 
 
@@ -371,6 +394,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     runtime = item.config.stash.get(runtime_key, None)
     if runtime is None:
         return
+    if "orb_vm" in getattr(item, "funcargs", {}):
+        runtime.shared.used_by(item, failed=report.failed)
     if report.failed:
         for machine in machines_used_by(item):
             runtime.failed_machines.add(machine.name)

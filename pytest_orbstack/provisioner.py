@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
 from pytest_orbstack import cloudinit, naming
+from pytest_orbstack.breaker import AddressBreaker
 from pytest_orbstack.deleter import BackgroundDeleter, InlineDeleter
 from pytest_orbstack.errors import (
     MachineExistsError,
@@ -159,9 +160,16 @@ class CreateSource:
                 p.stats.event(f"adopting {name}: an earlier create of it went through")
             created = p.clock()
             try:
-                # an adopted machine may be half made: no probe (it would start it) until seen running
+                # an adopted machine may be half made: no probe (it would start it) until seen running;
+                # one still `creating` (a slow image download) is waited for up to the create timeout
                 info = wait_ready(
-                    p.client, name, p.ready_timeout, started=not adopted, clock=p.clock, sleep=p.sleep
+                    p.client,
+                    name,
+                    p.ready_timeout,
+                    started=not adopted,
+                    creating_timeout=_create_timeout(p.client) if adopted else None,
+                    clock=p.clock,
+                    sleep=p.sleep,
                 )
             except MachineNotReadyError as exc:
                 p.delete_name(name)
@@ -171,6 +179,12 @@ class CreateSource:
                 continue
             return Made(info, created - start, p.clock() - created)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+def _create_timeout(client: Any) -> Optional[float]:
+    """The client's create timeout (``--orb-create-timeout``), if it has one."""
+    value = getattr(getattr(client, "timeouts", None), "create", None)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 class Provisioner:
@@ -204,6 +218,8 @@ class Provisioner:
         self.source: MachineSource = CreateSource(self)
         #: how machines a test is done with are deleted; :meth:`delete_in_background` switches
         self.deleter: Union[InlineDeleter, BackgroundDeleter] = InlineDeleter(self.delete_quietly)
+        #: stops making machines once OrbStack gives them no address (replace to share it run-wide)
+        self.breaker = AddressBreaker()
         self._lock = threading.Lock()
         self._clones: dict[str, list[Machine]] = {}
 
@@ -213,7 +229,8 @@ class Provisioner:
         return naming.machine_name(self.prefix, self.run_id, self.worker)
 
     def retrying(self, what: str, attempt: int, exc: BaseException) -> None:
-        """Report a failed attempt and wait before the next one."""
+        """Report a failed attempt and wait before the next one (unless the breaker trips)."""
+        self.breaker.failed(exc, "")
         wait = self.policy.delay(attempt)
         self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
         self.sleep(wait)
@@ -239,8 +256,14 @@ class Provisioner:
 
     def obtain(self, spec: MachineSpec) -> Machine:
         """A new machine for ``spec``: made, ready, provisioned, announced to the ready hook."""
+        self.breaker.check()
         name = self.new_name()
-        made = self.source.make(spec, name)
+        try:
+            made = self.source.make(spec, name)
+        except Exception as exc:
+            self.breaker.failed(exc, spec.image)
+            raise
+        self.breaker.succeeded()
         name = made.name or name  # a machine made ahead has a name of its own
         machine = Machine(self, name, spec, made.info)
         try:

@@ -9,7 +9,10 @@ machine is known to be running (just started, or seen running), the probe
 runs alongside ``info`` (in a thread) instead of after it, and a probe that
 succeeded is not repeated: the round in which the address shows costs one
 orbctl call's time, not two.  A machine that stops, is being deleted or
-vanishes fails at once instead of at the deadline.
+vanishes fails at once instead of at the deadline.  A machine still being
+created (``creating``/``provisioning``: a slow image download) may be given its
+own, longer limit (``creating_timeout``); the ready deadline then counts from
+the moment it leaves that state.
 
 The probe prints the default user's home (``$HOME``); the :class:`MachineInfo`
 returned carries it as ``home``, so commands can run there (``orbctl run``
@@ -32,10 +35,16 @@ from pytest_orbstack.errors import (
 )
 from pytest_orbstack.models import MachineInfo
 
-__all__ = ["Poll", "wait_ready"]
+__all__ = ["CREATING_STATES", "NO_ADDRESS", "Poll", "lacks_address", "wait_ready"]
 
 #: States from which a machine does not become ready without help.
 DEAD_STATES: Final = frozenset({"stopped", "deleting"})
+#: States of a machine that OrbStack is still making (downloading its image, first boot).
+CREATING_STATES: Final = frozenset({"creating", "provisioning"})
+#: The reason readiness gives when a running machine never showed an address.
+NO_ADDRESS: Final = "no IPv4 address yet"
+#: What orbctl says when a machine it made never got an address.
+_MISSING_IP: Final = "missing IP address"
 #: The longest single exec probe, in seconds.
 _PROBE_TIMEOUT: Final = 30.0
 #: The exec probe: any command proves the machine runs commands; this one also prints the home.
@@ -66,6 +75,20 @@ def _reports_ips(info: MachineInfo) -> bool:
     """False for OrbStack 1.x's ``info`` (a bare record that never shows addresses): the probe decides."""
     raw = getattr(info, "raw", None)
     return not isinstance(raw, dict) or "record" in raw
+
+
+def lacks_address(exc: BaseException) -> bool:
+    """True when ``exc`` says a machine ran but never got an IP address.
+
+    That is orbctl's ``setup: machine didn't start in 30s (missing IP address)``
+    (a create), or readiness giving up on a running machine without ``ip4``
+    (a start or a clone).
+    """
+    if isinstance(exc, MachineNotReadyError):
+        return exc.last_state == "running" and exc.reason.startswith(NO_ADDRESS)
+    if isinstance(exc, OrbctlCommandError):
+        return _MISSING_IP in exc.stderr or _MISSING_IP in exc.stdout
+    return False
 
 
 def _probe(client: _ReadinessClient, name: str, timeout: float) -> tuple[Optional[str], Optional[str]]:
@@ -105,6 +128,7 @@ def wait_ready(
     started: bool = False,
     probed: bool = False,
     home: Optional[str] = None,
+    creating_timeout: Optional[float] = None,
     poll: Poll = Poll(),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -117,6 +141,11 @@ def wait_ready(
     repeated; ``home`` is what it printed.  Otherwise it waits for an ``info``
     that shows the machine running, because ``orbctl run`` starts a stopped
     machine and a stopped one must fail here, not come back to life.
+
+    ``creating_timeout``: while the machine is ``creating`` or ``provisioning``
+    (OrbStack still downloads its image), wait up to this many seconds from
+    now instead of ``timeout``; ``timeout`` then counts from the moment it left
+    that state.
 
     Raises :class:`MachineNotReadyError` (machine, seconds waited, last state
     seen, reason) at the deadline, or at once when the machine is stopped,
@@ -131,6 +160,7 @@ def wait_ready(
             started=started or probed,
             ran=probed,
             home=home,
+            creating_timeout=creating_timeout,
             poll=poll,
             clock=clock,
             sleep=sleep,
@@ -150,6 +180,7 @@ def _wait(
     started: bool,
     ran: bool,
     home: Optional[str],
+    creating_timeout: Optional[float],
     poll: Poll,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
@@ -157,6 +188,9 @@ def _wait(
 ) -> MachineInfo:
     start = clock()
     deadline = start + timeout
+    creating = creating_timeout is not None  # the longer limit holds until seen out of creation
+    if creating_timeout is not None:
+        deadline = start + max(timeout, creating_timeout)
     interval = poll.initial
     last_state: Optional[str] = None
     may_probe = started  # the machine is known to run: a probe cannot wake a stopped one
@@ -177,6 +211,9 @@ def _wait(
         if info is not None:
             last_state = info.state
             may_probe = info.state == "running"
+            if creating and info.state not in CREATING_STATES:
+                creating = False  # made at last: the ready limit counts from now
+                deadline = clock() + timeout
             if info.state in DEAD_STATES:
                 raise MachineNotReadyError(
                     name, clock() - start, last_state, f"the machine is {info.state}; start it or recreate it"
@@ -192,9 +229,17 @@ def _wait(
             if info.state != "running":
                 reason = f"state is {info.state}"
             else:
-                reason = probe_failure if addressed else "no IPv4 address yet"
+                reason = probe_failure if addressed else NO_ADDRESS
         now = clock()
         if now >= deadline:
+            if creating and last_state in CREATING_STATES:
+                raise MachineNotReadyError(
+                    name,
+                    now - start,
+                    last_state,
+                    f"still {last_state} (OrbStack may be stuck downloading the image); "
+                    f"raise --orb-create-timeout ({creating_timeout:g}s) if the download is slow",
+                )
             raise MachineNotReadyError(
                 name,
                 now - start,

@@ -153,7 +153,7 @@ def info_object(ctx: Ctx, rec: Record) -> dict[str, Any]:
         return record
     obj: dict[str, Any] = {"record": record, "disk_size": None}
     ip = rec.get("ip4")
-    if rec["state"] == "running" and ip and time.time() >= rec.get("ip_at", 0):
+    if rec["state"] == "running" and ip and not rec.get("no_ip") and time.time() >= rec.get("ip_at", 0):
         obj["ip4"] = ip
     return obj
 
@@ -200,7 +200,19 @@ def lookup(ctx: Ctx, data: Data, ref: str) -> Record:
 
 
 GENERIC_KINDS = frozenset({"stall", "service-timeout", "vm-timeout"})
-OWN_KINDS = frozenset({"setup-timeout", "setup-timeout-keep", "download-502", "hang", "conflict", "error"})
+OWN_KINDS = frozenset(
+    {
+        "setup-timeout",
+        "setup-timeout-keep",
+        "download-502",
+        "hang",
+        "conflict",
+        "error",
+        "no-ip",
+        "download-stall",
+        "undeletable",
+    }
+)
 ORBSIM_ONLY = frozenset({"shims", "reset", "image", "timeline"})
 NO_VM_START = frozenset({"status", "version", "stop", "restart"})
 

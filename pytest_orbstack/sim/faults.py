@@ -37,6 +37,18 @@ Kinds (the texts are the real ``orbctl`` ones):
 ``stopped``            ``vm`` only: OrbStack is stopped (``status`` prints ``Stopped``, exit 1;
                        other commands fail with ``start VM: timed out waiting for VM to start``)
 ``starting``           ``vm`` only: ``status`` prints ``Starting``, exit 2
+``no-ip[:SECONDS]``    create, start, restart: the machine runs but never gets an address
+                       (``info`` shows no ``ip4``; OrbStack issue #2688); a create waits SECONDS
+                       (default 0; OrbStack waits 30) and then fails with the ``setup-timeout``
+                       text, the half-made machine deleted
+``download-stall[:S]`` create: the machine stays ``creating`` for S seconds (default 3600), a
+                       stalled image download; the work goes on in the background when the
+                       calling orbsim is killed, so the machine ends ``running`` later
+``undeletable[:TEXT]`` delete: a machine matching the rule cannot be deleted: it is stopped,
+                       stays listed, and the call fails with ``[-32098] TEXT`` (default
+                       ``delete rootfs: remove all x2: unlinkat
+                       /data/scon/containers/ID/rootfs/swapfile: operation not permitted``);
+                       nothing else in that call is deleted
 =====================  =====================================================================
 
 Example: ``ORBSIM_FAULTS='create=setup-timeout*2; delete=conflict*1'``.
@@ -83,6 +95,9 @@ KINDS: Final = frozenset(
         "error",
         "stopped",
         "starting",
+        "no-ip",
+        "download-stall",
+        "undeletable",
     }
 )
 _RULE = re.compile(

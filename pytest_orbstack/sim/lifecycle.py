@@ -32,6 +32,10 @@ from .state import Data, Record, claim, find, new_ulid, settle
 
 DOWNLOAD_502 = "make rootfs: download metadata: GET download status: 502 Bad Gateway"
 SETUP_TIMEOUT = "setup: machine didn't start in 30s (missing IP address)"
+#: OrbStack issue #896's text for a machine whose rootfs cannot be removed (ID: the machine's id)
+UNDELETABLE = (
+    "delete rootfs: remove all x2: unlinkat /data/scon/containers/ID/rootfs/swapfile: operation not permitted"
+)
 
 
 class Cancelled(Exception):
@@ -177,10 +181,20 @@ def cmd_create(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     ctx.engine.preflight()
     with ctx.store.locked() as data:
         rec, fault = _reserve(ctx, data, o)
+    if fault is not None and fault.kind == "download-stall":
+        return _detached(ctx, rec, lambda: _make(ctx, o, rec, fault))
+    return _make(ctx, o, rec, fault)
+
+
+def _make(ctx: Ctx, o: dict[str, Any], rec: Record, fault: Any) -> int:
+    """The slow part of a create: download (stalled by a fault), boot, first-boot setup."""
     mid, name = rec["id"], rec["name"]
     mdir = ctx.store.mdir(mid)
     keep = False
     try:
+        if fault is not None and fault.kind == "download-stall":
+            time.sleep(fault.seconds())
+            _update(ctx, mid)  # deleted meanwhile: cancelled
         mdir.mkdir(parents=True, exist_ok=True)
         ctx.engine.prepare(mdir, hostname=name, username=o["username"])
         console(mdir, f"orbsim: created {name} ({rec['distro']}:{rec['version']})")
@@ -190,7 +204,12 @@ def cmd_create(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         console(mdir, f"orbsim: {name} booted, ip4 {ip}")
         ctx.profile.sleep("create", 1 - DOWNLOAD_SHARE)
         now = time.time()
-        _update(ctx, mid, state="running", ip4=ip, ip_at=now, started_at=now, ready_at=now)
+        no_ip = fault is not None and fault.kind == "no-ip"
+        _update(ctx, mid, state="running", ip4=ip, ip_at=now, started_at=now, ready_at=now, no_ip=no_ip)
+        if no_ip:
+            console(mdir, f"orbsim: {name} got no IP address")
+            time.sleep(fault.seconds(0.0))
+            raise ServiceError(f"create '{name}': {SETUP_TIMEOUT}")
         if fault is not None and fault.kind in ("setup-timeout", "setup-timeout-keep"):
             keep = fault.kind == "setup-timeout-keep"
             raise ServiceError(f"create '{name}': {SETUP_TIMEOUT}")
@@ -204,6 +223,54 @@ def cmd_create(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     if fault is not None and fault.kind == "hang":
         time.sleep(fault.seconds())
     return 0
+
+
+def _detached(ctx: Ctx, rec: Record, work: Any) -> int:
+    """Run ``work`` in a new session that outlives this process, as OrbStack's service outlives orbctl.
+
+    The child owns the machine's ``creating`` state; this process waits for it and relays its
+    exit code and error text (through a pipe).  Killed, it leaves the child going: the machine
+    ends ``running``.
+    """
+    import os
+    import signal
+    import sys
+
+    from .cli import SERVICE_PREFIX
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.setsid()
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the caller may be gone
+            os.close(read_end)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.dup2(write_end, 2)
+            with ctx.store.locked() as data:
+                if rec["id"] in data["machines"]:
+                    claim(data["machines"][rec["id"]], "creating")
+            code = work()
+        except ServiceError as exc:
+            with contextlib.suppress(OSError):
+                sys.stderr.write(SERVICE_PREFIX + exc.message + "\n")
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                sys.stderr.write(f"orbsim: {exc}\n")
+        finally:
+            with contextlib.suppress(OSError):
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        said = pipe.read(1 << 16)
+    _, status = os.waitpid(pid, 0)
+    sys.stderr.write(said.decode("utf-8", "replace"))
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 1
 
 
 # --------------------------------------------------------------------------- start / stop / restart
@@ -246,9 +313,11 @@ def start_machines(ctx: Ctx, data: Data, recs: list[Record], fault: Any) -> list
             continue
         if rec["state"] != "stopped":
             raise ServiceError(f"cannot transition from {rec['state']} to starting")
+    no_ip = fault is not None and fault.kind == "no-ip"
     for rec in recs:
         if rec["state"] == "stopped":
             claim(rec, "starting")
+            rec["no_ip"] = no_ip
             todo.append(dict(rec))
     return todo
 
@@ -321,7 +390,8 @@ def cmd_restart(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         _halt(ctx, rec)
     with ctx.store.locked() as data:
         recs = [data["machines"][i] for i in ids if i in data["machines"]]
-        starting = start_machines(ctx, data, recs, None)
+        no_ip = fault if fault is not None and fault.kind == "no-ip" else None
+        starting = start_machines(ctx, data, recs, no_ip)
     for rec in starting:
         _boot(ctx, rec)
     return 0
@@ -339,6 +409,15 @@ def cmd_delete(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         recs = _targets(ctx, data, opts, args)
         if recs:
             fault_error(fault, recs[0], "deleting")
+        stuck = _undeletable(fault, recs)
+        if stuck:
+            for rec in stuck:
+                if rec["state"] == "running":
+                    ctx.engine.halt(ctx.mdir(rec))
+                    settle(rec, "stopped")
+                    rec.pop("ip4", None)
+            text = (fault.arg if fault is not None else None) or UNDELETABLE.replace("ID", stuck[0]["id"])
+            raise ServiceError(text.replace("{name}", stuck[0]["name"]))
         waiting = []
         for rec in recs:
             state = rec["state"]
@@ -361,6 +440,15 @@ def cmd_delete(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         ctx.profile.sleep("delete")
     _wait_gone(ctx, waiting)
     return 0
+
+
+def _undeletable(fault: Any, recs: list[Record]) -> list[Record]:
+    """The machines an ``undeletable`` fault keeps (those its glob matches, else all)."""
+    import fnmatch
+
+    if fault is None or fault.kind != "undeletable":
+        return []
+    return [r for r in recs if fault.glob is None or fnmatch.fnmatchcase(r["name"], fault.glob)]
 
 
 def _wait_gone(ctx: Ctx, ids: list[str], timeout: float = 600.0) -> None:
@@ -398,7 +486,7 @@ def cmd_clone(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         now = time.time()
         rec: Record = {k: v for k, v in src.items() if k not in ("op_pid", "op_token", "cancel")}
         rec.update(id=new_ulid(now), name=new, created_at=now)
-        for key in ("ip4", "ip_at", "started_at", "ready_at", "stopped_at"):
+        for key in ("ip4", "ip_at", "started_at", "ready_at", "stopped_at", "no_ip"):
             rec.pop(key, None)
         claim(rec, "creating")
         data["machines"][rec["id"]] = rec

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -178,4 +180,72 @@ def test_error_kind_applies_to_every_op(sim: Sim, op: str, tmp_path: Path) -> No
     env = {"ORBSIM_FAULTS": f"{op}=error:{op} broke*1"}
     expect_service_error(sim(*argv, env=env), f"{op} broke")
     assert sim(*argv, env=env).returncode == 0
+    sim.ok("delete", N)
+
+
+def _info(sim: Sim, name: str) -> dict[str, object]:
+    info: dict[str, object] = json.loads(sim.ok("info", name, "-f", "json").stdout)
+    return info
+
+
+def test_no_ip_create_fails_with_the_setup_text_and_leaves_nothing(sim: Sim) -> None:
+    env = {"ORBSIM_FAULTS": "create=no-ip*1"}
+    expect_service_error(sim("create", "ubuntu", N, env=env), SETUP)
+    assert sim.names() == []
+    sim.ok("create", "ubuntu", N, env=env)  # the rule is used up
+    assert "ip4" in _info(sim, N)
+    sim.ok("delete", N)
+
+
+def test_no_ip_start_runs_without_an_address_until_started_again(sim: Sim) -> None:
+    sim.ok("create", "ubuntu", N)
+    sim.ok("stop", N)
+    sim.ok("start", N, env={"ORBSIM_FAULTS": f"start@{N}=no-ip*1"})
+    info = _info(sim, N)
+    assert info["record"]["state"] == "running"  # type: ignore[index]
+    assert "ip4" not in info
+    assert sim.ok("run", "-m", N, "true").returncode == 0  # it runs commands all the same
+    sim.ok("restart", N)
+    deadline = time.monotonic() + 10
+    while "ip4" not in _info(sim, N):  # a later start without the fault brings the address
+        assert time.monotonic() < deadline, "no address after a restart without the fault"
+        time.sleep(0.05)
+    sim.ok("delete", N)
+
+
+def test_undeletable_machine_stays_stopped_and_blocks_its_call(sim: Sim) -> None:
+    other = "pytest-test-g"
+    sim.ok("create", "ubuntu", N)
+    sim.ok("create", "ubuntu", other)
+    env = {"ORBSIM_FAULTS": f"delete@{N}=undeletable"}
+    proc = sim("delete", "-f", N, other, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("[-32098] delete rootfs: remove all x2: unlinkat /data/scon/containers/")
+    assert proc.stderr.rstrip().endswith("/rootfs/swapfile: operation not permitted")
+    assert {m["name"]: m["state"] for m in sim.machines()} == {N: "stopped", other: "running"}
+    sim.ok("delete", "-f", other, env=env)  # a machine the rule does not match is deleted
+    expect_service_error(
+        sim("delete", "-f", N, env={"ORBSIM_FAULTS": f"delete@{N}=undeletable:stuck {{name}}"}), f"stuck {N}"
+    )
+    sim.ok("delete", "-f", N)  # without the fault it goes
+    assert sim.names() == []
+
+
+def test_download_stall_stays_creating_and_finishes_after_the_caller_is_killed(sim: Sim) -> None:
+    env = {**sim.env, "ORBSIM_FAULTS": "create=download-stall:2*1"}
+    proc = subprocess.Popen([orbsim_bin(), "create", "ubuntu", N], env=env, start_new_session=True)
+    try:
+        _wait(lambda: [m["state"] for m in sim.machines()] == ["creating"], "state creating")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # as the plugin kills a create that timed out
+        proc.wait(timeout=30)
+    assert [m["state"] for m in sim.machines()] == ["creating"]  # the service goes on
+    _wait(lambda: [m["state"] for m in sim.machines()] == ["running"], "state running", timeout=60)
+    sim.ok("run", "-m", N, "true")
+    sim.ok("delete", N)
+
+
+def test_download_stall_caller_that_waits_gets_the_result(sim: Sim) -> None:
+    sim.ok("create", "ubuntu", N, env={"ORBSIM_FAULTS": "create=download-stall:0.5*1"})
+    assert [m["state"] for m in sim.machines()] == ["running"]
     sim.ok("delete", N)

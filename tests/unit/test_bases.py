@@ -480,3 +480,42 @@ def test_a_clone_is_started_by_its_first_command(tmp_path: Path) -> None:
     assert orb.ops("start") == []
     assert orb.machines[machine.name] == "running"
     assert machine.home == "/home/tester"  # printed by that first command, the readiness probe
+
+
+class _StopsBadly(FakeOrb):
+    """``stop`` returns but the base ends ``after_stop`` (None: deleted, as OrbStack 1.8 did)."""
+
+    def __init__(self, after_stop: Optional[str]) -> None:
+        super().__init__()
+        self.after_stop = after_stop
+
+    def stop(self, name: str, force: bool = False) -> None:
+        self._call("stop", name)
+        if self.after_stop is None:
+            del self.machines[name]
+        else:
+            self.machines[name] = self.after_stop
+
+
+def test_a_base_that_vanished_on_stop_is_an_error_not_cloned(tmp_path: Path) -> None:
+    orb = _StopsBadly(None)
+    p = worker(orb, tmp_path)
+    with pytest.raises(BaseBuildError, match="vanished when it was stopped"):
+        p.obtain(SPEC)
+    assert orb.ops("clone") == []
+    assert orb.machines == {}
+
+
+def test_a_base_that_does_not_stop_is_deleted_and_an_error(tmp_path: Path) -> None:
+    orb = _StopsBadly("stopping")
+    p = worker(orb, tmp_path)
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    p.clock, p.sleep = (lambda: now[0]), sleep  # 30 s pass without waiting
+    with pytest.raises(BaseBuildError, match="it is stopping, not stopped"):
+        p.obtain(SPEC)
+    assert orb.ops("clone") == []
+    assert orb.machines == {}

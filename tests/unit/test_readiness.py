@@ -253,3 +253,38 @@ def test_a_machine_a_command_just_ran_in_is_not_probed_again() -> None:
     assert result.ip4 == "198.19.249.2"
     assert client.probe_calls == 0
     assert client.info_calls == 2
+
+
+def test_a_machine_still_creating_is_waited_for_up_to_the_creating_timeout() -> None:
+    clock = FakeClock()
+    creating = [info("creating")] * 200
+    client = FakeClient([*creating, info("provisioning"), info("running", "198.19.249.4")])
+    result = wait_ready(client, "m1", 5, creating_timeout=300, clock=clock, sleep=clock.sleep)
+    assert result.ip4 == "198.19.249.4"
+    assert clock.now - 100.0 > 5  # longer than the ready timeout alone
+
+
+def test_the_ready_timeout_counts_from_leaving_creation() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("creating")] * 50 + [info("running")])  # never an address
+    with pytest.raises(MachineNotReadyError, match="no IPv4 address yet") as caught:
+        wait_ready(client, "m1", 5, creating_timeout=300, clock=clock, sleep=clock.sleep)
+    waited_creating = sum(clock.sleeps[:49])
+    assert caught.value.waited == pytest.approx(waited_creating + 5, abs=1.5)
+
+
+def test_a_creation_that_never_ends_names_the_create_timeout() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("creating")])
+    with pytest.raises(MachineNotReadyError, match=r"still creating .*create-timeout \(60s\)") as caught:
+        wait_ready(client, "m1", 5, creating_timeout=60, clock=clock, sleep=clock.sleep)
+    assert caught.value.waited == pytest.approx(60)
+    assert caught.value.last_state == "creating"
+
+
+def test_without_a_creating_timeout_creation_gets_the_ready_timeout() -> None:
+    clock = FakeClock()
+    client = FakeClient([info("creating")])
+    with pytest.raises(MachineNotReadyError, match="--orb-ready-timeout"):
+        wait_ready(client, "m1", 5, clock=clock, sleep=clock.sleep)
+    assert clock.now - 100.0 == pytest.approx(5)
