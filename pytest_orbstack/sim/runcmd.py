@@ -5,7 +5,8 @@ non-flag; ``--`` is rejected like OrbStack 2.0.x does (``Error: unknown flag --`
 Environment variables reach the machine only when named in ``ORBENV``
 (``ORBENV=A:B``).  The working directory defaults to orbsim's own cwd (the
 engine falls back to ``/`` when that path does not exist in the machine).
-A stopped machine is started first.
+A stopped machine is started first, and the faults injected for ``start``
+apply to that start too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from typing import Optional
 
 from .basic import default_machine
-from .cli import COMMANDS, Ctx, ServiceError, lookup, vm_gate
+from .cli import COMMANDS, Ctx, ServiceError, lookup, own_fault, vm_gate
 from .cobra import HelpRequested, Opts, UsageError
 from .state import Record
 
@@ -82,7 +83,10 @@ def _ready_machine(ctx: Ctx, ref: Optional[str], op: str) -> Record:
             if not busy and (rec["state"] != "running" or fault is not None):
                 from .lifecycle import start_machines
 
-                todo = start_machines(ctx, data, [rec], fault)
+                start_fault = fault
+                if start_fault is None and rec["state"] == "stopped":  # a start, whoever asks for it
+                    start_fault = own_fault(ctx, data, "start", [rec["name"]])
+                todo = start_machines(ctx, data, [rec], start_fault)
             snapshot = dict(rec)
         if not busy:
             break
