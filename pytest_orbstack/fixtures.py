@@ -14,7 +14,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Optional
 
@@ -87,6 +87,11 @@ class OrbRuntime:
         self.bases: Optional[bases.BaseManager] = None
         #: run-scoped bases that xdist workers built (reported to the controller)
         self.worker_bases: set[str] = set()
+        #: called once before this process makes its first machine (the run's lease, watchdog, purge)
+        self.before_first_machine: Optional[Callable[[], None]] = None
+        #: True once a test of the run set out to use a machine (here or in an xdist worker)
+        self.machines_wanted = False
+        self._started = False
 
     # --- orbctl ------------------------------------------------------------------------------
 
@@ -133,6 +138,10 @@ class OrbRuntime:
         problem = self.problem()
         if problem is not None:
             pytest.fail(problem, pytrace=False)
+        if not self._started:
+            if self.before_first_machine is not None:
+                self.before_first_machine()  # a failure here fails this test; the next one tries again
+            self._started = True
         with self._lock:
             if self._provisioner is None:
                 self._provisioner = Provisioner(

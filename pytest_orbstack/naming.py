@@ -30,6 +30,7 @@ from pytest_orbstack.errors import InvalidSpecError
 __all__ = [
     "DEFAULT_PREFIX",
     "KEPT_PREFIX",
+    "kept_name",
     "REUSE_PREFIX",
     "MachineOwner",
     "machine_name",
@@ -155,3 +156,13 @@ def run_id_of(name: str) -> Optional[str]:
     """
     match = _TAIL_RE.search(name)
     return match.group(1) if match else None
+
+
+def kept_name(name: str) -> str:
+    """The name a machine kept for debugging is renamed to: ``pytest-kept-<run id>-<worker>-<token>``.
+
+    Unique (the token is), at most 63 characters, and outside every purge.
+    """
+    match = _TAIL_RE.search(name)
+    tail = name[match.start(1) :] if match else name[-(_MAX_NAME_LENGTH - len(KEPT_PREFIX)) :].lstrip("-.")
+    return KEPT_PREFIX + tail

@@ -17,7 +17,7 @@ import pytest
 
 from pytest_orbstack import bases, hookspecs, naming, ownership, reaper, signals
 from pytest_orbstack.client import OrbctlClient, Timeouts
-from pytest_orbstack.errors import OrbctlCommandError, OrbstackError, first_line
+from pytest_orbstack.errors import OrbstackError, first_line
 from pytest_orbstack.fixtures import (
     OrbRuntime,
     get_runtime,
@@ -38,6 +38,10 @@ __all__ = ["orb_client", "orb_machines", "orb_vm", "orb_vm_fresh"]
 RUN_ID_KEY: Final = "orbstack_run_id"
 #: ``workeroutput`` key of the run-scoped base machines a worker built (clone fast path).
 BASES_KEY: Final = "orbstack_bases"
+#: ``workeroutput`` key: did the worker set out to make machines (then the controller purges at the end)?
+ACTIVE_KEY: Final = "orbstack_active"
+#: The flag file (in the run's lock directory) of the start-up purge, done once per run.
+_PURGED_FLAG: Final = "orbstack-startup-purge.done"
 _lease_key: Final = pytest.StashKey[Optional[ownership.RunLease]]()
 _watchdog_key: Final = pytest.StashKey[Optional[reaper.Watchdog]]()
 _pin_key: Final = pytest.StashKey[Optional[reaper.WorkerPin]]()
@@ -69,7 +73,10 @@ class XdistHooks:
         data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
         if data:
             self._runtime.stats.merge(data)
-        self._runtime.worker_bases.update(getattr(node, "workeroutput", {}).get(BASES_KEY, ()))
+        output = getattr(node, "workeroutput", {})
+        self._runtime.worker_bases.update(output.get(BASES_KEY, ()))
+        if error is not None or output.get(ACTIVE_KEY, WORKEROUTPUT_KEY not in output):
+            self._runtime.machines_wanted = True  # a worker that died says nothing: assume it made some
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,8 +88,10 @@ def pytest_configure(config: pytest.Config) -> None:
         runtime = new_runtime(config, settings, run_id, str(workerinput.get("workerid", "")))
         # held until this worker's machines are torn down: see reaper.WorkerPin
         config.stash[_pin_key] = reaper.WorkerPin.hold(run_id)
+        runtime.before_first_machine = lambda: _startup_purge_once(runtime)
     else:
         runtime = new_runtime(config, settings, naming.new_run_id(), None)
+        runtime.before_first_machine = lambda: _start_duties(config, runtime, purge=True)
         config.pluginmanager.register(ProgressPrinter(config), "orbstack-progress")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(runtime), "orbstack-xdist")
@@ -148,12 +157,34 @@ def _usable_client(runtime: OrbRuntime) -> Optional[Any]:
     return runtime.client()
 
 
+def _xdist_controller(config: pytest.Config) -> bool:
+    """True in the controller of an xdist run (it runs no test and collects nothing)."""
+    return not _is_worker(config) and config.pluginmanager.has_plugin("dsession")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
+    """Nothing starts here, except in the controller of an xdist run (see :func:`_start_duties`)."""
     config = session.config
-    if _is_worker(config):
+    config.stash[_lease_key] = None
+    config.stash[_watchdog_key] = None
+    if _xdist_controller(config) and not config.option.collectonly:
+        # The controller does not see which tests its workers select: it holds the lease and the
+        # watchdog for them (no orbctl call); a worker does the start-up purge before its first machine.
+        _start_duties(config, get_runtime(config), purge=False)
+
+
+def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) -> None:
+    """The run's lease, watchdog and start-up purge: once, before the first machine of the run.
+
+    Called by the first machine fixture (``orb_vm``, ``orb_vm_fresh``,
+    ``orb_machines``, ``orb_client``), so a run that selects no test needing a
+    machine (``--collect-only``, ``-k unit``, ``-m "not orb"``) calls no orbctl
+    and starts no watchdog.
+    """
+    if config.stash.get(_lease_key, None) is not None:
         return
-    runtime = get_runtime(config)
+    runtime.machines_wanted = runtime.machines_wanted or purge  # the controller learns it from workers
     try:
         orbctl = runtime.orbctl()[0]
     except OrbstackError:
@@ -161,26 +192,45 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     try:
         lease = ownership.RunLease.acquire(runtime.run_id, runtime.settings.prefix, orbctl)
     except OSError as exc:
-        raise pytest.UsageError(
+        message = (
             f"cannot write the run's lease in {ownership.runs_dir()}: {exc.strerror or exc}; "
             f"make it writable or point {ownership.STATE_DIR_ENV} at a writable directory"
-        ) from None
+        )
+        if purge:  # inside a fixture: the test errors with this line
+            pytest.fail(message, pytrace=False)
+        raise pytest.UsageError(message) from None
     config.stash[_lease_key] = lease
-    config.stash[_watchdog_key] = None
     if orbctl:
         # deletes the run's machines if this process dies without finishing (docs/cleanup.md)
         try:
-            watchdog = reaper.Watchdog.start(runtime.run_id, runtime.settings.prefix, orbctl)
-            config.stash[_watchdog_key] = watchdog
+            config.stash[_watchdog_key] = reaper.Watchdog.start(
+                runtime.run_id, runtime.settings.prefix, orbctl
+            )
         except reaper.WatchdogError as exc:
             runtime.stats.event(str(exc))
     if runtime.settings.clone == "always":
         _check_clone_always(runtime)
-    if runtime.settings.no_purge:
+    if purge and not runtime.settings.no_purge:
+        client = _usable_client(runtime)
+        if client is not None:
+            _purge(runtime, client, own=False)
+
+
+def _startup_purge_once(runtime: OrbRuntime) -> None:
+    """An xdist worker's share of :func:`_start_duties`: the start-up purge, once for the whole run."""
+    runtime.machines_wanted = True
+    if runtime.settings.no_purge or runtime.lock_dir is None:
         return
-    client = _usable_client(runtime)
-    if client is not None:
-        _purge(runtime, client, own=False)
+    import filelock  # noqa: PLC0415 (only workers that make machines need it)
+
+    flag = runtime.lock_dir / _PURGED_FLAG
+    with filelock.FileLock(str(flag) + ".lock"):
+        if flag.exists():
+            return
+        client = _usable_client(runtime)
+        if client is not None:
+            _purge(runtime, client, own=False)
+        flag.touch()
 
 
 def _check_clone_always(runtime: OrbRuntime) -> None:
@@ -207,8 +257,11 @@ def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
             own_run_id=runtime.run_id if own else None,
             others=not runtime.settings.no_purge,
         )
-    except OrbctlCommandError as exc:
+    except OrbstackError as exc:  # orbctl failed, or answered what we cannot read (OrbctlParseError)
         runtime.stats.event(f"purge failed: {first_line(exc)}")
+        if own:  # the run's bases are left too: the "delete by hand" line names them
+            for name in sorted(runtime.run_bases()):
+                runtime.stats.record_failed_delete(name, first_line(exc))
         return
     run_bases = runtime.run_bases() if own else set()
     deleted = [name for name in result.deleted if name not in run_bases]
@@ -247,6 +300,7 @@ def _finish_session(config: pytest.Config, runtime: OrbRuntime) -> None:
         data["events"] = [[verbose, f"{tag}{line}"] for verbose, line in runtime.stats.take_events()]
         config.workeroutput[WORKEROUTPUT_KEY] = data  # type: ignore[attr-defined]
         config.workeroutput[BASES_KEY] = sorted(runtime.run_bases())  # type: ignore[attr-defined]
+        config.workeroutput[ACTIVE_KEY] = runtime.machines_wanted  # type: ignore[attr-defined]
         pin = config.stash.get(_pin_key, None)
         if pin is not None:
             pin.release()  # after this worker's machines were torn down
@@ -257,7 +311,7 @@ def _finish_session(config: pytest.Config, runtime: OrbRuntime) -> None:
     try:
         if runtime.stats.kept:
             lease.keep(runtime.stats.kept)
-        client = _usable_client(runtime)
+        client = _usable_client(runtime) if runtime.machines_wanted else None
         if client is not None:
             _purge(runtime, client, own=True)
         watchdog = config.stash.get(_watchdog_key, None)
