@@ -190,12 +190,15 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
     except OrbstackError:
         orbctl = ""
     try:
+        reaper.check_state_dir(ownership.state_dir())
         lease = ownership.RunLease.acquire(runtime.run_id, runtime.settings.prefix, orbctl)
-    except OSError as exc:
-        message = (
-            f"cannot write the run's lease in {ownership.runs_dir()}: {exc.strerror or exc}; "
-            f"make it writable or point {ownership.STATE_DIR_ENV} at a writable directory"
-        )
+    except (OSError, reaper.InsecureStateDirError) as exc:
+        message = str(exc)
+        if isinstance(exc, OSError):
+            message = (
+                f"cannot write the run's lease in {ownership.runs_dir()}: {exc.strerror or exc}; "
+                f"make it writable or point {ownership.STATE_DIR_ENV} at a writable directory"
+            )
         if purge:  # inside a fixture: the test errors with this line
             pytest.fail(message, pytrace=False)
         raise pytest.UsageError(message) from None
