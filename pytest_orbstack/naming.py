@@ -8,7 +8,8 @@ characters from ``[a-z0-9]``:
   process, the xdist controller under xdist), in base 36;
 * 4: a fingerprint of that process's start time
   (:func:`pytest_orbstack.processes.fingerprint`);
-* 3: random, so that several runs in one process (``pytester``) differ.
+* 3: a serial number from a random start, so that several runs in one
+  process (``pytester``) differ.
 
 The name alone tells which process on the host owns the machine, so every
 run on the same OrbStack can decide whether a machine is an orphan
@@ -53,7 +54,11 @@ KEPT_PREFIX: Final = "pytest-kept-"
 
 _ALPHABET: Final = string.ascii_lowercase + string.digits
 _PID_LENGTH: Final = 5  # 36**5 > 2**22, the largest pid_max of Linux; macOS pids stay below 100000
-_RUN_ID_LENGTH: Final = _PID_LENGTH + processes.FINGERPRINT_LENGTH + 3
+_SERIAL_LENGTH: Final = 3
+_RUN_ID_LENGTH: Final = _PID_LENGTH + processes.FINGERPRINT_LENGTH + _SERIAL_LENGTH
+#: Runs in one process (``pytester``) count on from a random start: their ids never repeat.
+_FIRST_SERIAL: Final = secrets.randbelow(36**_SERIAL_LENGTH)
+_runs_here = 0
 _TOKEN_LENGTH: Final = 6
 #: A run id, or the eight random characters of a run id of an earlier version.
 _RUN_ID: Final = r"[a-z0-9]{12}|[a-z0-9]{8}"
@@ -98,7 +103,10 @@ def new_run_id(pid: Optional[int] = None, identity: Optional[str] = None) -> str
     identity = processes.start_identity(pid) if identity is None else identity
     if not 0 < pid < len(_ALPHABET) ** _PID_LENGTH:
         raise ValueError(f"pid {pid} does not fit in a run id")
-    return _base36(pid, _PID_LENGTH) + processes.fingerprint(identity) + _random(3)
+    global _runs_here  # noqa: PLW0603 (one counter per process)
+    _runs_here += 1
+    serial = (_FIRST_SERIAL + _runs_here) % len(_ALPHABET) ** _SERIAL_LENGTH
+    return _base36(pid, _PID_LENGTH) + processes.fingerprint(identity) + _base36(serial, _SERIAL_LENGTH)
 
 
 def owner_of(run_id: str) -> Optional[tuple[int, str]]:

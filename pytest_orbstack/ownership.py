@@ -157,7 +157,8 @@ class RunLease:
     def acquire(cls, run_id: str, prefix: str, orbctl: str, directory: Optional[Path] = None) -> RunLease:
         """Write the lease of ``run_id`` and lock it."""
         runs = runs_dir(directory)
-        runs.mkdir(parents=True, exist_ok=True)
+        runs.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the state directory: ours only
+        runs.mkdir(mode=0o700, exist_ok=True)
         path = runs / f"{run_id}.json"
         if path.exists():
             raise FileExistsError(f"a lease for run id {run_id} exists already: {path}")
