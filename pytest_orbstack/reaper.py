@@ -200,7 +200,7 @@ def check_state_dir(directory: Path) -> None:
 #: What the watchdog's isolated interpreter runs (``python -I -c``): the module ``argv[1]`` as
 #: ``__main__``, with this copy of the package's directory ``argv[2]`` (if any) last on the path.
 _BOOT: Final = (
-    "import runpy, sys; del sys.argv[0]; module = sys.argv.pop(0); root = sys.argv.pop(0); "
+    "import runpy, sys; module = sys.argv.pop(1); root = sys.argv.pop(1); "
     "root and sys.path.append(root); runpy.run_module(module, run_name='__main__', alter_sys=True)"
 )
 
