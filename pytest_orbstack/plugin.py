@@ -8,7 +8,6 @@ and prints; workers make, hand out and delete their own machines.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Generator
 from typing import Any, Final, Optional
@@ -88,10 +87,10 @@ def pytest_configure(config: pytest.Config) -> None:
         runtime = new_runtime(config, settings, run_id, str(workerinput.get("workerid", "")))
         # held until this worker's machines are torn down: see reaper.WorkerPin
         config.stash[_pin_key] = reaper.WorkerPin.hold(run_id)
-        runtime.before_first_machine = lambda: _startup_purge_once(runtime)
+        runtime.before_first_machine = lambda: _before_first_machine(config, runtime)
     else:
         runtime = new_runtime(config, settings, naming.new_run_id(), None)
-        runtime.before_first_machine = lambda: _start_duties(config, runtime, purge=True)
+        runtime.before_first_machine = lambda: _before_first_machine(config, runtime)
         config.pluginmanager.register(ProgressPrinter(config), "orbstack-progress")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(runtime), "orbstack-xdist")
@@ -217,6 +216,15 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
         client = _usable_client(runtime)
         if client is not None:
             _purge(runtime, client, own=False)
+
+
+def _before_first_machine(config: pytest.Config, runtime: OrbRuntime) -> None:
+    """What the first machine fixture of this process starts (nothing before: see :func:`_start_duties`)."""
+    _announce_version(runtime)
+    if _is_worker(config):
+        _startup_purge_once(runtime)
+    else:
+        _start_duties(config, runtime, purge=True)
 
 
 def _startup_purge_once(runtime: OrbRuntime) -> None:
@@ -354,6 +362,7 @@ def pytest_runtest_call(item: pytest.Item) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
+    """Which orbctl, image, prefix and run id; no orbctl call (a run may need no machine at all)."""
     runtime = config.stash.get(runtime_key, None)
     if runtime is None:
         return None
@@ -363,19 +372,24 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
         path, kind = runtime.orbctl()
     except OrbstackError:
         return [f"orbstack: orbctl not found (tests that need a machine will error), {where}"]
-    version = "version unknown"
-    note = None
-    with contextlib.suppress(Exception):
-        found = runtime.client().version()
-        version = f"version {found}"
-        note = bases.clone_decision(settings.clone, found)[1]
-    notes = [] if note is None else [f"orbstack: {note}"]
     if kind == "orbsim-fallback":
         kind_text = "orbsim (OrbStack double, used because no orbctl was found)"
-        return [f"orbstack: {kind_text} {path}, {version}, {where}", *notes]
+        return [f"orbstack: {kind_text} {path}, {where}"]
     if kind == "orbsim":
-        return [f"orbstack: orbsim (OrbStack double) {path}, {version}, {where}", *notes]
-    return [f"orbstack: orbctl {path}, {version}, {where}", *notes]
+        return [f"orbstack: orbsim (OrbStack double) {path}, {where}"]
+    return [f"orbstack: orbctl {path}, {where}"]
+
+
+def _announce_version(runtime: OrbRuntime) -> None:
+    """Before the first machine: OrbStack's version (with ``-v``) and what it means for cloning."""
+    try:
+        found = runtime.client().version()
+    except Exception:  # the machine fixture reports what is wrong with OrbStack itself
+        return
+    runtime.stats.event(f"OrbStack version {found}", verbose=True)
+    note = bases.clone_decision(runtime.settings.clone, found)[1]
+    if note is not None:
+        runtime.stats.event(note)
 
 
 @pytest.hookimpl(hookwrapper=True)
