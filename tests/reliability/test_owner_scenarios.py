@@ -7,9 +7,11 @@ they see none of each other's leases.  Each ends by asserting nothing leaked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from reliability_helpers import PREFIX, REPEAT, Scenario, poll, watchdogs_of
@@ -103,17 +105,56 @@ SLOW_CREATE = """
 
 @pytest.mark.parametrize("attempt", REPEAT)
 def test_sigkill_during_a_create(scenario: Scenario, attempt: int) -> None:
-    """The watchdog deletes a machine whose create was under way when pytest was killed."""
+    """The watchdog deletes a machine whose create was still under way when pytest was killed."""
     scenario.write_tests(SLOW_CREATE)
-    # each create stalls 2 s before it starts: pytest is killed while it waits for it
-    run = scenario.start("--orb-clone", "never", env={"ORBSIM_FAULTS": "create=stall:2"})
-    assert poll(lambda: bool(scenario.calls("create")), 60.0, 0.01), run.output
+    # the machine exists and runs, but its create does not return for 60 s
+    run = scenario.start("--orb-clone", "never", env={"ORBSIM_FAULTS": "create=hang:60"})
+    assert poll(lambda: bool(scenario.machines(PREFIX)), 60.0, 0.02), run.output
+    (name,) = scenario.machines(PREFIX)
     run.signal(signal.SIGKILL)
     killed = time.monotonic()
     assert run.wait() == -signal.SIGKILL
-    scenario.assert_no_leftovers(within=15.0)
-    # the machine did exist: the create went through after pytest died
-    assert poll(lambda: bool(scenario.made()), 1.0)
-    print(f"no machine left {time.monotonic() - killed:.1f}s after SIGKILL (documented: within 5 s)")
+    scenario.assert_no_leftovers(within=10.0)
+    print(f"{name} deleted {time.monotonic() - killed:.1f}s after SIGKILL (documented: within 5 s)")
     scenario.assert_watchdogs_gone()
-    assert "ended without finishing" in scenario.reaper_log()
+    assert name in scenario.reaper_log()
+    _kill_processes_naming(name)  # the hanging create, started by our run, outlives it by design
+
+
+def _kill_processes_naming(name: str) -> None:
+    for pid in _processes_naming(name):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("attempt", REPEAT)
+@pytest.mark.parametrize("clone", ["never", "auto"])
+def test_sigkill_as_a_create_starts(scenario: Scenario, attempt: int, clone: str) -> None:
+    """Killed as its first create starts: whatever that create makes is deleted, none appears later."""
+    scenario.write_tests(SLOW_CREATE)
+    run = scenario.start("--orb-clone", clone)
+    assert poll(lambda: bool(scenario.calls("create")), 60.0, 0.005), run.output
+    run.signal(signal.SIGKILL)
+    killed = time.monotonic()
+    assert run.wait() == -signal.SIGKILL
+    seen: set[str] = set()
+
+    def gone() -> bool:
+        names = scenario.machines(PREFIX)
+        seen.update(names)
+        return not names and not _processes_naming(scenario.made()[0])
+
+    assert poll(gone, 20.0, 0.05), scenario.reaper_log()
+    print(f"made {sorted(seen) or 'nothing listed'}; all gone {time.monotonic() - killed:.1f}s after SIGKILL")
+    scenario.assert_no_leftovers()  # and none appeared later
+    scenario.assert_watchdogs_gone()
+
+
+def _processes_naming(name: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if name.encode() in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0"):
+                    found.append(int(entry))
+    return found
