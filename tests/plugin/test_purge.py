@@ -243,3 +243,30 @@ def test_one_undeletable_orphan_does_not_keep_the_others(
         for name in (stuck, other):  # one by one: a missing name fails a multi-name delete
             subprocess.run([orbsim_bin, "delete", "-f", name], check=False, timeout=60, capture_output=True)
     assert_no_leftovers()
+
+
+def test_the_delete_by_hand_line_names_the_runs_base_too(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    orbsim_machines: Callable[..., list[str]],
+    orbsim_bin: str,
+    monkeypatch: pytest.MonkeyPatch,
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    # OrbStack cannot delete anything, and its list fails: neither teardown nor purge can clean up
+    monkeypatch.setenv(
+        "ORBSIM_FAULTS", "delete=error:delete: device or resource busy; list=error:list broken"
+    )
+    pytester.makepyfile("def test_vm(orb_vm):\n    pass\n")
+    result = run_pytest("-p", "no:xdist", "--orb-clone", "always")
+    monkeypatch.delenv("ORBSIM_FAULTS")
+    left = orbsim_machines(DEFAULT_PREFIX)
+    try:
+        result.assert_outcomes(passed=1)
+        assert len(left) == 2, left  # the test's clone and the run's base
+        (line,) = [x for x in result.stdout.lines if x.startswith("delete by hand: ")]
+        assert line == f"delete by hand: {orbsim_bin} delete -f {' '.join(sorted(left))}"
+    finally:
+        for name in left:
+            subprocess.run([orbsim_bin, "delete", "-f", name], check=False, timeout=60, capture_output=True)
+    assert_no_leftovers()
