@@ -198,8 +198,8 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
                 f"cannot write the run's lease in {ownership.runs_dir()}: {exc.strerror or exc}; "
                 f"make it writable or point {ownership.STATE_DIR_ENV} at a writable directory"
             )
-        if purge:  # inside a fixture: the test errors with this line
-            pytest.fail(message, pytrace=False)
+        if purge:  # inside the first machine fixture: the run stops here, before any machine
+            pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
         raise pytest.UsageError(message) from None
     config.stash[_lease_key] = lease
     if orbctl:

@@ -270,3 +270,27 @@ def test_the_delete_by_hand_line_names_the_runs_base_too(
         for name in left:
             subprocess.run([orbsim_bin, "delete", "-f", name], check=False, timeout=60, capture_output=True)
     assert_no_leftovers()
+
+
+def test_a_state_dir_others_can_write_stops_the_run_before_any_machine(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    orbsim_machines: Callable[..., list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "shared-state"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("PYTEST_ORBSTACK_STATE_DIR", str(shared))
+    pytester.makepyfile(MIXED)
+    for args in (["-p", "no:xdist"], ["-n", "2"]):
+        result = run_pytest(*args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        output = result.stdout.str() + result.stderr.str()
+        (line,) = [x for x in output.splitlines() if "is writable by group or others" in x]
+        assert f"chmod go-w {shared}" in line
+        assert orbsim_machines("pytest-test-") == []
+        assert list(shared.iterdir()) == []  # nothing was written there, no watchdog started from it
+    # a run that needs no machine does not care
+    assert run_pytest("-p", "no:xdist", "-k", "unit").ret == 0
