@@ -210,7 +210,7 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
             )
         except reaper.WatchdogError as exc:
             runtime.stats.event(str(exc))
-    if runtime.settings.clone == "always":
+    if purge and runtime.settings.clone == "always":  # the xdist controller calls no orbctl
         _check_clone_always(runtime)
     if purge and not runtime.settings.no_purge:
         client = _usable_client(runtime)
@@ -255,8 +255,8 @@ def _check_clone_always(runtime: OrbRuntime) -> None:
         return
     try:
         bases.clone_decision("always", version)
-    except ValueError as exc:
-        raise pytest.UsageError(f"--orb-clone always: {exc}") from None
+    except ValueError as exc:  # in the first machine fixture: the run stops here, before any machine
+        pytest.exit(f"--orb-clone always: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
@@ -387,7 +387,10 @@ def _announce_version(runtime: OrbRuntime) -> None:
     except Exception:  # the machine fixture reports what is wrong with OrbStack itself
         return
     runtime.stats.event(f"OrbStack version {found}", verbose=True)
-    note = bases.clone_decision(runtime.settings.clone, found)[1]
+    try:
+        note = bases.clone_decision(runtime.settings.clone, found)[1]
+    except ValueError:  # --orb-clone always without clone: _start_duties stops the run
+        return
     if note is not None:
         runtime.stats.event(note)
 

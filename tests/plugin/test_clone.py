@@ -229,7 +229,7 @@ def test_clone_always_on_orbstack_1x_is_a_usage_error(
     log = argv_log()
     result = run_pytest("--orb-clone", "always")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --orb-clone always: OrbStack 1.9.2 has no 'orbctl clone'*"])
+    result.stdout.fnmatch_lines(["*--orb-clone always: OrbStack 1.9.2 has no 'orbctl clone'*"])
     assert log.created() == []
 
 
