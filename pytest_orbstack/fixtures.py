@@ -138,10 +138,7 @@ class OrbRuntime:
         problem = self.problem()
         if problem is not None:
             pytest.fail(problem, pytrace=False)
-        if not self._started:
-            if self.before_first_machine is not None:
-                self.before_first_machine()  # a failure here fails this test; the next one tries again
-            self._started = True
+        self.start_once()
         with self._lock:
             if self._provisioner is None:
                 self._provisioner = Provisioner(
@@ -158,6 +155,13 @@ class OrbRuntime:
                 if not self.settings.no_prefetch:
                     self._provisioner.source = PrefetchSource(self._provisioner, self._provisioner.source)
             return self._provisioner
+
+    def start_once(self) -> None:
+        """Run :attr:`before_first_machine` unless it ran already (and succeeded)."""
+        if not self._started:
+            if self.before_first_machine is not None:
+                self.before_first_machine()  # a failure here fails this test; the next one tries again
+            self._started = True
 
     def prefetch(self, item: pytest.Item) -> None:
         """Start making the ``orb_vm_fresh`` machine of ``item`` (the next test), if it takes one.

@@ -64,9 +64,13 @@ class XdistHooks:
 
     def __init__(self, runtime: OrbRuntime) -> None:
         self._runtime = runtime
+        #: workers started, and those that ended saying they made no machine
+        self.started: set[str] = set()
+        self.idle: set[str] = set()
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_KEY] = self._runtime.run_id
+        self.started.add(str(node.gateway.id))
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
@@ -76,6 +80,12 @@ class XdistHooks:
         self._runtime.worker_bases.update(output.get(BASES_KEY, ()))
         if error is not None or output.get(ACTIVE_KEY, WORKEROUTPUT_KEY not in output):
             self._runtime.machines_wanted = True  # a worker that died says nothing: assume it made some
+        else:
+            self.idle.add(str(node.gateway.id))
+
+    def all_idle(self) -> bool:
+        """True when every worker ended and said it made no machine (Ctrl-C may end some unheard)."""
+        return self.started <= self.idle
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -154,6 +164,32 @@ def _usable_client(runtime: OrbRuntime) -> Optional[Any]:
     if runtime.problem() is not None:
         return None
     return runtime.client()
+
+
+#: The fixtures that make machines (``orb_client`` is the way to make them by hand).
+_MACHINE_FIXTURES: Final = frozenset(("orb_vm", "orb_vm_fresh", "orb_machines", "orb_client"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Selected tests use machines: start the run's duties now, so that no test's setup pays for them.
+
+    Without such a test nothing starts; a machine fixture reached another way
+    (``request.getfixturevalue``) starts them itself, before its machine.
+    """
+    config = session.config
+    runtime = config.stash.get(runtime_key, None)
+    if runtime is None or config.option.collectonly:
+        return
+    if not any(_MACHINE_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items):
+        return
+    if _is_worker(config) and runtime.lock_dir is None:
+        factory = getattr(config, "_tmp_path_factory", None)  # what the tmp_path_factory fixture returns
+        if factory is None:
+            return  # the first machine fixture does it
+        runtime.lock_dir = factory.getbasetemp().parent
+    if runtime.problem() is None:  # else every machine test errors with the problem, once each
+        runtime.start_once()
 
 
 def _xdist_controller(config: pytest.Config) -> bool:
@@ -322,7 +358,9 @@ def _finish_session(config: pytest.Config, runtime: OrbRuntime) -> None:
     try:
         if runtime.stats.kept:
             lease.keep(runtime.stats.kept)
-        client = _usable_client(runtime) if runtime.machines_wanted else None
+        xdist_hooks = config.pluginmanager.get_plugin("orbstack-xdist")
+        idle = isinstance(xdist_hooks, XdistHooks) and xdist_hooks.all_idle()
+        client = _usable_client(runtime) if runtime.machines_wanted or not idle else None
         if client is not None:
             _purge(runtime, client, own=True)
         watchdog = config.stash.get(_watchdog_key, None)

@@ -67,10 +67,8 @@ def test_two_concurrent_runs_with_different_homes_and_state_dirs(
     for argv in deletes:
         runs = {_run_id(name) for name in argv[1:] if name.startswith(PREFIX)}
         assert len(runs) <= 1, argv
-    firsts = [
-        argv for argv in deletes if any(_run_id(n) == first_run for n in argv[1:] if n.startswith(PREFIX))
-    ]
-    assert firsts
+    firsts = [argv for argv in deletes if first_run in {_run_id(n) for n in argv[1:] if n.startswith(PREFIX)}]
+    assert firsts, (first_run, held, deletes, scenario.argv_log())
     assert held[0] in {name for argv in firsts for name in argv}
 
 
