@@ -212,10 +212,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) -> None:
     """The run's lease, watchdog and start-up purge: once, before the first machine of the run.
 
-    Called by the first machine fixture (``orb_vm``, ``orb_vm_fresh``,
-    ``orb_machines``, ``orb_client``), so a run that selects no test needing a
-    machine (``--collect-only``, ``-k unit``, ``-m "not orb"``) calls no orbctl
-    and starts no watchdog.
+    Called at the end of collection when a selected test uses a machine
+    fixture (``orb_vm``, ``orb_vm_fresh``, ``orb_machines``, ``orb_client``),
+    else by the first machine fixture reached another way; so a run that
+    selects no test needing a machine (``--collect-only``, ``-k unit``,
+    ``-m "not orb"``) calls no orbctl and starts no watchdog.  ``purge=False``:
+    the xdist controller (lease and watchdog only, no orbctl call).
     """
     if config.stash.get(_lease_key, None) is not None:
         return
@@ -255,7 +257,7 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
 
 
 def _before_first_machine(config: pytest.Config, runtime: OrbRuntime) -> None:
-    """What the first machine fixture of this process starts (nothing before: see :func:`_start_duties`)."""
+    """What this process starts before its first machine (see :func:`_start_duties`)."""
     _announce_version(runtime)
     if _is_worker(config):
         _startup_purge_once(runtime)
