@@ -258,17 +258,18 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
 
 def _before_first_machine(config: pytest.Config, runtime: OrbRuntime) -> None:
     """What this process starts before its first machine (see :func:`_start_duties`)."""
-    _announce_version(runtime)
     if _is_worker(config):
         _startup_purge_once(runtime)
     else:
+        _announce_version(runtime)
         _start_duties(config, runtime, purge=True)
 
 
 def _startup_purge_once(runtime: OrbRuntime) -> None:
-    """An xdist worker's share of :func:`_start_duties`: the start-up purge, once for the whole run."""
+    """An xdist worker's share of :func:`_start_duties`: OrbStack's version and the start-up purge,
+    once for the whole run (by the first worker that gets there)."""
     runtime.machines_wanted = True
-    if runtime.settings.no_purge or runtime.lock_dir is None:
+    if runtime.lock_dir is None:
         return
     import filelock  # noqa: PLC0415 (only workers that make machines need it)
 
@@ -276,7 +277,8 @@ def _startup_purge_once(runtime: OrbRuntime) -> None:
     with filelock.FileLock(str(flag) + ".lock"):
         if flag.exists():
             return
-        client = _usable_client(runtime)
+        _announce_version(runtime)
+        client = _usable_client(runtime) if not runtime.settings.no_purge else None
         if client is not None:
             _purge(runtime, client, own=False)
         flag.touch()
