@@ -15,7 +15,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Optional
 
@@ -94,6 +94,11 @@ class OrbRuntime:
         self.worker_bases: set[str] = set()
         #: the ``orb_vm`` machine between tests (replaced when it died)
         self.shared = SharedMachine()
+        #: called once before this process makes its first machine (the run's lease, watchdog, purge)
+        self.before_first_machine: Optional[Callable[[], None]] = None
+        #: True once a test of the run set out to use a machine (here or in an xdist worker)
+        self.machines_wanted = False
+        self._started = False
 
     # --- orbctl ------------------------------------------------------------------------------
 
@@ -142,6 +147,7 @@ class OrbRuntime:
         problem = self.problem()
         if problem is not None:
             availability.give_up(problem, self.settings.if_unavailable)
+        self.start_once()
         with self._lock:
             if self._provisioner is None:
                 self._provisioner = Provisioner(
@@ -164,6 +170,13 @@ class OrbRuntime:
                         self._provisioner, self._provisioner.source, limit=self.settings.prefetch_limit
                     )
             return self._provisioner
+
+    def start_once(self) -> None:
+        """Run :attr:`before_first_machine` unless it ran already (and succeeded)."""
+        if not self._started:
+            if self.before_first_machine is not None:
+                self.before_first_machine()  # a failure here fails this test; the next one tries again
+            self._started = True
 
     def prefetch(self, items: Sequence[pytest.Item]) -> None:
         """Start making the ``orb_vm_fresh`` machines of ``items`` (the tests coming next, in order).

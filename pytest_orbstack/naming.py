@@ -1,26 +1,42 @@
 """Run ids and machine names.
 
 Every machine the plugin makes is named ``<prefix><run id>-<worker>-<token>``,
-for example ``pytest-test-k3x9q2ab-gw1-7fd0qz``.  The name alone tells which
-run made the machine, so a later run can decide whether it is an orphan
-(see :mod:`pytest_orbstack.ownership`) without any other bookkeeping.
+for example ``pytest-test-02n8kq7f1x9a-gw1-7fd0qz``.  The run id is twelve
+characters from ``[a-z0-9]``:
+
+* 5: the pid of the process that owns the run's machines (the pytest
+  process, the xdist controller under xdist), in base 36;
+* 4: a fingerprint of that process's start time
+  (:func:`pytest_orbstack.processes.fingerprint`);
+* 3: a serial number from a random start, so that several runs in one
+  process (``pytester``) differ.
+
+The name alone tells which process on the host owns the machine, so every
+run on the same OrbStack can decide whether a machine is an orphan
+(see :mod:`pytest_orbstack.ownership`) whatever its ``HOME`` or state
+directory.  Names of earlier versions carry an 8-character random run id.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import string
 from typing import Final, NamedTuple, Optional
 
+from pytest_orbstack import processes
 from pytest_orbstack.errors import InvalidSpecError
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "KEPT_PREFIX",
+    "kept_name",
     "REUSE_PREFIX",
     "MachineOwner",
     "machine_name",
     "new_run_id",
+    "owner_of",
     "parse_machine_name",
     "run_id_of",
     "validate_prefix",
@@ -32,13 +48,23 @@ DEFAULT_PREFIX: Final = "pytest-test-"
 #: The prefix of provisioned base machines kept across runs (``--orb-reuse``).  The purge
 #: never deletes them, whatever prefix a run purges.
 REUSE_PREFIX: Final = "pytest-base-"
+#: Machines kept for debugging (``--orb-keep``) are renamed to ``pytest-kept-<run id>-<worker>-<token>``:
+#: the purge never deletes them, whatever prefix a run purges.
+KEPT_PREFIX: Final = "pytest-kept-"
 
 _ALPHABET: Final = string.ascii_lowercase + string.digits
-_RUN_ID_LENGTH: Final = 8
+_PID_LENGTH: Final = 5  # 36**5 > 2**22, the largest pid_max of Linux; macOS pids stay below 100000
+_SERIAL_LENGTH: Final = 3
+_RUN_ID_LENGTH: Final = _PID_LENGTH + processes.FINGERPRINT_LENGTH + _SERIAL_LENGTH
+#: Runs in one process (``pytester``) count on from a random start: their ids never repeat.
+_FIRST_SERIAL: Final = secrets.randbelow(36**_SERIAL_LENGTH)
+_runs_here = 0
 _TOKEN_LENGTH: Final = 6
+#: A run id, or the eight random characters of a run id of an earlier version.
+_RUN_ID: Final = r"[a-z0-9]{12}|[a-z0-9]{8}"
 #: What follows the prefix in a name this plugin made.
-_SUFFIX_RE: Final = re.compile(r"([a-z0-9]{8})-(main|gw[0-9]+)-([a-z0-9]{6})")
-_TAIL_RE: Final = re.compile(r"(?:^|-)([a-z0-9]{8})-(?:main|gw[0-9]+)-[a-z0-9]{6}$")
+_SUFFIX_RE: Final = re.compile(rf"({_RUN_ID})-(main|gw[0-9]+)-([a-z0-9]{{6}})")
+_TAIL_RE: Final = re.compile(rf"(?:^|-)({_RUN_ID})-(?:main|gw[0-9]+)-[a-z0-9]{{6}}$")
 #: orbctl's machine name rule (see orbctl-spec.md), used to check that a prefix can start names.
 _NAME_RE: Final = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+$")
 #: Machine names become host names, which are limited to 63 characters.
@@ -57,9 +83,38 @@ def _random(length: int) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
-def new_run_id() -> str:
-    """A fresh run id: eight characters from ``[a-z0-9]``."""
-    return _random(_RUN_ID_LENGTH)
+def _base36(value: int, width: int) -> str:
+    digits = ""
+    while value:
+        value, digit = divmod(value, len(_ALPHABET))
+        digits = (string.digits + string.ascii_lowercase)[digit] + digits
+    return digits.rjust(width, "0")
+
+
+def new_run_id(pid: Optional[int] = None, identity: Optional[str] = None) -> str:
+    """A fresh run id owned by process ``pid`` (default: this process).
+
+    ``identity`` is the owner's start identity
+    (:func:`pytest_orbstack.processes.start_identity`), read when not given.
+    An identity that cannot be read gives the fingerprint that means
+    "alive while the pid exists".
+    """
+    pid = os.getpid() if pid is None else pid
+    identity = processes.start_identity(pid) if identity is None else identity
+    if not 0 < pid < len(_ALPHABET) ** _PID_LENGTH:
+        raise ValueError(f"pid {pid} does not fit in a run id")
+    global _runs_here  # noqa: PLW0603 (one counter per process)
+    _runs_here += 1
+    serial = (_FIRST_SERIAL + _runs_here) % len(_ALPHABET) ** _SERIAL_LENGTH
+    return _base36(pid, _PID_LENGTH) + processes.fingerprint(identity) + _base36(serial, _SERIAL_LENGTH)
+
+
+def owner_of(run_id: str) -> Optional[tuple[int, str]]:
+    """(pid, start fingerprint) of the process owning ``run_id``; ``None`` for a legacy run id."""
+    if len(run_id) != _RUN_ID_LENGTH or not run_id.isalnum():
+        return None
+    end = _PID_LENGTH + processes.FINGERPRINT_LENGTH
+    return int(run_id[:_PID_LENGTH], 36), run_id[_PID_LENGTH:end]
 
 
 def validate_prefix(prefix: str) -> str:
@@ -109,3 +164,13 @@ def run_id_of(name: str) -> Optional[str]:
     """
     match = _TAIL_RE.search(name)
     return match.group(1) if match else None
+
+
+def kept_name(name: str) -> str:
+    """The name a machine kept for debugging is renamed to: ``pytest-kept-<run id>-<worker>-<token>``.
+
+    Unique (the token is), at most 63 characters, and outside every purge.
+    """
+    match = _TAIL_RE.search(name)
+    tail = name[match.start(1) :] if match else name[-(_MAX_NAME_LENGTH - len(KEPT_PREFIX)) :].lstrip("-.")
+    return KEPT_PREFIX + tail

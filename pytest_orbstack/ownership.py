@@ -1,14 +1,23 @@
 """Which run owns which machine, and the purge of orphans.
 
-A run holds an exclusive ``flock`` on its lease file
-``<state dir>/runs/<run id>.json`` for its whole life.  The operating system
-drops that lock when the process ends, however it ends (clean exit, crash,
-SIGKILL), so "is this run alive?" is simply "is its lease locked?": no pid
-can be reused into a false answer and no clock is involved.
+The ownership rule: a machine belongs to the run whose id ends its name
+(:mod:`pytest_orbstack.naming`), and a run is alive while the process its
+run id names exists on this host with the same start time
+(:mod:`pytest_orbstack.processes`).  Every run on one OrbStack sees the same
+names and the same process table, so all agree whatever their ``HOME``,
+``XDG_STATE_HOME`` or ``PYTEST_ORBSTACK_STATE_DIR``.
 
 The purge removes machines that carry the prefix and belong to no live run.
 It never touches a machine without the prefix, a machine of a live run
-(whatever prefix that run uses), or a machine a run kept for debugging.
+(whatever prefix that run uses), a machine kept for debugging (renamed to
+``pytest-kept-...``) or a reused base (``pytest-base-...``).
+
+The state directory is a cache.  A run still writes a lease there
+(``<state dir>/runs/<run id>.json``, ``flock``-ed for the run's life) for its
+watchdog and for people reading it; no purge decision depends on it, except
+for machines named by earlier versions of the plugin (8-character run ids,
+no owner process): those count as alive while a lease in this state
+directory says so.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Optional, Protocol
 
 from pytest_orbstack.errors import MachineNotFoundError, OrbctlCommandError, first_line
-from pytest_orbstack.naming import REUSE_PREFIX, run_id_of
+from pytest_orbstack.naming import KEPT_PREFIX, REUSE_PREFIX, owner_of, run_id_of
+from pytest_orbstack.processes import owner_is_alive
 
 if TYPE_CHECKING:
     from pytest_orbstack.models import MachineInfo
@@ -38,6 +48,7 @@ __all__ = [
     "try_lock",
     "PurgeResult",
     "RunLease",
+    "delete_each_or_all",
     "purge",
     "purgeable",
     "run_is_live",
@@ -89,7 +100,8 @@ class Lease:
     prefix: str
     #: the orbctl the run uses
     orbctl: str
-    #: machines the run kept for debugging: never purged
+    #: machines the run kept for debugging, by their ``pytest-kept-...`` names (for reference:
+    #: their name keeps them from the purge)
     kept: tuple[str, ...] = field(default=())
 
     def to_json(self) -> str:
@@ -145,7 +157,8 @@ class RunLease:
     def acquire(cls, run_id: str, prefix: str, orbctl: str, directory: Optional[Path] = None) -> RunLease:
         """Write the lease of ``run_id`` and lock it."""
         runs = runs_dir(directory)
-        runs.mkdir(parents=True, exist_ok=True)
+        runs.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the state directory: ours only
+        runs.mkdir(mode=0o700, exist_ok=True)
         path = runs / f"{run_id}.json"
         if path.exists():
             raise FileExistsError(f"a lease for run id {run_id} exists already: {path}")
@@ -168,7 +181,7 @@ class RunLease:
         os.fsync(self._fd)
 
     def keep(self, names: Iterable[str]) -> None:
-        """Record machines kept for debugging: no purge will delete them."""
+        """Record machines kept for debugging (for reference; their names protect them)."""
         kept = tuple(dict.fromkeys((*self.lease.kept, *names)))
         self.lease = Lease(**{**self.lease.__dict__, "kept": kept})
         self._write()
@@ -178,7 +191,7 @@ class RunLease:
         return self._fd is not None
 
     def release(self) -> None:
-        """Remove the lease (kept unless it records kept machines) and drop the lock."""
+        """Remove the lease (left for reference if it records kept machines) and drop the lock."""
         if self._fd is None:
             return
         if not self.lease.kept:
@@ -208,20 +221,16 @@ def _inspect(path: Path) -> Iterator[tuple[bool, Optional[Lease]]]:
 
 
 def run_is_live(run_id: str, directory: Optional[Path] = None) -> bool:
-    """True while the run ``run_id`` holds its lease."""
+    """True while the process owning ``run_id`` runs (see the module's docstring).
+
+    A run id of an earlier version names no process: it is alive while its
+    lease in ``directory`` is locked.
+    """
+    owner = owner_of(run_id)
+    if owner is not None:
+        return owner_is_alive(*owner)
     with _inspect(lease_path(run_id, directory)) as (live, _):
         return live
-
-
-def _leases(directory: Optional[Path]) -> dict[str, tuple[bool, Optional[Lease]]]:
-    runs = runs_dir(directory)
-    found: dict[str, tuple[bool, Optional[Lease]]] = {}
-    if not runs.is_dir():
-        return found
-    for path in sorted(runs.glob("*.json")):
-        with _inspect(path) as state:
-            found[path.stem] = state
-    return found
 
 
 class _Named(Protocol):
@@ -241,19 +250,24 @@ def purgeable(
 
     A machine qualifies when its name starts with ``prefix`` and it belongs to
     ``own_run_id`` or (unless ``others`` is false) to no live run; kept
-    machines and reused bases (``pytest-base-...``) never qualify.
+    machines (``pytest-kept-...``) and reused bases (``pytest-base-...``)
+    never qualify.  ``directory`` is only read for run ids of earlier versions.
     """
-    leases = _leases(directory)
-    kept = {name for _, lease in leases.values() if lease for name in lease.kept}
+    live: dict[str, bool] = {}
     names = []
     for machine in machines:
         name = machine.name
-        if not name.startswith(prefix) or name in kept or name.startswith(REUSE_PREFIX):
+        if not name.startswith(prefix) or name.startswith((REUSE_PREFIX, KEPT_PREFIX)):
             continue
         run_id = run_id_of(name)
-        ours = run_id is not None and run_id == own_run_id
-        orphan = not (run_id is not None and leases.get(run_id, (False, None))[0])
-        if ours or (others and orphan):
+        if run_id is not None and run_id == own_run_id:
+            names.append(name)
+            continue
+        if not others:
+            continue
+        if run_id is not None and run_id not in live:
+            live[run_id] = run_is_live(run_id, directory)
+        if run_id is None or not live[run_id]:
             names.append(name)
     return names
 
@@ -290,7 +304,10 @@ def purge(
 
     orbctl deletes nothing when one of several names is missing, so if a
     machine vanished between our list and our delete, list again and delete
-    the rest once more.  Leases of dead runs that keep nothing are removed.
+    the rest once more.  A multi-name delete that fails otherwise is
+    followed by one delete per name, so one machine OrbStack cannot delete
+    does not keep every other one.  Leases of dead runs are removed from
+    the state directory.
     """
     machines = client.list()
     names = purgeable(machines, prefix, directory=directory, own_run_id=own_run_id, others=others)
@@ -301,34 +318,49 @@ def purge(
             result = PurgeResult(deleted=tuple(names))
         except MachineNotFoundError:
             present = {m.name for m in client.list()}
-            rest = [name for name in names if name in present]
-            result = _delete_rest(client, rest)
-        except OrbctlCommandError as exc:
-            result = PurgeResult(failed=tuple(names), error=first_line(exc))
+            result = delete_each_or_all(client, [name for name in names if name in present])
+        except OrbctlCommandError:
+            result = _delete_one_by_one(client, names)
     if others:
-        _forget_dead_leases(directory, {m.name for m in machines} - set(result.deleted))
+        _forget_dead_leases(directory)
     return result
 
 
-def _delete_rest(client: _PurgeClient, names: list[str]) -> PurgeResult:
+def delete_each_or_all(client: _PurgeClient, names: Sequence[str]) -> PurgeResult:
+    """Delete ``names`` in one call; if that fails, one call per name (a gone machine counts as deleted)."""
     if not names:
         return PurgeResult()
     try:
         client.delete(*names)
-    except OrbctlCommandError as exc:
-        return PurgeResult(failed=tuple(names), error=first_line(exc))
+    except OrbctlCommandError:
+        return _delete_one_by_one(client, names)
     return PurgeResult(deleted=tuple(names))
 
 
-def _forget_dead_leases(directory: Optional[Path], still_there: set[str]) -> None:
-    """Remove leases of dead runs, unless they keep a machine that still exists."""
+def _delete_one_by_one(client: _PurgeClient, names: Sequence[str]) -> PurgeResult:
+    deleted: list[str] = []
+    failed: list[str] = []
+    errors: list[str] = []
+    for name in names:
+        try:
+            client.delete(name)
+        except MachineNotFoundError:
+            continue  # gone meanwhile: nothing left to do
+        except OrbctlCommandError as exc:
+            failed.append(name)
+            errors.append(first_line(exc))
+            continue
+        deleted.append(name)
+    return PurgeResult(deleted=tuple(deleted), failed=tuple(failed), error=errors[0] if errors else None)
+
+
+def _forget_dead_leases(directory: Optional[Path]) -> None:
+    """Remove the leases of runs that ended (their lock is free): the state directory is a cache."""
     runs = runs_dir(directory)
     if not runs.is_dir():
         return
     for path in runs.glob("*.json"):
-        with _inspect(path) as (live, lease):
-            if live:
-                continue
-            if lease is None or not set(lease.kept) & still_there:
+        with _inspect(path) as (live, _):
+            if not live:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()

@@ -8,7 +8,6 @@ and prints; workers make, hand out and delete their own machines.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 from collections.abc import Generator
@@ -18,7 +17,7 @@ import pytest
 
 from pytest_orbstack import availability, bases, hookspecs, lookahead, naming, ownership, reaper, signals
 from pytest_orbstack.client import OrbctlClient, Timeouts
-from pytest_orbstack.errors import OrbctlCommandError, OrbstackError, first_line
+from pytest_orbstack.errors import OrbstackError, first_line
 from pytest_orbstack.fixtures import (
     OrbRuntime,
     get_runtime,
@@ -39,6 +38,10 @@ __all__ = ["orb_client", "orb_machines", "orb_vm", "orb_vm_fresh"]
 RUN_ID_KEY: Final = "orbstack_run_id"
 #: ``workeroutput`` key of the run-scoped base machines a worker built (clone fast path).
 BASES_KEY: Final = "orbstack_bases"
+#: ``workeroutput`` key: did the worker set out to make machines (then the controller purges at the end)?
+ACTIVE_KEY: Final = "orbstack_active"
+#: The flag file (in the run's lock directory) of the start-up purge, done once per run.
+_PURGED_FLAG: Final = "orbstack-startup-purge.done"
 _lease_key: Final = pytest.StashKey[Optional[ownership.RunLease]]()
 _watchdog_key: Final = pytest.StashKey[Optional[reaper.Watchdog]]()
 _pin_key: Final = pytest.StashKey[Optional[reaper.WorkerPin]]()
@@ -63,16 +66,29 @@ class XdistHooks:
 
     def __init__(self, runtime: OrbRuntime) -> None:
         self._runtime = runtime
+        #: workers started, and those that ended saying they made no machine
+        self.started: set[str] = set()
+        self.idle: set[str] = set()
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_KEY] = self._runtime.run_id
         node.workerinput[availability.WORKERINPUT_KEY] = self._runtime.unavailable
+        self.started.add(str(node.gateway.id))
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
         if data:
             self._runtime.stats.merge(data)
-        self._runtime.worker_bases.update(getattr(node, "workeroutput", {}).get(BASES_KEY, ()))
+        output = getattr(node, "workeroutput", {})
+        self._runtime.worker_bases.update(output.get(BASES_KEY, ()))
+        if error is not None or output.get(ACTIVE_KEY, WORKEROUTPUT_KEY not in output):
+            self._runtime.machines_wanted = True  # a worker that died says nothing: assume it made some
+        else:
+            self.idle.add(str(node.gateway.id))
+
+    def all_idle(self) -> bool:
+        """True when every worker ended and said it made no machine (Ctrl-C may end some unheard)."""
+        return self.started <= self.idle
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,8 +101,10 @@ def pytest_configure(config: pytest.Config) -> None:
         runtime.unavailable = workerinput.get(availability.WORKERINPUT_KEY)
         # held until this worker's machines are torn down: see reaper.WorkerPin
         config.stash[_pin_key] = reaper.WorkerPin.hold(run_id)
+        runtime.before_first_machine = lambda: _before_first_machine(config, runtime)
     else:
         runtime = new_runtime(config, settings, naming.new_run_id(), None)
+        runtime.before_first_machine = lambda: _before_first_machine(config, runtime)
         config.pluginmanager.register(ProgressPrinter(config), "orbstack-progress")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(runtime), "orbstack-xdist")
@@ -164,12 +182,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     availability.mark_machine_tests(items)
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    runtime = session.config.stash.get(runtime_key, None)
-    if runtime is not None:
-        _prepare(runtime, session.items)  # without xdist: once the selected tests are known
-
-
 def _prepare(runtime: OrbRuntime, items: Optional[list[pytest.Item]]) -> None:
     """The backend's one-time preparation (``pytest_orbstack_prepare``), where and when it is due."""
     if not availability.prepare_here(runtime.config, items):
@@ -191,40 +203,121 @@ def _usable_client(runtime: OrbRuntime) -> Optional[Any]:
     return runtime.client()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Selected tests use machines: start the run's duties now, so that no test's setup pays for them.
+
+    Without such a test nothing starts; a machine fixture reached another way
+    (``request.getfixturevalue``) starts them itself, before its machine.
+    """
+    config = session.config
+    runtime = config.stash.get(runtime_key, None)
+    if runtime is None or config.option.collectonly:
+        return
+    _prepare(runtime, session.items)  # without xdist: once the selected tests are known
+    if not any(availability.uses_machine(item) for item in session.items):
+        return
+    if _is_worker(config) and runtime.lock_dir is None:
+        factory = getattr(config, "_tmp_path_factory", None)  # what the tmp_path_factory fixture returns
+        if factory is None:
+            return  # the first machine fixture does it
+        runtime.lock_dir = factory.getbasetemp().parent
+    if runtime.problem() is None:  # else every machine test errors with the problem, once each
+        runtime.start_once()
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """True in the controller of an xdist run (it runs no test and collects nothing)."""
+    return not _is_worker(config) and config.pluginmanager.has_plugin("dsession")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
+    """Nothing starts here, except in the controller of an xdist run (see :func:`_start_duties`)."""
     config = session.config
-    if _is_worker(config):
+    config.stash[_lease_key] = None
+    config.stash[_watchdog_key] = None
+    if _xdist_controller(config) and not config.option.collectonly:
+        runtime = get_runtime(config)
+        _prepare(runtime, None)  # the backend's preparation, before the workers start
+        # The controller does not see which tests its workers select: it holds the lease and the
+        # watchdog for them (no orbctl call); a worker does the start-up purge before its first machine.
+        _start_duties(config, runtime, purge=False)
+
+
+def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) -> None:
+    """The run's lease, watchdog and start-up purge: once, before the first machine of the run.
+
+    Called at the end of collection when a selected test uses a machine
+    fixture (``orb_vm``, ``orb_vm_fresh``, ``orb_machines``, ``orb_client``),
+    else by the first machine fixture reached another way; so a run that
+    selects no test needing a machine (``--collect-only``, ``-k unit``,
+    ``-m "not orb"``) calls no orbctl and starts no watchdog.  ``purge=False``:
+    the xdist controller (lease and watchdog only, no orbctl call).
+    """
+    if config.stash.get(_lease_key, None) is not None:
         return
-    runtime = get_runtime(config)
-    _prepare(runtime, None)  # an xdist controller: before its workers start
+    runtime.machines_wanted = runtime.machines_wanted or purge  # the controller learns it from workers
     try:
         orbctl = runtime.orbctl()[0]
     except OrbstackError:
         orbctl = ""
     try:
+        reaper.check_state_dir(ownership.state_dir())
         lease = ownership.RunLease.acquire(runtime.run_id, runtime.settings.prefix, orbctl)
-    except OSError as exc:
-        raise pytest.UsageError(
-            f"cannot write the run's lease in {ownership.runs_dir()}: {exc.strerror or exc}; "
-            f"make it writable or point {ownership.STATE_DIR_ENV} at a writable directory"
-        ) from None
+    except (OSError, reaper.InsecureStateDirError) as exc:
+        message = str(exc)
+        if isinstance(exc, OSError):
+            message = (
+                f"cannot write the run's lease in {ownership.runs_dir()}: {exc.strerror or exc}; "
+                f"make it writable or point {ownership.STATE_DIR_ENV} at a writable directory"
+            )
+        if purge:  # inside the first machine fixture: the run stops here, before any machine
+            pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+        raise pytest.UsageError(message) from None
     config.stash[_lease_key] = lease
-    config.stash[_watchdog_key] = None
     if orbctl:
         # deletes the run's machines if this process dies without finishing (docs/cleanup.md)
         try:
-            watchdog = reaper.Watchdog.start(runtime.run_id, runtime.settings.prefix, orbctl)
-            config.stash[_watchdog_key] = watchdog
+            config.stash[_watchdog_key] = reaper.Watchdog.start(
+                runtime.run_id, runtime.settings.prefix, orbctl
+            )
         except reaper.WatchdogError as exc:
             runtime.stats.event(str(exc))
-    if runtime.settings.clone == "always":
+    if purge and runtime.settings.clone == "always":  # the xdist controller calls no orbctl
         _check_clone_always(runtime)
-    if runtime.settings.no_purge:
+    if purge and not runtime.settings.no_purge:
+        client = _usable_client(runtime)
+        if client is not None:
+            _purge(runtime, client, own=False)
+
+
+def _before_first_machine(config: pytest.Config, runtime: OrbRuntime) -> None:
+    """What this process starts before its first machine (see :func:`_start_duties`)."""
+    if _is_worker(config):
+        _startup_purge_once(runtime)
+    else:
+        _announce_version(runtime)
+        _start_duties(config, runtime, purge=True)
+
+
+def _startup_purge_once(runtime: OrbRuntime) -> None:
+    """An xdist worker's share of :func:`_start_duties`: OrbStack's version and the start-up purge,
+    once for the whole run (by the first worker that gets there)."""
+    runtime.machines_wanted = True
+    if runtime.lock_dir is None:
         return
-    client = _usable_client(runtime)
-    if client is not None:
-        _purge(runtime, client, own=False)
+    import filelock  # noqa: PLC0415 (only workers that make machines need it)
+
+    flag = runtime.lock_dir / _PURGED_FLAG
+    with filelock.FileLock(str(flag) + ".lock"):
+        if flag.exists():
+            return
+        _announce_version(runtime)
+        client = _usable_client(runtime) if not runtime.settings.no_purge else None
+        if client is not None:
+            _purge(runtime, client, own=False)
+        flag.touch()
 
 
 def _check_clone_always(runtime: OrbRuntime) -> None:
@@ -238,8 +331,8 @@ def _check_clone_always(runtime: OrbRuntime) -> None:
         return
     try:
         bases.clone_decision("always", version)
-    except ValueError as exc:
-        raise pytest.UsageError(f"--orb-clone always: {exc}") from None
+    except ValueError as exc:  # in the first machine fixture: the run stops here, before any machine
+        pytest.exit(f"--orb-clone always: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
@@ -251,8 +344,11 @@ def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
             own_run_id=runtime.run_id if own else None,
             others=not runtime.settings.no_purge,
         )
-    except OrbctlCommandError as exc:
+    except OrbstackError as exc:  # orbctl failed, or answered what we cannot read (OrbctlParseError)
         runtime.stats.event(f"purge failed: {first_line(exc)}")
+        if own:  # the run's bases are left too: the "delete by hand" line names them
+            for name in sorted(runtime.run_bases()):
+                runtime.stats.record_failed_delete(name, first_line(exc))
         return
     run_bases = runtime.run_bases() if own else set()
     deleted = [name for name in result.deleted if name not in run_bases]
@@ -291,6 +387,7 @@ def _finish_session(config: pytest.Config, runtime: OrbRuntime) -> None:
         data["events"] = [[verbose, f"{tag}{line}"] for verbose, line in runtime.stats.take_events()]
         config.workeroutput[WORKEROUTPUT_KEY] = data  # type: ignore[attr-defined]
         config.workeroutput[BASES_KEY] = sorted(runtime.run_bases())  # type: ignore[attr-defined]
+        config.workeroutput[ACTIVE_KEY] = runtime.machines_wanted  # type: ignore[attr-defined]
         pin = config.stash.get(_pin_key, None)
         if pin is not None:
             pin.release()  # after this worker's machines were torn down
@@ -301,7 +398,9 @@ def _finish_session(config: pytest.Config, runtime: OrbRuntime) -> None:
     try:
         if runtime.stats.kept:
             lease.keep(runtime.stats.kept)
-        client = _usable_client(runtime)
+        xdist_hooks = config.pluginmanager.get_plugin("orbstack-xdist")
+        idle = isinstance(xdist_hooks, XdistHooks) and xdist_hooks.all_idle()
+        client = _usable_client(runtime) if runtime.machines_wanted or not idle else None
         if client is not None:
             _purge(runtime, client, own=True)
         watchdog = config.stash.get(_watchdog_key, None)
@@ -363,6 +462,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
+    """Which orbctl, image, prefix and run id; no orbctl call (a run may need no machine at all)."""
     runtime = config.stash.get(runtime_key, None)
     if runtime is None:
         return None
@@ -372,19 +472,27 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
         path, kind = runtime.orbctl()
     except OrbstackError:
         return [f"orbstack: orbctl not found (tests that need a machine will error), {where}"]
-    version = "version unknown"
-    note = None
-    with contextlib.suppress(Exception):
-        found = runtime.client().version()
-        version = f"version {found}"
-        note = bases.clone_decision(settings.clone, found)[1]
-    notes = [] if note is None else [f"orbstack: {note}"]
     if kind == "orbsim-fallback":
         kind_text = "orbsim (OrbStack double, used because no orbctl was found)"
-        return [f"orbstack: {kind_text} {path}, {version}, {where}", *notes]
+        return [f"orbstack: {kind_text} {path}, {where}"]
     if kind == "orbsim":
-        return [f"orbstack: orbsim (OrbStack double) {path}, {version}, {where}", *notes]
-    return [f"orbstack: orbctl {path}, {version}, {where}", *notes]
+        return [f"orbstack: orbsim (OrbStack double) {path}, {where}"]
+    return [f"orbstack: orbctl {path}, {where}"]
+
+
+def _announce_version(runtime: OrbRuntime) -> None:
+    """Before the first machine: OrbStack's version (with ``-v``) and what it means for cloning."""
+    try:
+        found = runtime.client().version()
+    except Exception:  # the machine fixture reports what is wrong with OrbStack itself
+        return
+    runtime.stats.event(f"OrbStack version {found}", verbose=True)
+    try:
+        note = bases.clone_decision(runtime.settings.clone, found)[1]
+    except ValueError:  # --orb-clone always without clone: _start_duties stops the run
+        return
+    if note is not None:
+        runtime.stats.event(note)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -324,10 +324,25 @@ class Provisioner:
                 )
         finally:
             if keep:
-                self.stats.record_kept(machine.name)
-                self.stats.event(f"kept {machine.name} for debugging")
+                self._keep(machine)
             else:
                 self.deleter.submit(machine)
+
+    def _keep(self, machine: Machine) -> None:
+        """Keep ``machine`` for debugging: renamed ``pytest-kept-...`` so that no run's purge deletes it."""
+        new = naming.kept_name(machine.name)
+        try:
+            self.with_retry(f"rename of {machine.name}", lambda: self.client.rename(machine.name, new))
+        except Exception as exc:
+            self.stats.record_kept(machine.name)
+            self.stats.event(
+                f"kept {machine.name} for debugging, but renaming it to {new} failed "
+                f"({first_line(exc)}): a later run's purge will delete it"
+            )
+            return
+        machine.deleted = True  # gone under this name: the handle must not act on it any more
+        self.stats.record_kept(new)
+        self.stats.event(f"kept {machine.name} for debugging, renamed {new}")
 
     def delete_quietly(self, machine: Machine) -> None:
         """Delete at teardown: a failure is recorded for the summary, not raised."""

@@ -1,8 +1,10 @@
 """The crash-safe watchdog: deletes a run's machines when pytest dies without finishing.
 
 At session start the controller (or the only process, without xdist) starts
-:class:`Watchdog`: ``python -m pytest_orbstack.reaper`` in its own session,
-so Ctrl-C in the terminal and the death of pytest do not reach it.  It
+:class:`Watchdog`: the module ``pytest_orbstack.reaper`` run by an isolated
+interpreter (``python -I``, started in ``/``, from a state directory only the
+user can write) in its own session, so Ctrl-C in the terminal and the death
+of pytest do not reach it.  It
 blocks on its stdin, a pipe whose only writer is pytest:
 
 * ``done\\n`` (sent by :meth:`Watchdog.finish` after the run cleaned up
@@ -43,12 +45,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Optional, final
 
 from pytest_orbstack.errors import OrbstackError
-from pytest_orbstack.ownership import lease_path, purge, runs_dir, state_dir, try_lock
+from pytest_orbstack.ownership import STATE_DIR_ENV, lease_path, purge, runs_dir, state_dir, try_lock
 
 if TYPE_CHECKING:
     from pytest_orbstack.ownership import _PurgeClient
 
-__all__ = ["LOG_NAME", "Watchdog", "WatchdogError", "WatchdogSettings", "WorkerPin", "main"]
+__all__ = [
+    "LOG_NAME",
+    "InsecureStateDirError",
+    "Watchdog",
+    "WatchdogError",
+    "WatchdogSettings",
+    "WorkerPin",
+    "check_state_dir",
+    "main",
+]
 
 #: The watchdog's log, in the state directory.
 LOG_NAME: Final = "reaper.log"
@@ -160,25 +171,51 @@ class WorkerPin:
             self._fd = None
 
 
+class InsecureStateDirError(WatchdogError):
+    """The state directory could be written by someone else: the watchdog is not started from it."""
+
+
+def check_state_dir(directory: Path) -> None:
+    """Raise :class:`InsecureStateDirError` unless ``directory`` is ours and only we can write it.
+
+    The watchdog reads and writes there as the user running pytest (often
+    root in CI): a directory another user can write would let that user
+    plant files the watchdog acts on.
+    """
+    try:
+        info = directory.stat()
+    except OSError:
+        return  # created by us later, with mode 0o700
+    owner_ok = info.st_uid == os.geteuid()
+    if owner_ok and not info.st_mode & 0o022:
+        return
+    why = "is owned by another user" if not owner_ok else "is writable by group or others"
+    raise InsecureStateDirError(
+        f"the pytest-orbstack state directory {directory} {why}: use a directory only you can "
+        f"write (chmod go-w {directory}) or point {STATE_DIR_ENV} at one",
+        directory / LOG_NAME,
+    )
+
+
+#: What the watchdog's isolated interpreter runs (``python -I -c``): the module ``argv[1]`` as
+#: ``__main__``, with this copy of the package's directory ``argv[2]`` (if any) last on the path.
+_BOOT: Final = (
+    "import runpy, sys; module = sys.argv.pop(1); root = sys.argv.pop(1); "
+    "root and sys.path.append(root); runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
+
+
+def _package_root() -> str:
+    """The directory this copy of the package is imported from, unless it is a site directory."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return "" if os.path.basename(root) in ("site-packages", "dist-packages") else root
+
+
 def _absolute_program(program: str) -> str:
     """``program`` as an absolute path where possible: the watchdog runs in another directory."""
     if os.sep in program:
         return os.path.abspath(program)
     return shutil.which(program) or program
-
-
-def _child_environment() -> dict[str, str]:
-    """pytest's environment, plus this copy of the package on the path if it is not installed.
-
-    A checkout that pytest imports through a ``sys.path`` entry (a source tree)
-    is put first on ``PYTHONPATH``; an installed copy is found by the child as
-    it is, without putting ``site-packages`` before the standard library.
-    """
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    if os.path.basename(root) not in ("site-packages", "dist-packages"):
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
 
 
 def _rotate(log: Path) -> None:
@@ -215,18 +252,24 @@ class Watchdog:
     ) -> Watchdog:
         """Start the watchdog of ``run_id`` (``directory``: the state directory of the run)."""
         home = Path(directory if directory is not None else state_dir()).absolute()
-        home.mkdir(parents=True, exist_ok=True)
+        check_state_dir(home)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = home / LOG_NAME
         _rotate(log)
+        # An isolated interpreter (-I: no PYTHON* variables, no user site, no current directory
+        # on sys.path) started in "/": nothing in the state directory or the user's directory
+        # can shadow a module the watchdog imports.
         argv = [
             sys.executable,
-            "-m",
+            "-I",
+            "-c",
+            _BOOT,
             "pytest_orbstack.reaper",
+            _package_root(),
             *("--run-id", run_id, "--prefix", prefix, "--orbctl", _absolute_program(orbctl)),
             *("--state-dir", str(home), "--parent-pid", str(os.getpid())),
             *settings.to_argv(),
         ]
-        env = _child_environment()
         try:
             with open(log, "ab") as out:
                 process = subprocess.Popen(  # noqa: S603 (argv list, no shell)
@@ -234,8 +277,7 @@ class Watchdog:
                     stdin=subprocess.PIPE,
                     stdout=out,
                     stderr=out,
-                    cwd=home,  # never the user's directory: nothing there can shadow a module
-                    env=env,
+                    cwd="/",
                     close_fds=True,
                     start_new_session=True,
                 )

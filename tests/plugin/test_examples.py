@@ -77,7 +77,10 @@ def test_failing_example_shows_report_section_and_keep_failed_keeps_only_its_mac
             "  $ sh -c 'cat /etc/hostname'  -> exit 0 in *",
         ]
     )
-    result.stdout.fnmatch_lines([f"kept for debugging: {name}", f"delete them with: * delete -f {name}"])
-    assert orbsim_machines("pytest-test-") == [name]
-    subprocess.run([orbsim_bin, "delete", "-f", name], check=True, timeout=60)
+    kept = "pytest-kept-" + name[len("pytest-test-") :]  # renamed: no run's purge deletes it
+    result.stdout.fnmatch_lines([f"kept for debugging: {kept}", f"delete them with: * delete -f {kept}"])
+    assert orbsim_machines("pytest-test-") == []
+    assert orbsim_machines("pytest-kept-") == [kept]
+    subprocess.run([orbsim_bin, "delete", "-f", kept], check=True, timeout=60)
     assert_no_leftovers()
+    assert_no_leftovers("pytest-kept-")

@@ -1,4 +1,9 @@
-"""Leases and the purge, with real lock-holding processes and a recording client."""
+"""Ownership and the purge, with real processes and a recording client.
+
+A run is alive while the process its run id names exists with the same start
+time, whatever state directory the run or the purge uses; lease files only
+matter for run ids of earlier versions.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pytest_orbstack.errors import MachineNotFoundError, OrbctlCommandError
-from pytest_orbstack.naming import machine_name
+from pytest_orbstack.naming import machine_name, new_run_id
 from pytest_orbstack.ownership import (
     RunLease,
     purge,
@@ -23,6 +27,7 @@ from pytest_orbstack.ownership import (
     run_is_live,
     state_dir,
 )
+from pytest_orbstack.processes import start_identity
 
 PREFIX = "pytest-test-"
 
@@ -35,10 +40,18 @@ class Named:
 class RecordingClient:
     """Answers list/delete like orbctl's all-or-nothing delete, and records calls."""
 
-    def __init__(self, names: list[str], vanish: tuple[str, ...] = (), fail: bool = False) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        vanish: tuple[str, ...] = (),
+        fail: bool = False,
+        undeletable: tuple[str, ...] = (),
+    ) -> None:
         self.names = list(names)
         self.vanish = set(vanish)
         self.fail = fail
+        #: machines OrbStack cannot delete: a delete naming one of them fails as a whole
+        self.undeletable = set(undeletable)
         self.calls: list[tuple[str, ...]] = []
 
     def list(self) -> list[Named]:  # type: ignore[override]
@@ -50,7 +63,7 @@ class RecordingClient:
         if self.vanish:  # someone else deleted these between our list and our delete
             self.names = [n for n in self.names if n not in self.vanish]
             self.vanish = set()
-        if self.fail:
+        if self.fail or self.undeletable.intersection(names):
             raise OrbctlCommandError(["orbctl", "delete", *names], 1, "", "[-32098] boom")
         missing = [n for n in names if n not in self.names]
         if missing:
@@ -65,27 +78,34 @@ def leases(tmp_path: Path) -> Path:
     return tmp_path / "state"
 
 
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
 @pytest.fixture
-def other_run(leases: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """A live run in another process, holding the lease of run id 'otherrun'."""
-    code = textwrap.dedent(
-        f"""
-        import sys, time
-        from pathlib import Path
-        from pytest_orbstack.ownership import RunLease
-        lease = RunLease.acquire("otherrun", {PREFIX!r}, "orbctl", Path({str(leases)!r}))
-        print("held", flush=True)
-        time.sleep(60)
-        """
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "held"
-    yield "otherrun", proc
+def other_run() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A live run in another process: a run id naming that process (it uses no state directory)."""
+    proc = _sleeper()
+    identity = None
+    for _ in range(100):  # /proc/PID/stat exists as soon as the pid does; be safe anyway
+        identity = start_identity(proc.pid)
+        if identity is not None:
+            break
+    assert identity is not None
+    yield new_run_id(pid=proc.pid, identity=identity), proc
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout=10)
-    proc.stdout.close()
+
+
+@pytest.fixture
+def dead_run() -> str:
+    """The run id of a process that has ended."""
+    proc = _sleeper()
+    run_id = new_run_id(pid=proc.pid)
+    proc.kill()
+    proc.wait(timeout=10)
+    return run_id
 
 
 def test_state_dir_precedence(tmp_path: Path) -> None:
@@ -94,12 +114,48 @@ def test_state_dir_precedence(tmp_path: Path) -> None:
     assert state_dir({}) == Path.home() / ".local/state/pytest-orbstack"
 
 
-def test_lease_is_live_while_held_and_gone_after_release(leases: Path) -> None:
+def test_a_live_process_is_a_live_run_whatever_the_state_directory(
+    tmp_path: Path, other_run: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    run_id, proc = other_run
+    assert run_is_live(run_id)
+    assert run_is_live(run_id, tmp_path / "another-state-dir")  # no lease anywhere: still alive
+    assert run_is_live(new_run_id())  # this process
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert not run_is_live(run_id)
+
+
+def test_a_pid_reused_by_another_process_is_not_the_run(
+    other_run: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    _, proc = other_run
+    # the pid exists, but the run id was made for a process that started at another time
+    assert not run_is_live(new_run_id(pid=proc.pid, identity="linux:another-boot:12345"))
+
+
+def test_a_process_whose_start_cannot_be_read_counts_as_alive_while_its_pid_exists(
+    dead_run: str, other_run: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    _, proc = other_run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("pytest_orbstack.processes.start_identity", lambda pid, **_: None)
+        live = new_run_id(pid=proc.pid)  # made while the start time could not be read
+        assert live[5:9] == "zzzz"
+    assert run_is_live(live)  # "unknown" start: alive while the pid exists
+    proc.kill()
+    proc.wait(timeout=10)
+    assert not run_is_live(live)
+    assert not run_is_live(dead_run)
+
+
+def test_legacy_run_ids_are_alive_only_while_their_lease_is_locked(leases: Path) -> None:
     lease = RunLease.acquire("run00001", PREFIX, "/usr/bin/orbctl", leases)
     data = json.loads(lease.path.read_text())
     assert data["run_id"] == "run00001"
     assert data["pid"] == os.getpid()
     assert data["prefix"] == PREFIX
+    assert (lease.path.parent.parent.stat().st_mode & 0o777) == 0o700
     # flock locks are per open file: a second open in this process does not see our own lock,
     # so liveness is checked from another process, as a real purge would.
     assert _live_from_other_process("run00001", leases)
@@ -118,48 +174,36 @@ def test_a_run_id_cannot_be_leased_twice(leases: Path) -> None:
         lease.release()
 
 
-def test_a_killed_run_is_dead(leases: Path, other_run: tuple[str, subprocess.Popen[str]]) -> None:
-    run_id, proc = other_run
-    assert run_is_live(run_id, leases)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert not run_is_live(run_id, leases)
-
-
-def test_purgeable_spares_live_runs_foreign_names_and_kept_machines(
-    leases: Path, other_run: tuple[str, subprocess.Popen[str]]
+def test_purgeable_spares_live_runs_foreign_names_kept_machines_and_bases(
+    leases: Path, other_run: tuple[str, subprocess.Popen[bytes]], dead_run: str
 ) -> None:
     other_id, _ = other_run
-    own = RunLease.acquire("ownrun00", PREFIX, "orbctl", leases)
-    try:
-        dead = RunLease.acquire("deadrun0", PREFIX, "orbctl", leases)
-        dead.keep([machine_name(PREFIX, "deadrun0", "gw0", "kept00")])
-        dead.release()
-        machines = [
-            machine_name(PREFIX, other_id, "gw0", "aaaaaa"),  # live run: never
-            machine_name(PREFIX + "x-", other_id, "gw1", "bbbbbb"),  # live run, longer prefix: never
-            machine_name(PREFIX, "ownrun00", "main", "cccccc"),  # our own run: only when asked
-            machine_name(PREFIX, "deadrun0", "gw0", "dddddd"),  # dead run: yes
-            machine_name(PREFIX, "deadrun0", "gw0", "kept00"),  # kept by the dead run: never
-            machine_name(PREFIX, "nolease0", "gw2", "eeeeee"),  # run without a lease: yes
-            "pytest-test-handmade",  # prefix, belongs to no run: yes
-            "ubuntu",  # no prefix: never
-            "my-pytest-test-abcdefgh-gw0-abcdef",  # prefix not at the start: never
-        ]
-        named = [Named(n) for n in machines]
-        assert purgeable(named, PREFIX, directory=leases) == [machines[3], machines[5], machines[6]]
-        assert purgeable(named, PREFIX, directory=leases, own_run_id="ownrun00") == [
-            machines[2],
-            machines[3],
-            machines[5],
-            machines[6],
-        ]
-    finally:
-        own.release()
+    own = new_run_id()
+    machines = [
+        machine_name(PREFIX, other_id, "gw0", "aaaaaa"),  # live run (no lease in our dir): never
+        machine_name(PREFIX + "x-", other_id, "gw1", "bbbbbb"),  # live run, longer prefix: never
+        machine_name(PREFIX, own, "main", "cccccc"),  # our own run: only when asked
+        machine_name(PREFIX, dead_run, "gw0", "dddddd"),  # dead run: yes
+        f"pytest-kept-{dead_run}-gw0-kept00",  # kept by the dead run: never
+        machine_name(PREFIX, "nolease0", "gw2", "eeeeee"),  # legacy id without a lease: yes
+        "pytest-test-handmade",  # prefix, belongs to no run: yes
+        "ubuntu",  # no prefix: never
+        "my-pytest-test-abcdefgh-gw0-abcdef",  # prefix not at the start: never
+    ]
+    named = [Named(n) for n in machines]
+    assert purgeable(named, PREFIX, directory=leases) == [machines[3], machines[5], machines[6]]
+    assert purgeable(named, PREFIX, directory=leases, own_run_id=own) == [
+        machines[2],
+        machines[3],
+        machines[5],
+        machines[6],
+    ]
+    # a purge with the widest prefix still never takes kept machines
+    assert machines[4] not in purgeable(named, "pytest-", directory=leases)
 
 
-def test_purge_is_one_list_and_one_delete(leases: Path) -> None:
-    names = [machine_name(PREFIX, "deadrun1", "gw0") for _ in range(5)] + ["keep-me"]
+def test_purge_is_one_list_and_one_delete(leases: Path, dead_run: str) -> None:
+    names = [machine_name(PREFIX, dead_run, "gw0") for _ in range(5)] + ["keep-me"]
     client = RecordingClient(names)
     result = purge(client, PREFIX, directory=leases)
     assert sorted(result.deleted) == sorted(names[:5])
@@ -168,8 +212,8 @@ def test_purge_is_one_list_and_one_delete(leases: Path) -> None:
     assert [c[0] for c in client.calls] == ["list", "delete"]
 
 
-def test_purge_survives_a_machine_vanishing_mid_purge(leases: Path) -> None:
-    names = sorted(machine_name(PREFIX, "deadrun2", "gw0") for _ in range(3))
+def test_purge_survives_a_machine_vanishing_mid_purge(leases: Path, dead_run: str) -> None:
+    names = sorted(machine_name(PREFIX, dead_run, "gw0") for _ in range(3))
     client = RecordingClient(names, vanish=(names[1],))
     result = purge(client, PREFIX, directory=leases)
     assert result.deleted == (names[0], names[2])
@@ -177,14 +221,28 @@ def test_purge_survives_a_machine_vanishing_mid_purge(leases: Path) -> None:
     assert [c[0] for c in client.calls] == ["list", "delete", "list", "delete"]
 
 
-def test_purge_reports_a_failed_delete(leases: Path) -> None:
-    names = [machine_name(PREFIX, "deadrun3", "gw0")]
-    result = purge(RecordingClient(names, fail=True), PREFIX, directory=leases)
+def test_purge_reports_a_failed_delete(leases: Path, dead_run: str) -> None:
+    names = [machine_name(PREFIX, dead_run, "gw0")]
+    client = RecordingClient(names, fail=True)
+    result = purge(client, PREFIX, directory=leases)
     assert result.deleted == ()
     assert result.failed == tuple(names)
     assert result.error is not None
     assert "delete" in result.error
     assert "boom" in result.error
+    assert [c[0] for c in client.calls] == ["list", "delete", "delete"]  # then one by one
+
+
+def test_one_undeletable_machine_does_not_keep_the_others(leases: Path, dead_run: str) -> None:
+    names = sorted(machine_name(PREFIX, dead_run, "gw0") for _ in range(4))
+    client = RecordingClient(names, undeletable=(names[1],))
+    result = purge(client, PREFIX, directory=leases)
+    assert result.deleted == (names[0], names[2], names[3])
+    assert result.failed == (names[1],)
+    assert result.error is not None
+    assert "boom" in result.error
+    assert client.names == [names[1]]
+    assert client.calls == [("list",), ("delete", *names), *[("delete", n) for n in names]]
 
 
 def test_purge_with_nothing_to_do_only_lists(leases: Path) -> None:
@@ -193,24 +251,17 @@ def test_purge_with_nothing_to_do_only_lists(leases: Path) -> None:
     assert client.calls == [("list",)]
 
 
-def test_dead_leases_are_forgotten_unless_they_keep_a_live_machine(leases: Path) -> None:
-    kept = machine_name(PREFIX, "deadrun4", "gw0")
-    lease = RunLease.acquire("deadrun4", PREFIX, "orbctl", leases)
-    lease.keep([kept])
-    lease.release()
+def test_dead_leases_are_forgotten(leases: Path) -> None:
+    live = RunLease.acquire("liverun0", PREFIX, "orbctl", leases)
     plain = RunLease.acquire("deadrun5", PREFIX, "orbctl", leases)
-    plain.path.write_text(plain.lease.to_json())
-    os.close(os.open(plain.path, os.O_RDONLY))
     plain._fd and os.close(plain._fd)
     plain._fd = None  # simulate a crash: the file stays, the lock is gone
-    client = RecordingClient([kept])
-    assert purge(client, PREFIX, directory=leases).deleted == ()
-    assert client.names == [kept]
-    assert lease.path.exists()
-    assert not plain.path.exists()
-    client.names = []  # the user deleted the kept machine by hand
-    purge(client, PREFIX, directory=leases)
-    assert not lease.path.exists()
+    try:
+        purge(RecordingClient([]), PREFIX, directory=leases)
+        assert live.path.exists()
+        assert not plain.path.exists()
+    finally:
+        live.release()
 
 
 def _live_from_other_process(run_id: str, directory: Path) -> bool:
@@ -223,17 +274,18 @@ def _live_from_other_process(run_id: str, directory: Path) -> bool:
     return rc == 0
 
 
-def test_reused_bases_are_never_purged_even_by_a_wide_prefix(leases: Path) -> None:
-    names = ["pytest-base-0123456789abcdef", machine_name("pytest-", "deadrun6", "gw0")]
+def test_reused_bases_are_never_purged_even_by_a_wide_prefix(leases: Path, dead_run: str) -> None:
+    names = ["pytest-base-0123456789abcdef", machine_name("pytest-", dead_run, "gw0")]
     client = RecordingClient(names)
     assert purge(client, "pytest-", directory=leases).deleted == (names[1],)
     assert client.names == [names[0]]
 
 
-def test_others_false_purges_only_the_own_run(leases: Path) -> None:
-    own = machine_name(PREFIX, "ownrun01", "gw0")
-    orphan = machine_name(PREFIX, "deadrun7", "gw0")
+def test_others_false_purges_only_the_own_run(leases: Path, dead_run: str) -> None:
+    own_run_id = new_run_id()
+    own = machine_name(PREFIX, own_run_id, "gw0")
+    orphan = machine_name(PREFIX, dead_run, "gw0")
     client = RecordingClient([own, orphan, "pytest-test-handmade"])
-    result = purge(client, PREFIX, directory=leases, own_run_id="ownrun01", others=False)
+    result = purge(client, PREFIX, directory=leases, own_run_id=own_run_id, others=False)
     assert result.deleted == (own,)
     assert sorted(client.names) == sorted([orphan, "pytest-test-handmade"])

@@ -31,16 +31,18 @@ from typing import Callable, Optional
 import pytest
 
 from pytest_orbstack import signals
-from pytest_orbstack.naming import machine_name
+from pytest_orbstack.naming import kept_name, machine_name
 from pytest_orbstack.ownership import RunLease
 from pytest_orbstack.reaper import (
     LOG_NAME,
+    InsecureStateDirError,
     Watchdog,
     WatchdogError,
     WatchdogSettings,
     WorkerPin,
     _parse,
     _workers_gone,
+    check_state_dir,
 )
 
 PREFIX = "pytest-test-"
@@ -388,13 +390,64 @@ def test_a_dead_pytest_has_its_machines_deleted(
 def test_kept_machines_and_their_lease_survive_a_crash(
     orbctl: Orbctl, state: Path, start_run: Callable[..., Run]
 ) -> None:
-    orbctl.write(sorted([own("aaaaaa"), own("keptkk")]))
-    run = start_run(keep=(own("keptkk"),))
+    kept = kept_name(own("keptkk"))  # what the plugin renames a kept machine to
+    orbctl.write(sorted([own("aaaaaa"), kept]))
+    run = start_run(keep=(kept,))
     run.send("kill")
     assert run.watchdog_exit() == 0
-    assert orbctl.machines == [own("keptkk")]
+    assert orbctl.machines == [kept]
     lease = json.loads((state / "runs" / f"{RUN}.json").read_text())
-    assert lease["kept"] == [own("keptkk")]
+    assert lease["kept"] == [kept]
+
+
+def test_the_watchdog_imports_nothing_from_the_state_dir_or_the_current_directory(
+    orbctl: Orbctl, state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "planted-code-ran"
+    planted = f"open({str(marker)!r}, 'w').close()\nraise SystemExit(99)\n"
+    state.mkdir(mode=0o700)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for where in (state, cwd):
+        for module in ("argparse.py", "select.py", "runpy.py", "pytest_orbstack.py"):
+            (where / module).write_text(planted)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("PYTHONPATH", str(cwd))
+    monkeypatch.setenv("PYTHONSTARTUP", str(cwd / "argparse.py"))
+    lease = RunLease.acquire(RUN, PREFIX, str(orbctl.path), state)
+    try:
+        dog = Watchdog.start(RUN, PREFIX, str(orbctl.path), state)
+        wait_until(lambda: ignores_sigint(dog.pid), 10.0, "the watchdog set up its signals")
+        argv = Path(f"/proc/{dog.pid}/cmdline").read_bytes().split(b"\0")
+        assert os.readlink(f"/proc/{dog.pid}/cwd") == "/"
+        assert dog.finish() == 0
+    finally:
+        lease.release()
+    assert argv[1] == b"-I"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757, 0o1777])
+def test_a_state_dir_others_can_write_is_refused_in_one_line(orbctl: Orbctl, state: Path, mode: int) -> None:
+    state.mkdir()
+    state.chmod(mode)
+    with pytest.raises(InsecureStateDirError) as info:
+        Watchdog.start(RUN, PREFIX, str(orbctl.path), state)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "writable by group or others" in message
+    assert str(state) in message
+    assert "PYTEST_ORBSTACK_STATE_DIR" in message
+    assert not (state / LOG_NAME).exists()  # nothing was started from it
+
+
+def test_a_state_dir_of_another_user_is_refused(
+    orbctl: Orbctl, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state.mkdir(mode=0o700)
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(state).st_uid + 1)
+    with pytest.raises(InsecureStateDirError, match="owned by another user"):
+        check_state_dir(state)
 
 
 def test_a_closed_pipe_while_pytest_lives_deletes_nothing_until_pytest_exits(
