@@ -201,7 +201,7 @@ def lookup(ctx: Ctx, data: Data, ref: str) -> Record:
 
 GENERIC_KINDS = frozenset({"stall", "service-timeout", "vm-timeout"})
 OWN_KINDS = frozenset({"setup-timeout", "setup-timeout-keep", "download-502", "hang", "conflict", "error"})
-ORBSIM_ONLY = frozenset({"shims", "reset", "image", "timeline"})
+ORBSIM_ONLY = frozenset({"shims", "reset", "image", "timeline", "ssh-config", "ssh-proxy"})
 NO_VM_START = frozenset({"status", "version", "stop", "restart"})
 
 

@@ -242,7 +242,8 @@ class NamespaceEngine:
         return ip if isinstance(ip, str) else None
 
     def boot(self, mdir: Path, *, hostname: str) -> str:
-        from . import fsutil
+        """Start the machine, then its boot jobs (machine-id, sshd, cloud-init: ``guest.py``)."""
+        from . import fsutil, guest
 
         with fsutil.flocked(mdir / "engine.lock"):
             rt = self._runtime(mdir)
@@ -251,10 +252,32 @@ class NamespaceEngine:
             image = self._image()
             self._halt_locked(mdir)  # leftovers of a crash, if any
             try:
-                return self._boot_locked(mdir, image, hostname)
+                ip = self._boot_locked(mdir, image, hostname)
             except BaseException:
                 self._halt_locked(mdir)
                 raise
+        try:
+            guest.on_boot(self, mdir, hostname=hostname)
+        except BaseException:
+            self.halt(mdir)
+            raise
+        return ip
+
+    def seed_cloud_init(self, mdir: Path, *, user_data: bytes, instance_id: str, hostname: str) -> None:
+        """Seed cloud-init's NoCloud datasource of a machine that has not booted yet."""
+        from . import guest
+
+        guest.seed_nocloud(mdir / "upper", user_data=user_data, instance_id=instance_id, hostname=hostname)
+
+    def runtime(self, mdir: Path) -> Optional[dict[str, object]]:
+        """Pid, address, ... of the running machine's init, or None when it is not running."""
+        return self._runtime(mdir)
+
+    def enter_argv(
+        self, mdir: Path, user: str, workdir: Optional[str], env: Mapping[str, str], argv: list[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """The host argv (and its environment) that runs ``argv`` in the machine as ``user``."""
+        return self._enter_argv(mdir, user, workdir, env, argv)
 
     def _boot_locked(self, mdir: Path, image: Path, hostname: str) -> str:
         import time
