@@ -12,9 +12,10 @@ machine's namespaces are up, by commands run in the machine as root:
   (``ssh.py``).  OrbStack multiplexes ``USER@MACHINE@orb`` on one server; here
   the ssh config orbsim writes sends every connection to the named machine's
   sshd, so the login name that reaches it is ``USER@MACHINE``.  Each boot
-  therefore adds, for root and every account with a UID >= 1000, a passwd
-  alias ``USER@HOSTNAME`` with the account's UID, GID, home and shell (and
-  drops aliases of an older hostname): the session runs as that account.
+  therefore adds, for every account with a login shell (root, the default
+  user, users made by cloud-init), a passwd alias ``USER@HOSTNAME`` with the
+  account's UID, GID, home and shell (and drops aliases of an older
+  hostname): the session runs as that account.
 - **cloud-init** (machines created with ``-c``, i.e. seeded by
   :func:`seed_nocloud`): its four stages, in the order systemd would run them
   (``init --local``, ``init``, ``modules --mode=config``, ``modules
@@ -48,7 +49,7 @@ SETUP_TIMEOUT = 60.0
 ALIASES_SCRIPT = r"""awk -F: -v h="$1" '
   index($1, "@") { next }
   { print }
-  ($3 == 0 || ($3 >= 1000 && $3 < 65534)) {
+  $7 !~ /(nologin|false|sync)$/ {
     line = $1 "@" h; for (i = 2; i <= NF; i++) line = line ":" $i; alias[n++] = line
   }
   END { for (i = 0; i < n; i++) print alias[i] }' /etc/passwd > /etc/passwd.orbsim &&
