@@ -36,11 +36,14 @@ if TYPE_CHECKING:
 
 #: Seed directory of cloud-init's NoCloud datasource.
 NOCLOUD_SEED = "var/lib/cloud/seed/nocloud"
-#: cloud-init settings of every seeded machine: only NoCloud, and no network
-#: configuration (orbsim configures the machine's address itself).
+#: cloud-init settings of every seeded machine: only NoCloud, no network
+#: configuration (orbsim configures the machine's address itself), and a
+#: locale the image has (cloud-init's default, en_US.UTF-8, is not generated).
 CLOUD_CFG = """# Written by orbsim: the NoCloud seed only; orbsim sets up the network.
 datasource_list: [NoCloud, None]
 network: {config: disabled}
+# The image generates no locale: C.UTF-8 is built in (user-data may set another one).
+locale: C.UTF-8
 """
 CLOUD_INIT_TIMEOUT = 900.0
 SETUP_TIMEOUT = 60.0

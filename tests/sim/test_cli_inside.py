@@ -65,7 +65,7 @@ def test_a_failing_cloud_init_only_warns(sim: Sim, tmp_path: Path) -> None:
     assert status.returncode == 1, status.stdout
     assert "status: error" in status.stdout
     assert sim.ok("run", "-m", M, "cat", "/var/tmp/runcmd-ran").stdout == "before-failure\n"
-    tail = sim.ok("run", "-m", M, "tail", "-n", "20", "/var/log/cloud-init-output.log").stdout
+    tail = sim.ok("run", "-m", M, "-u", "root", "tail", "-n", "20", "/var/log/cloud-init-output.log").stdout
     assert "runcmd" in tail or "scripts-user" in tail
     assert "warning: cloud-init failed" in sim.ok("logs", M).stdout
     sim.ok("delete", "-f", M)
