@@ -122,7 +122,7 @@ def test_push_and_pull_on_isolated_machines(sim: Sim, tmp_path: Path, version: s
     else:  # fixed in 2.2.0
         assert push.returncode == 0, push.stderr
         assert pull.returncode == 0, pull.stderr
-        assert sim.ok("run", "-m", M, "cat", "in-machine.txt", env=env).stdout == "pushed\n"
+        assert sim.ok("run", "-m", M, "sh", "-c", "cat ~/in-machine.txt", env=env).stdout == "pushed\n"
         assert (tmp_path / "pulled").read_text() == f"{M}\n"
     sim.ok("delete", "-f", M, env=env)
 
