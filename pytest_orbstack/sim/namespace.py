@@ -189,12 +189,15 @@ class NamespaceEngine:
         self._write_hostname_files(upper, image, hostname)
 
     def _write_hostname_files(self, upper: Path, image: Path, hostname: str) -> None:
-        from . import fsutil
+        from . import fsutil, guest
 
         fsutil.safe_write(upper, "etc/hostname", f"{hostname}\n".encode())
         fsutil.safe_write(upper, "etc/hosts", fsutil.hosts_file(hostname).encode())
+        guest.retarget_seed(upper, hostname)
 
     def set_hostname(self, mdir: Path, hostname: str) -> None:
+        from . import guest
+
         if self.running(mdir):
             script = (
                 'printf "%s\\n" "$1" > /etc/hostname && hostname "$1" && '
@@ -203,6 +206,7 @@ class NamespaceEngine:
             code = self._run_in(mdir, ["/bin/sh", "-c", script, "sh", hostname], user="root")
             if code != 0:
                 raise EngineError(f"cannot set the hostname of the running machine to {hostname!r}")
+            guest.renamed(self, mdir, hostname)
             return
         self._write_hostname_files(mdir / "upper", self._image(), hostname)
 

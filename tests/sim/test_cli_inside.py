@@ -152,3 +152,23 @@ def test_ssh_with_the_written_config_reaches_the_machine_as_each_user(sim: Sim) 
     assert stopped.returncode == 255
     assert "not running" in stopped.stderr
     sim.ok("delete", "-f", M)
+
+
+@needs_ssh
+def test_clone_and_rename_of_a_cloud_init_machine_keep_their_new_names(sim: Sim, tmp_path: Path) -> None:
+    sim.ok("create", "-c", _user_data(tmp_path, USER_DATA), "debian", M)
+    sim.ok("stop", M)
+    sim.ok("clone", M, f"{M}-c")
+    sim.ok("start", f"{M}-c")  # cloud-init's update_hostname runs at every boot
+    assert sim.ok("run", "-m", f"{M}-c", "hostname").stdout == f"{M}-c\n"
+    assert sim.ok("run", "-m", f"{M}-c", "cat", "/etc/orbsim-cloud.txt").stdout == "written by cloud-init"
+    sim.ok("rename", f"{M}-c", f"{M}-r")
+    config = sim.ok("ssh-config").stdout.strip()
+    argv = ["ssh", "-F", config, "-o", "BatchMode=yes", f"bob@{M}-r@orb", "id -un; hostname"]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL
+    )
+    assert proc.stdout.split() == ["bob", f"{M}-r"], proc.stderr  # a user cloud-init made, after a rename
+    sim.ok("restart", f"{M}-r")
+    assert sim.ok("run", "-m", f"{M}-r", "hostname").stdout == f"{M}-r\n"
+    sim.ok("delete", "-f", M, f"{M}-r")
