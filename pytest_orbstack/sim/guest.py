@@ -106,25 +106,6 @@ def seed_nocloud(upper: Path, *, user_data: bytes, instance_id: str, hostname: s
     fsutil.safe_write(upper, "etc/cloud/cloud.cfg.d/90_orbsim.cfg", CLOUD_CFG.encode())
 
 
-def retarget_seed(root: Path, hostname: str) -> None:
-    """Give a seeded machine's meta-data a new ``local-hostname`` (clone, rename).
-
-    ``root`` is the machine's upper layer (stopped) or ``/proc/PID/root`` (running).
-    cloud-init's ``update_hostname`` runs at every boot and would otherwise set
-    the hostname back to the name the machine was created with.
-    """
-    from . import fsutil
-
-    rel = f"{NOCLOUD_SEED}/meta-data"
-    meta = fsutil.safe_read(root, rel)
-    if meta is None:
-        return
-    text = meta.decode("utf-8", "replace")
-    lines = [line for line in text.splitlines() if not line.startswith("local-hostname:")]
-    lines.append(f"local-hostname: {hostname}")
-    fsutil.safe_write(root, rel, ("\n".join(lines) + "\n").encode(), mode=0o600)
-
-
 def seeded(engine: NamespaceEngine, mdir: Path, pid: int) -> bool:
     from . import fsutil
 
@@ -162,11 +143,7 @@ def on_boot(engine: NamespaceEngine, mdir: Path, *, hostname: str) -> None:
 
 
 def renamed(engine: NamespaceEngine, mdir: Path, hostname: str) -> None:
-    """A running machine got a new name: its ssh aliases and cloud-init's meta-data follow."""
-    rt = engine.runtime(mdir)
-    pid = rt.get("pid") if rt else None
-    if isinstance(pid, int):
-        retarget_seed(Path(f"/proc/{pid}/root"), hostname)
+    """A running machine got a new name: its ssh aliases follow."""
     _in_machine(engine, mdir, ["/bin/sh", "-c", ALIASES_SCRIPT, "orbsim-aliases", hostname], SETUP_TIMEOUT)
 
 

@@ -189,11 +189,10 @@ class NamespaceEngine:
         self._write_hostname_files(upper, image, hostname)
 
     def _write_hostname_files(self, upper: Path, image: Path, hostname: str) -> None:
-        from . import fsutil, guest
+        from . import fsutil
 
         fsutil.safe_write(upper, "etc/hostname", f"{hostname}\n".encode())
         fsutil.safe_write(upper, "etc/hosts", fsutil.hosts_file(hostname).encode())
-        guest.retarget_seed(upper, hostname)
 
     def set_hostname(self, mdir: Path, hostname: str) -> None:
         from . import guest

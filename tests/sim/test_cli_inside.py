@@ -159,7 +159,7 @@ def test_clone_and_rename_of_a_cloud_init_machine_keep_their_new_names(sim: Sim,
     sim.ok("create", "-c", _user_data(tmp_path, USER_DATA), "debian", M)
     sim.ok("stop", M)
     sim.ok("clone", M, f"{M}-c")
-    sim.ok("start", f"{M}-c")  # cloud-init's update_hostname runs at every boot
+    sim.ok("start", f"{M}-c")  # cloud-init runs again at this boot and keeps the new hostname
     assert sim.ok("run", "-m", f"{M}-c", "hostname").stdout == f"{M}-c\n"
     assert sim.ok("run", "-m", f"{M}-c", "cat", "/etc/orbsim-cloud.txt").stdout == "written by cloud-init"
     sim.ok("rename", f"{M}-c", f"{M}-r")
