@@ -17,7 +17,9 @@ tmpfs ``/dev`` (null, zero, full, random, urandom, tty, a private
 ``pivot_root``s into the overlay (the host's tree is then unreachable and
 the machine's mount table lists only its own mounts) and execs the init: the
 image's ``/bin/sh`` looping on ``wait``, which reaps every orphan of the
-machine.  The network is attached from the host (``network.py``).
+machine.  The network is attached from the host (``network.py``); then the
+boot jobs an init system would run (machine-id, sshd, cloud-init) run in the
+machine as root (``guest.py``).
 
 Commands: ``nsenter`` into every namespace and the machine's root as the
 user's uid/gid, then the image's ``/bin/sh`` changes to the working directory
