@@ -114,9 +114,13 @@ def seeded(engine: NamespaceEngine, mdir: Path, pid: int) -> bool:
 
 def on_boot(engine: NamespaceEngine, mdir: Path, *, hostname: str) -> None:
     """The boot jobs (see the module docstring); cloud-init failures only go to the console log."""
-    from . import ssh
+    from . import runner, ssh
 
-    keys = ssh.ensure_keys(engine.environ)
+    try:
+        keys = ssh.ensure_keys(engine.environ)
+    except (OSError, runner.RunError) as exc:  # no sshd then; the machine still boots
+        _console(mdir, f"orbsim: warning: no ssh keys ({exc}): sshd not started")
+        keys = None
     if keys is not None:
         _root_write(engine, mdir, "/etc/ssh/orbsim_host_ed25519_key", keys.host_key.read_bytes(), "600")
         _root_write(engine, mdir, "/etc/ssh/orbsim_authorized_keys", keys.client_pub.read_bytes(), "644")
