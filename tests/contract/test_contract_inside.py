@@ -116,12 +116,11 @@ def test_push_and_pull_on_an_isolated_machine(orb: Orb, machines: list[str], tmp
 
 
 def _ssh_config(orb: Orb) -> Path:
-    override = os.environ.get("PYTEST_ORBSTACK_SSH_CONFIG")
-    if override:
-        return Path(override)
+    """The contract's own orbsim writes its config into its ORBSIM_HOME; OrbStack into ~/.orbstack."""
     if orb.kind == "orbsim":
         return Path(orb.env["ORBSIM_HOME"]) / "ssh" / "config"
-    return Path("~/.orbstack/ssh/config").expanduser()
+    override = os.environ.get("PYTEST_ORBSTACK_SSH_CONFIG")
+    return Path(override) if override else Path("~/.orbstack/ssh/config").expanduser()
 
 
 def test_ssh_user_at_machine_at_orb(orb: Orb, machines: list[str]) -> None:
