@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         MachineFactory,
         MachineSpec,
     )
+    from pytest_orbstack.ssh import SshConfig, SshConfigError
 
 __version__ = "0.1.0"
 
@@ -77,6 +78,8 @@ _SOURCES: dict[str, str] = {
     "parse_machine_info": "pytest_orbstack.models",
     "parse_machine_list": "pytest_orbstack.models",
     "RunResult": "pytest_orbstack.machine",
+    "SshConfig": "pytest_orbstack.ssh",
+    "SshConfigError": "pytest_orbstack.ssh",
     "Timeouts": "pytest_orbstack.client",
     "TransientOrbctlError": "pytest_orbstack.errors",
     "UnsupportedFeatureError": "pytest_orbstack.errors",
@@ -104,6 +107,8 @@ __all__ = [
     "OrbctlTimeoutError",
     "OrbstackError",
     "RunResult",
+    "SshConfig",
+    "SshConfigError",
     "Timeouts",
     "TransientOrbctlError",
     "UnsupportedFeatureError",

@@ -8,10 +8,12 @@ import shlex
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Optional, Protocol, Union
 
 from pytest_orbstack.errors import OrbstackError, clip_output
 from pytest_orbstack.readiness import PROBE
+from pytest_orbstack.ssh import SshConfig, ssh_config
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -192,6 +194,28 @@ class Machine:
     def user(self) -> Optional[str]:
         """The machine's default user (commands run as this user unless told otherwise)."""
         return self._spec.user or self._cached().default_username
+
+    @property
+    def ssh_destination(self) -> str:
+        """``USER@MACHINE@orb``: what ``ssh`` (with OrbStack's ssh config) is given to reach this machine."""
+        return f"{self._ssh_user()}@{self.name}@orb"
+
+    def ssh_config(self, path: Optional[Union[str, PathLike[str]]] = None) -> SshConfig:
+        """How to reach this machine over SSH, from OrbStack's ``Host orb`` entry (see ``docs/usage.md``).
+
+        ``path`` is the ssh config to read; by default ``$PYTEST_ORBSTACK_SSH_CONFIG``,
+        else ``~/.orbstack/ssh/config``.  Raises :class:`~pytest_orbstack.ssh.SshConfigError`
+        when that file is missing or has no ``Host orb`` entry.
+        """
+        return ssh_config(self._ssh_user(), self.name, Path(path) if path is not None else None)
+
+    def _ssh_user(self) -> str:
+        user = self.user
+        if not user:
+            raise OrbstackError(
+                f"machine {self.name!r}: OrbStack reports no default user to log in as over SSH"
+            )
+        return user
 
     @property
     def hostname(self) -> str:

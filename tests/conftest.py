@@ -41,12 +41,14 @@ def orbsim_bin() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def orbsim_env(tmp_path_factory: pytest.TempPathFactory, orbsim_bin: str) -> Iterator[dict[str, str]]:
-    """ORBSIM_HOME, ORBCTL and PYTEST_ORBSTACK_STATE_DIR for this test process."""
+    """ORBSIM_HOME, ORBCTL, PYTEST_ORBSTACK_STATE_DIR and PYTEST_ORBSTACK_SSH_CONFIG for this test process."""
     base = tmp_path_factory.mktemp("orbsim-session")
     values = {
         "ORBSIM_HOME": str(base / "home"),
         "ORBCTL": orbsim_bin,
         "PYTEST_ORBSTACK_STATE_DIR": str(base / "state"),
+        # orbsim's equivalent of ~/.orbstack/ssh/config (Machine.ssh_config() reads it)
+        "PYTEST_ORBSTACK_SSH_CONFIG": str(base / "home" / "ssh" / "config"),
     }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in values.items():

@@ -213,7 +213,7 @@ OWN_KINDS = frozenset(
         "undeletable",
     }
 )
-ORBSIM_ONLY = frozenset({"shims", "reset", "image", "timeline"})
+ORBSIM_ONLY = frozenset({"shims", "reset", "image", "timeline", "ssh-config", "ssh-proxy"})
 NO_VM_START = frozenset({"status", "version", "stop", "restart"})
 
 

@@ -63,6 +63,8 @@ class Engine(Protocol):
 
     def running(self, mdir: Path) -> bool: ...
 
+    def seed_cloud_init(self, mdir: Path, *, user_data: bytes, instance_id: str, hostname: str) -> None: ...
+
     def exec(
         self,
         mdir: Path,
@@ -168,6 +170,10 @@ class PlainEngine:
 
     def running(self, mdir: Path) -> bool:
         return (mdir / "plain-running").exists()
+
+    def seed_cloud_init(self, mdir: Path, *, user_data: bytes, instance_id: str, hostname: str) -> None:
+        """Plain machines run no cloud-init: the user-data is only kept beside the machine."""
+        (mdir / "user-data").write_bytes(user_data)
 
     def machine_pids(self, mdir: Path) -> list[int]:
         """Host pids of processes started by this machine's commands."""

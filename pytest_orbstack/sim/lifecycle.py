@@ -90,6 +90,14 @@ def _size_mib(text: str, flag: str) -> int:
     return int(value)
 
 
+def _read_user_data(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(1 << 20)  # cloud-init user-data is small; OrbStack passes the file as is
+    except OSError as exc:
+        raise UsageError(f"open {path}: {(exc.strerror or 'error').lower()}", COMMANDS["create"]) from None
+
+
 def _create_options(ctx: Ctx, opts: Opts, args: list[str]) -> dict[str, Any]:
     """Everything the CLI itself checks before asking the service (usage errors)."""
     from .images import ARCHES, IMAGE_NAMES, host_arch, split_image
@@ -111,6 +119,7 @@ def _create_options(ctx: Ctx, opts: Opts, args: list[str]) -> dict[str, Any]:
             raise UsageError(f"open {user_data}: {reason}", COMMANDS["create"]) from None
         variant = "cloud"
     found: dict[str, Any] = {
+        "user_data": _read_user_data(str(user_data)) if user_data else None,
         "distro": distro,
         "ver": ver,
         "arch": arch,
@@ -197,6 +206,8 @@ def _make(ctx: Ctx, o: dict[str, Any], rec: Record, fault: Any) -> int:
             _update(ctx, mid)  # deleted meanwhile: cancelled
         mdir.mkdir(parents=True, exist_ok=True)
         ctx.engine.prepare(mdir, hostname=name, username=o["username"])
+        if o["user_data"] is not None:
+            ctx.engine.seed_cloud_init(mdir, user_data=o["user_data"], instance_id=mid, hostname=name)
         console(mdir, f"orbsim: created {name} ({rec['distro']}:{rec['version']})")
         ctx.profile.download(ctx.store.root / "downloads")
         _update(ctx, mid, state="provisioning")

@@ -17,7 +17,9 @@ tmpfs ``/dev`` (null, zero, full, random, urandom, tty, a private
 ``pivot_root``s into the overlay (the host's tree is then unreachable and
 the machine's mount table lists only its own mounts) and execs the init: the
 image's ``/bin/sh`` looping on ``wait``, which reaps every orphan of the
-machine.  The network is attached from the host (``network.py``).
+machine.  The network is attached from the host (``network.py``); then the
+boot jobs an init system would run (machine-id, sshd, cloud-init) run in the
+machine as root (``guest.py``).
 
 Commands: ``nsenter`` into every namespace and the machine's root as the
 user's uid/gid, then the image's ``/bin/sh`` changes to the working directory
@@ -203,6 +205,8 @@ class NamespaceEngine:
         fsutil.safe_write(upper, "etc/hosts", fsutil.hosts_file(hostname).encode())
 
     def set_hostname(self, mdir: Path, hostname: str) -> None:
+        from . import guest
+
         if self.running(mdir):
             script = (
                 'printf "%s\\n" "$1" > /etc/hostname && hostname "$1" && '
@@ -211,6 +215,7 @@ class NamespaceEngine:
             code = self._run_in(mdir, ["/bin/sh", "-c", script, "sh", hostname], user="root")
             if code != 0:
                 raise EngineError(f"cannot set the hostname of the running machine to {hostname!r}")
+            guest.renamed(self, mdir, hostname)
             return
         self._write_hostname_files(mdir / "upper", self._image(), hostname)
 
@@ -250,7 +255,8 @@ class NamespaceEngine:
         return ip if isinstance(ip, str) else None
 
     def boot(self, mdir: Path, *, hostname: str) -> str:
-        from . import fsutil
+        """Start the machine, then its boot jobs (machine-id, sshd, cloud-init: ``guest.py``)."""
+        from . import fsutil, guest
 
         with fsutil.flocked(mdir / "engine.lock"):
             rt = self._runtime(mdir)
@@ -259,10 +265,32 @@ class NamespaceEngine:
             image = self._image()
             self._halt_locked(mdir)  # leftovers of a crash, if any
             try:
-                return self._boot_locked(mdir, image, hostname)
+                ip = self._boot_locked(mdir, image, hostname)
             except BaseException:
                 self._halt_locked(mdir)
                 raise
+        try:
+            guest.on_boot(self, mdir, hostname=hostname)
+        except BaseException:
+            self.halt(mdir)
+            raise
+        return ip
+
+    def seed_cloud_init(self, mdir: Path, *, user_data: bytes, instance_id: str, hostname: str) -> None:
+        """Seed cloud-init's NoCloud datasource of a machine that has not booted yet."""
+        from . import guest
+
+        guest.seed_nocloud(mdir / "upper", user_data=user_data, instance_id=instance_id, hostname=hostname)
+
+    def runtime(self, mdir: Path) -> Optional[dict[str, object]]:
+        """Pid, address, ... of the running machine's init, or None when it is not running."""
+        return self._runtime(mdir)
+
+    def enter_argv(
+        self, mdir: Path, user: str, workdir: Optional[str], env: Mapping[str, str], argv: list[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """The host argv (and its environment) that runs ``argv`` in the machine as ``user``."""
+        return self._enter_argv(mdir, user, workdir, env, argv)
 
     def _boot_locked(self, mdir: Path, image: Path, hostname: str) -> str:
         import time

@@ -22,10 +22,21 @@ from pathlib import Path
 from typing import Callable, Optional
 
 #: Name of the cached image directory; bump the suffix when the recipe changes.
-IMAGE_NAME = "debian-bookworm-1"
+IMAGE_NAME = "debian-bookworm-2"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-PACKAGES = ("iproute2", "procps", "sudo", "python3", "busybox")
+#: cloud-init's python3-cryptography needs python3-cffi-backend, a virtual dependency debootstrap
+#: does not resolve by itself.
+PACKAGES = (
+    "iproute2",
+    "procps",
+    "sudo",
+    "python3",
+    "busybox",
+    "cloud-init",
+    "python3-cffi-backend",
+    "openssh-server",
+)
 STAMP = ".orbsim-image.json"
 #: Generous: debootstrap downloads ~60 MB from Debian's mirror.
 BUILD_TIMEOUT = 1800.0

@@ -12,8 +12,10 @@ apply to that start too.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional
 
+from . import version as versions
 from .basic import default_machine
 from .cli import COMMANDS, Ctx, ServiceError, lookup, own_fault, vm_gate
 from .cobra import HelpRequested, Opts, UsageError
@@ -130,4 +132,17 @@ def cmd_transfer(ctx: Ctx, which: str, opts: Opts, args: list[str]) -> int:
     fn = ctx.engine.push if which == "push" else ctx.engine.pull
     if not sources:
         raise ServiceError("no sources")
+    if rec.get("isolated") and not versions.isolated_transfer(ctx.version):
+        return _isolated_transfer(which, sources, dest)
     return fn(ctx.mdir(rec), user=rec["username"], sources=sources, dest=dest)
+
+
+def _isolated_transfer(which: str, sources: list[str], dest: Optional[str]) -> int:
+    """What OrbStack 2.1 prints: its ``cp`` in the machine goes through ``/mnt/mac``, which is blocked."""
+    if which == "push":
+        for src in sources:
+            sys.stderr.write(f"cp: cannot stat '/mnt/mac{os.path.abspath(src)}': Permission denied\n")
+    else:
+        target = os.path.abspath(dest or ".")
+        sys.stderr.write(f"cp: cannot create regular file '/mnt/mac{target}': Permission denied\n")
+    return 1

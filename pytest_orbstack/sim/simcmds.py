@@ -97,3 +97,40 @@ def cmd_timeline(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         rows.append(row)
     out(json.dumps(rows, indent=2) + "\n")
     return 0
+
+
+def cmd_ssh_config(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    """Print the path of this home's ssh config (``Host orb``), making keys and config on first use."""
+    from . import ssh
+
+    keys = ssh.ensure_keys()
+    if keys is None:
+        sys.stderr.write("orbsim: ssh-keygen is not installed: install openssh-client\n")
+        return 1
+    out(f"{keys.config}\n")
+    return 0
+
+
+def cmd_ssh_proxy(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    """``ProxyCommand`` of the ssh config: hand ssh a socket connected to the machine's sshd."""
+    from . import ssh
+    from .cli import ServiceError
+
+    name = ssh.machine_of(args[0])
+    with ctx.store.locked() as data:
+        reconcile(ctx, data)
+        if name is None:
+            default = data.get("default")
+            rec = data["machines"].get(default) if default else None
+            if rec is None:
+                raise ServiceError("no default machine: use ssh USER@MACHINE@orb")
+        else:
+            rec = lookup(ctx, data, name)
+        ip = rec.get("ip4") if rec["state"] == "running" else None
+    if not ip:
+        raise ServiceError(f"machine {rec['name']!r} is not running: start it first")
+    try:
+        ssh.proxy(str(ip))
+    except OSError as exc:
+        raise ServiceError(f"cannot reach sshd of machine {rec['name']!r} at {ip}:22: {exc}") from None
+    return 0

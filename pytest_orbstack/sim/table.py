@@ -262,6 +262,20 @@ def _orbsim_commands() -> list[Command]:
             ],
         ),
         Command(
+            "ssh-config",
+            "ssh-config",
+            "orbsim: print the path of the ssh config (Host orb) of this ORBSIM_HOME",
+            nargs=(0, 0),
+            run=_orbsim("cmd_ssh_config"),
+        ),
+        Command(
+            "ssh-proxy",
+            "ssh-proxy USER@MACHINE",
+            "orbsim: ProxyCommand of that ssh config (ProxyUseFdpass)",
+            nargs=(1, 1),
+            run=_orbsim("cmd_ssh_proxy"),
+        ),
+        Command(
             "timeline",
             "timeline [ID/NAME]...",
             "orbsim: per-machine timestamps as JSON (ready_at, ...)",

@@ -7,6 +7,8 @@ The version decides the details that changed between OrbStack releases:
 - before 1.3 (January 2024): ``record.config`` holds only ``isolated``;
 - 2.1+: ``create --isolated`` and the config keys ``isolate_network`` and
   ``forward_ssh_agent``;
+- 2.1.x: ``push``/``pull`` fail on isolated machines (their ``cp`` goes through
+  ``/mnt/mac``); 2.2.0 made them work;
 - 2.2+: ``create --cpus/--memory/--disk`` and the limit keys of the config.
 """
 
@@ -86,3 +88,8 @@ def has_limits(v: Version) -> bool:
 
 def delete_cancels_create(v: Version) -> bool:
     return v >= (2, 0, 0)
+
+
+def isolated_transfer(v: Version) -> bool:
+    """push/pull work on ``--isolated`` machines (OrbStack 2.2.0, issue orbstack/orbstack#2469)."""
+    return v >= (2, 2, 0)

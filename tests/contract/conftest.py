@@ -2,7 +2,8 @@
 
 By default they run against orbsim (through its ``orbctl`` shim, with a private
 ``ORBSIM_HOME``; isolated machines when root and the image are available, else
-``ORBSIM_MODE=plain``; default user ``john.doe``: a Mac's is not root).
+``ORBSIM_MODE=plain``; ``ORBSIM_VERSION`` chooses the emulated version; default user
+``john.doe``: a Mac's is not root).
 ``ORBSTACK_CONTRACT=real`` runs them against the real ``orbctl`` on PATH (a Mac
 with OrbStack); without one they are skipped, saying why.  Every machine they
 make is named ``pytest-test-contract-<run>-...`` and is deleted at the end; the
@@ -52,7 +53,8 @@ def orb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orb]:
     elif target == "orbsim":
         base = tmp_path_factory.mktemp("contract")
         binary = _orbsim_shims(base)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORBSIM_")}
+        # ORBSIM_VERSION passes: the contract can be run against each emulated OrbStack version.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORBSIM_") or k == "ORBSIM_VERSION"}
         env.update({"ORBSIM_HOME": str(base / "home"), "ORBSIM_MODE": _orbsim_mode()})
         env["ORBSIM_USER"] = "john.doe"  # a Mac's default user: its macOS short name, not root
         kind = "orbsim"

@@ -1,0 +1,127 @@
+"""SSH to orbsim machines: the keys and the ssh config of one ``$ORBSIM_HOME``, and the proxy.
+
+OrbStack runs one SSH server for every machine (``localhost:32222``), logs in
+with ``~/.orbstack/ssh/id_ed25519`` and writes ``Host orb`` into
+``~/.orbstack/ssh/config`` with a ``ProxyCommand`` through its helper
+(``ssh-proxy-fdpass``, ``ProxyUseFdpass yes``).  orbsim writes the same kind of
+file, ``$ORBSIM_HOME/ssh/config``:
+
+- ``IdentityFile $ORBSIM_HOME/ssh/id_ed25519``: the client key, made once per
+  home, authorized in every machine of that home;
+- ``ProxyCommand ... orbsim ssh-proxy %r`` with ``ProxyUseFdpass yes``: the
+  proxy reads the machine name out of ``USER@MACHINE``, connects to port 22
+  of that machine's address and hands the connected socket to ``ssh``, then
+  exits (no relay process stays behind);
+- ``HostKeyAlias orb`` and ``UserKnownHostsFile $ORBSIM_HOME/ssh/known_hosts``
+  holding the home's host key (every machine of the home serves it, as
+  OrbStack's one server does): host keys are checked for real.
+
+``HostName 127.0.0.1`` and ``Port 32222`` are OrbStack's values; the proxy
+makes them unused.  Only the ``USER@MACHINE@orb`` form works on orbsim
+(``MACHINE@orb`` and ``orb`` alone, which OrbStack maps to the default
+user and machine, reach no account).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+PORT = 22
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The files of one home's ``ssh/`` directory."""
+
+    #: the directory
+    dir: Path
+    #: host private key installed in every machine
+    host_key: Path
+    #: client private key (``IdentityFile``)
+    client_key: Path
+    #: its public half, authorized in every machine
+    client_pub: Path
+    #: the ssh config with ``Host orb``
+    config: Path
+
+
+def ssh_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
+    from .state import home
+
+    return home(environ) / "ssh"
+
+
+def config_text(d: Path, python: str) -> str:
+    proxy = shlex.join(["env", f"ORBSIM_HOME={d.parent}", python, "-m", "pytest_orbstack.sim", "ssh-proxy"])
+    return (
+        "# Written by orbsim: the equivalent of OrbStack's ~/.orbstack/ssh/config for the machines\n"
+        f"# of ORBSIM_HOME={d.parent}.  Use: ssh -F {d / 'config'} USER@MACHINE@orb\n"
+        "Host orb\n"
+        "  HostName 127.0.0.1\n"
+        "  Port 32222\n"
+        "  User default\n"
+        f'  IdentityFile "{d / "id_ed25519"}"\n'
+        "  IdentitiesOnly yes\n"
+        f"  ProxyCommand {proxy} %r\n"
+        "  ProxyUseFdpass yes\n"
+        "  HostKeyAlias orb\n"
+        f'  UserKnownHostsFile "{d / "known_hosts"}"\n'
+        "  StrictHostKeyChecking yes\n"
+    )
+
+
+def ensure_keys(environ: Optional[Mapping[str, str]] = None) -> Optional[Keys]:
+    """Make this home's keys, known_hosts and config once; None when the host has no ``ssh-keygen``."""
+    from . import fsutil, runner
+
+    d = ssh_dir(environ)
+    keys = Keys(d, d / "host_ed25519_key", d / "id_ed25519", d / "id_ed25519.pub", d / "config")
+    if keys.config.is_file() and keys.client_pub.is_file() and keys.host_key.is_file():
+        return keys
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        return None
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with fsutil.flocked(d / ".lock"):
+        if keys.config.is_file():
+            return keys
+        for key, comment in ((keys.host_key, "orbsim-host"), (keys.client_key, "orbsim")):
+            if not key.is_file():
+                argv = [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)]
+                runner.run(argv, timeout=60)
+        host_pub = Path(f"{keys.host_key}.pub").read_text().split()
+        (d / "known_hosts").write_text(f"orb {host_pub[0]} {host_pub[1]}\n")
+        tmp = d / f".config.{os.getpid()}"
+        tmp.write_text(config_text(d, sys.executable))
+        os.replace(tmp, keys.config)
+    return keys
+
+
+def proxy(machine_ip: str, out_fd: int = 1) -> None:
+    """Connect to the machine's sshd and pass the socket to ``ssh`` over ``out_fd`` (ProxyUseFdpass)."""
+    import socket
+
+    conn = socket.create_connection((machine_ip, PORT), timeout=CONNECT_TIMEOUT)
+    try:
+        channel = socket.socket(fileno=os.dup(out_fd))
+        try:
+            socket.send_fds(channel, [b"\0"], [conn.fileno()])
+        finally:
+            channel.close()
+    finally:
+        conn.close()
+
+
+def machine_of(remote_user: str) -> Optional[str]:
+    """``alice@m1`` -> ``m1``; a bare name (``m1`` or a user) -> None (OrbStack's default machine)."""
+    if "@" not in remote_user:
+        return None
+    return remote_user.rsplit("@", 1)[1] or None
