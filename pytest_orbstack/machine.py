@@ -9,7 +9,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Optional, Protocol, Union
 
-from pytest_orbstack.errors import OrbstackError, clip_output
+from pytest_orbstack.client import MaskedEnv, classify, orbctl_failure
+from pytest_orbstack.errors import (
+    MachineNotFoundError,
+    OrbstackError,
+    OrbStackNotRunningError,
+    clip_output,
+    first_line,
+)
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -41,6 +48,10 @@ class RunResult:
     duration: float
     #: the machine it ran in
     machine: str = ""
+    #: bytes of stdout dropped before the kept tail (``output_limit``)
+    stdout_dropped: int = 0
+    #: bytes of stderr dropped before the kept tail
+    stderr_dropped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -57,6 +68,11 @@ class RunResult:
         if self.returncode != 0:
             raise CommandFailedError(self)
         return self
+
+
+def _masked(env: Optional[Mapping[str, str]]) -> Optional[Mapping[str, str]]:
+    """``env`` as a mapping whose repr shows names only (``None`` for no variables)."""
+    return MaskedEnv(env) if env else None
 
 
 class CommandFailedError(OrbstackError):
@@ -213,15 +229,22 @@ class Machine:
         input: Optional[str] = None,
         timeout: Optional[float] = None,
         check: bool = True,
+        output_limit: Optional[int] = None,
     ) -> RunResult:
         """Run a command in the machine and return its :class:`RunResult`.
 
         A ``str`` runs through ``sh -c`` (shell syntax allowed); a list runs as
         argv, with no shell.  ``env`` values reach the command through the
         environment of orbctl (names listed in ``ORBENV``), never on a command
-        line.  With ``check=True`` a non-zero exit raises :class:`CommandFailedError`.
+        line; names that would change orbctl itself (``PATH``, ``HOME``,
+        ``LD_*``, ``ORB*``...) are refused.  ``timeout`` is a deadline for the
+        whole call; only the last ``output_limit`` bytes of each output stream
+        are kept (default ``--orb-output-limit``).  With ``check=True`` a
+        non-zero exit raises :class:`CommandFailedError`; orbctl's own failures
+        (machine gone, OrbStack stopped) raise their typed error whatever ``check``.
         """
         __tracebackhide__ = True  # keep env values out of tracebacks (pytest prints frame arguments)
+        env = _masked(env)  # frames of a traceback (--full-trace) show the names only
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else [str(part) for part in cmd]
         if not argv:
             raise ValueError("run() needs a command")
@@ -232,19 +255,43 @@ class Machine:
                 argv,
                 user=user,
                 workdir=workdir,
-                env=dict(env) if env else None,
+                env=env,
                 input=input,
                 timeout=timeout,
                 check=False,
+                output_limit=output_limit,
             )
         except Exception:
             self._record(shown, None, 0.0)
             raise
-        result = RunResult(tuple(argv), raw.returncode, raw.stdout, raw.stderr, raw.duration, self.name)
+        result = RunResult(
+            tuple(argv), raw.returncode, raw.stdout, raw.stderr, raw.duration, self.name,
+            raw.stdout_dropped, raw.stderr_dropped,
+        )  # fmt: skip
         self._record(shown, result.returncode, result.duration)
+        if result.returncode != 0:
+            self._raise_orbctl_failure(raw)
         if check:
             result.check_returncode()
         return result
+
+    def _raise_orbctl_failure(self, raw: Any) -> None:
+        """Raise the typed error when orbctl itself failed, not the command (see orbctl-spec).
+
+        orbctl's own failures say ``[-32098] ...`` on stderr; a failure without
+        any message exits 1 like a command would, so then ``info`` is asked once.
+        """
+        __tracebackhide__ = True
+        if orbctl_failure(raw.stderr):
+            raise classify(list(raw.args), raw.returncode, raw.stdout, raw.stderr)
+        if raw.returncode == 1 and not raw.stderr.strip():
+            try:
+                self._client.info(self.name)
+            except (MachineNotFoundError, OrbStackNotRunningError) as exc:
+                raise type(exc)(
+                    list(raw.args), raw.returncode, raw.stdout, raw.stderr,
+                    message=f"orbctl run failed in {self.name!r}, not the command: {first_line(exc)}",
+                ) from None  # fmt: skip
 
     def push(self, local: Union[str, PathLike[str]], remote: Optional[str] = None) -> None:
         """Copy a local file or directory into the machine (``remote`` defaults to the user's home).

@@ -33,6 +33,7 @@ from pytest_orbstack import (
     UnsupportedFeatureError,
     find_orbctl,
 )
+from pytest_orbstack import client as client_module
 from pytest_orbstack.client import classify
 
 if TYPE_CHECKING:
@@ -359,19 +360,19 @@ def is_alive(pid: int) -> bool:
 
 def test_interrupt_kills_the_process_group(fake_orbctl: FakeOrbctl, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_orbctl.answer(sleep=60, grandchild=True)
-    original = subprocess.Popen.communicate
+    original = client_module._collect
     interrupted: list[bool] = []
 
-    def communicate(self: subprocess.Popen[bytes], *args: Any, **kwargs: Any) -> Any:
+    def collect(*args: Any, **kwargs: Any) -> Any:
         if not interrupted:
             interrupted.append(True)
             deadline = time.monotonic() + 30
             while fake_orbctl.grandchild_pid() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(subprocess.Popen, "communicate", communicate)
+    monkeypatch.setattr(client_module, "_collect", collect)
     with pytest.raises(KeyboardInterrupt):
         OrbctlClient(str(fake_orbctl.path)).execute(["status"], timeout=30)
     pid = fake_orbctl.grandchild_pid()
