@@ -144,6 +144,7 @@ class OrbRuntime:
                     policy=RetryPolicy(retries=self.settings.retries),
                     hooks=_BoundHooks(self.config),
                     stats=self.stats,
+                    machine_timeout=self.settings.machine_timeout,
                 )
                 self._install_clone(self._provisioner)
                 if not self.settings.no_prefetch:

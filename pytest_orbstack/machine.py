@@ -117,6 +117,8 @@ class _Manager(Protocol):
 
     def restart(self, machine: Machine) -> None: ...
 
+    def stop(self, machine: Machine, *, force: bool) -> None: ...
+
     def delete(self, machine: Machine) -> None: ...
 
     def clone(self, machine: Machine, name: Optional[str]) -> Machine: ...
@@ -325,7 +327,7 @@ class Machine:
 
     def stop(self, *, force: bool = False) -> None:
         """Stop the machine (``force``: kill at once instead of a graceful shutdown)."""
-        self._client.stop(self.name, force=force)
+        self._manager.stop(self, force=force)
 
     def restart(self) -> None:
         """Restart the machine and wait until it is ready again."""

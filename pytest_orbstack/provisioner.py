@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
 from pytest_orbstack import naming
 from pytest_orbstack.errors import (
+    MachineDeadlineError,
     MachineExistsError,
     MachineNotFoundError,
     MachineNotReadyError,
     OrbctlCommandError,
+    OrbctlHungError,
     OrbctlTimeoutError,
     TransientOrbctlError,
     first_line,
@@ -117,7 +119,10 @@ class CreateSource:
     (timeout, transient setup error) is checked with ``list``: a machine that
     exists is adopted if it becomes ready, else deleted and the create retried.
     ``machine already exists`` right after such a failure means our own create
-    went through: adopt.
+    went through: adopt.  A create that hung and left nothing is not retried:
+    the process remembers it and later creates fail at once (see
+    :meth:`Provisioner.check_hung`).  No retry starts after the machine's
+    overall deadline (``--orb-machine-timeout``).
     """
 
     def __init__(self, provisioner: Provisioner) -> None:
@@ -141,6 +146,7 @@ class CreateSource:
             last = attempt + 1 >= policy.attempts
             adopted = False
             try:
+                p.check_hung("create")
                 p.client.create(spec.image, name, arch=spec.arch, user=spec.user, user_data=spec.user_data)
             except MachineExistsError:
                 if not maybe_ours:
@@ -149,8 +155,12 @@ class CreateSource:
             except (OrbctlTimeoutError, TransientOrbctlError) as exc:
                 maybe_ours = True
                 if not self._exists(name):
+                    if isinstance(exc, OrbctlTimeoutError):
+                        p.remember_hang("create", exc)
+                        raise
                     if last:
                         raise
+                    p.check_deadline(name, start, exc)
                     p.retrying(f"create of {name}", attempt, exc)
                     continue
                 adopted = True
@@ -166,6 +176,7 @@ class CreateSource:
                 p.delete_name(name)
                 if not adopted or last:
                     raise
+                p.check_deadline(name, start, exc)
                 p.retrying(f"create of {name}", attempt, exc)
                 continue
             return Made(info, created - start, p.clock() - created)
@@ -188,6 +199,7 @@ class Provisioner:
         stats: Optional[Stats] = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        machine_timeout: float = 1200.0,
     ) -> None:
         self.client = client
         self.run_id = run_id
@@ -201,8 +213,12 @@ class Provisioner:
         self.sleep = sleep
         #: how machines come to exist; replace to change the strategy
         self.source: MachineSource = CreateSource(self)
+        #: seconds one machine may take in all, retries included (``--orb-machine-timeout``)
+        self.machine_timeout = machine_timeout
         self._lock = threading.Lock()
         self._clones: dict[str, list[Machine]] = {}
+        #: kind of orbctl call (``create``, ``clone``) -> the one-line message of its first hang
+        self._hung: dict[str, str] = {}
 
     # --- helpers used by sources -------------------------------------------------------------
 
@@ -215,13 +231,45 @@ class Provisioner:
         self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
         self.sleep(wait)
 
-    def with_retry(self, what: str, func: Callable[[], object]) -> None:
-        """``func()`` under the run's retry policy; each retry is a progress line."""
+    def check_hung(self, kind: str) -> None:
+        """Raise :class:`OrbctlHungError` if an orbctl ``kind`` call hung earlier in this process.
+
+        A hang (killed at its timeout) is rarely a one-off: repeating it for
+        every later test would cost the timeout each time.
+        """
+        with self._lock:
+            first = self._hung.get(kind)
+        if first is not None:
+            raise OrbctlHungError(kind, first)
+
+    def remember_hang(self, kind: str, exc: OrbctlTimeoutError) -> None:
+        """Remember that an orbctl ``kind`` call hung (see :meth:`check_hung`)."""
+        with self._lock:
+            self._hung.setdefault(kind, first_line(exc))
+
+    def check_deadline(self, name: str, start: float, exc: BaseException) -> None:
+        """Raise :class:`MachineDeadlineError` when ``name``, begun at ``start``, is past its deadline."""
+        if self.clock() - start >= self.machine_timeout:
+            raise MachineDeadlineError(name, self.machine_timeout, first_line(exc)) from exc
+
+    def with_retry(self, what: str, func: Callable[[], object], *, kind: Optional[str] = None) -> None:
+        """``func()`` under the run's retry policy; each retry is a progress line.
+
+        With ``kind`` (``clone``), a call of that kind that hung earlier fails
+        at once, and a hang now is remembered.
+        """
 
         def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
             self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
 
-        call_with_retry(func, self.policy, sleep=self.sleep, on_retry=on_retry)
+        if kind is not None:
+            self.check_hung(kind)
+        try:
+            call_with_retry(func, self.policy, sleep=self.sleep, on_retry=on_retry)
+        except OrbctlTimeoutError as exc:
+            if kind is not None:
+                self.remember_hang(kind, exc)
+            raise
 
     def delete_name(self, name: str) -> None:
         """Delete ``name``, retrying transient failures; a machine that is gone counts as deleted."""
@@ -321,6 +369,9 @@ class Provisioner:
         self.with_retry(f"start of {machine.name}", lambda: self.client.start(machine.name))
         self.wait_ready(machine, self.ready_timeout, started=True)
 
+    def stop(self, machine: Machine, *, force: bool = False) -> None:
+        self.with_retry(f"stop of {machine.name}", lambda: self.client.stop(machine.name, force=force))
+
     def restart(self, machine: Machine) -> None:
         self.with_retry(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
         self.wait_ready(machine, self.ready_timeout, started=True)
@@ -334,7 +385,9 @@ class Provisioner:
             # source (deleting a machine that never came to be counts as done).
             self._clones.setdefault(machine.name, []).append(copy)
         start = self.clock()
-        self.with_retry(f"clone of {machine.name} as {new}", lambda: self.client.clone(machine.name, new))
+        self.with_retry(
+            f"clone of {machine.name} as {new}", lambda: self.client.clone(machine.name, new), kind="clone"
+        )
         created = self.clock()
         self.start(copy)
         self.stats.record_created(created - start, self.clock() - created)

@@ -9,9 +9,11 @@ import pytest
 
 from pytest_orbstack.errors import (
     ImageNotFoundError,
+    MachineDeadlineError,
     MachineExistsError,
     MachineNotFoundError,
     MachineNotReadyError,
+    OrbctlHungError,
     OrbctlTimeoutError,
     TransientOrbctlError,
 )
@@ -170,12 +172,61 @@ def test_failed_create_whose_machine_exists_is_adopted(fault: str) -> None:
     assert any("adopting" in e for _, e in p.stats.take_events())
 
 
-def test_hung_create_that_left_nothing_is_retried_and_exists_error_means_adopt() -> None:
+def test_hung_create_that_left_nothing_is_not_repeated_in_the_process() -> None:
     orb = FakeOrb()
     orb.create_faults = ["hang-nothing"]
-    machine = make(orb).obtain(SPEC)
-    assert orb.calls.count("create") == 2
-    assert list(orb.machines) == [machine.name]
+    p = make(orb)
+    with pytest.raises(OrbctlTimeoutError):
+        p.obtain(SPEC)
+    assert orb.calls.count("create") == 1  # not retried: a hang costs the whole timeout
+    with pytest.raises(OrbctlHungError) as excinfo:
+        p.obtain(SPEC)  # a later test fails at once, with one line
+    assert orb.calls.count("create") == 1
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "not trying orbctl create again in this run" in message
+    assert orb.machines == {}
+
+
+def test_a_create_retry_never_starts_after_the_machine_deadline() -> None:
+    orb = FakeOrb()
+    orb.create_faults = ["transient", "transient", "transient"]
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 40.0  # every look at the clock is 40 s later
+        return now[0]
+
+    p = make(orb)
+    p.clock = clock
+    p.machine_timeout = 60.0
+    with pytest.raises(MachineDeadlineError) as excinfo:
+        p.obtain(SPEC)
+    message = str(excinfo.value)
+    assert "--orb-machine-timeout" in message
+    assert "60s" in message
+    assert "502 Bad Gateway" in message
+    assert "\n" not in message
+    assert orb.calls.count("create") == 2  # the retry at 40 s ran; none at 80 s, past the 60 s deadline
+
+
+def test_machine_stop_is_retried_like_every_lifecycle_call() -> None:
+    class ConflictOnce(FakeOrb):
+        stops = 0
+
+        def stop(self, name: str, force: bool = False) -> None:
+            self.stops += 1
+            if self.stops == 1:
+                raise _err(TransientOrbctlError, "stop", name, "cannot transition from starting to stopping")
+            self.machines[name] = "stopped"
+
+    orb = ConflictOnce()
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    machine.stop()
+    assert orb.stops == 2
+    assert orb.machines[machine.name] == "stopped"
+    assert any("retrying stop of" in e for _, e in p.stats.take_events())
 
 
 def test_hung_create_whose_machine_never_gets_ready_is_deleted_and_retried() -> None:
@@ -293,6 +344,9 @@ def test_a_clone_that_hangs_half_way_is_still_deleted_with_its_source() -> None:
     with pytest.raises(OrbctlTimeoutError):
         machine.clone("pytest-test-abcd1234-gw0-copy01")
     assert "pytest-test-abcd1234-gw0-copy01" in orb.machines  # made although the call hung
+    with pytest.raises(OrbctlHungError, match=r"clone again in this run: an earlier one hung \(orbctl clone"):
+        machine.clone("pytest-test-abcd1234-gw0-copy02")  # a clone hang is not repeated
+    assert "pytest-test-abcd1234-gw0-copy02" not in orb.machines
     p.release(machine, keep=False)
     assert orb.machines == {}
 
