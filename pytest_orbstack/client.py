@@ -188,7 +188,9 @@ def classify(argv: Sequence[str], returncode: int | None, stdout: str, stderr: s
 
 #: stderr of ``orbctl run`` that orbctl itself wrote (not the command): its service's error prefix,
 #: or OrbStack that could not be started.
-_ORBCTL_SIDE: Final = re.compile(r"\A\s*(\[-32\d\d\d\] |start VM: timed out waiting for VM to start)")
+_ORBCTL_SIDE: Final = re.compile(
+    r"\A\s*(\[-32\d\d\d\] |(start VM: )?timed out waiting for (VM|services) to start)"
+)
 
 
 def orbctl_failure(stderr: str) -> bool:

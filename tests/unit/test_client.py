@@ -713,6 +713,7 @@ def test_masked_env_shows_names_only() -> None:
         ("[-32098] machine not found: 'm1'\n", True),
         ("[-32098] machine not found\n", True),
         ("start VM: timed out waiting for VM to start\n", True),
+        ("timed out waiting for services to start\n", True),
         ("cat: machine not found: No such file or directory\n", False),
         ("grep: [-32098] nothing\n", False),
         ("", False),
