@@ -89,3 +89,52 @@ def test_every_lifecycle_step_survives_one_transient_fault(scenario: Scenario, f
     assert used == {fault: 1}, used  # the fault did fire, once
     scenario.assert_no_leftovers()
     scenario.assert_watchdogs_gone()
+
+
+HANGS = """
+    import pytest
+
+    @pytest.mark.parametrize("i", range(3))
+    def test_fresh(i, orb_vm_fresh):
+        orb_vm_fresh.run("true")
+"""
+
+
+@pytest.mark.parametrize("attempt", REPEAT)
+def test_a_hung_create_is_not_repeated_for_every_later_test(scenario: Scenario, attempt: int) -> None:
+    scenario.write_tests(HANGS)
+    code, out = scenario.run(
+        "-rA", "--orb-clone", "never", "--orb-no-prefetch", "--orb-create-timeout", "2",
+        env={"ORBSIM_FAULTS": "create=stall:60"},
+    )  # fmt: skip
+    assert code == 1, out
+    assert "3 error" in out
+    assert "orbctl create did not finish within 2s and was killed; raise --orb-create-timeout" in out
+    assert out.count("not trying orbctl create again in this run: an earlier one hung") >= 2
+    assert len(scenario.calls("create")) == 1  # one hang, not one per test (nor per retry)
+    scenario.assert_no_leftovers()
+    scenario.assert_watchdogs_gone()
+
+
+GONE = """
+    import pytest
+    from pytest_orbstack import CommandFailedError, MachineNotFoundError
+
+    def test_a_machine_deleted_behind_the_plugin(orb_vm_fresh, orb_client):
+        assert orb_vm_fresh.run("exit 1", check=False).returncode == 1  # the command's own exit 1
+        with pytest.raises(CommandFailedError):
+            orb_vm_fresh.run("exit 1")
+        orb_client.delete(orb_vm_fresh.name)
+        with pytest.raises(MachineNotFoundError) as excinfo:
+            orb_vm_fresh.run("true", check=False)  # orbctl's failure is never a command result
+        assert "machine not found" in str(excinfo.value)
+"""
+
+
+def test_run_on_a_machine_that_is_gone_raises_the_typed_error(scenario: Scenario) -> None:
+    scenario.write_tests(GONE)
+    code, out = scenario.run("-rA", "--orb-clone", "never")
+    assert code == 0, out
+    assert "1 passed" in out
+    scenario.assert_no_leftovers()
+    scenario.assert_watchdogs_gone()
