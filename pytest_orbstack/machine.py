@@ -79,10 +79,12 @@ class CommandFailedError(OrbstackError):
     """A command run with ``check=True`` exited with a non-zero code.
 
     ``result`` is the :class:`RunResult`; the message shows the machine, the
-    command, the exit code and both output streams (never environment values).
+    command, the exit code and both output streams (never environment values:
+    ``secrets``, the ``env`` values of the call, are shown as ``***`` should
+    the command have printed them).
     """
 
-    def __init__(self, result: RunResult) -> None:
+    def __init__(self, result: RunResult, secrets: Sequence[str] = ()) -> None:
         self.result = result
         self.machine = result.machine
         self.returncode = result.returncode
@@ -92,10 +94,20 @@ class CommandFailedError(OrbstackError):
             f"command failed in machine {result.machine!r} with exit code {result.returncode}",
             f"  command: {result.command}",
             f"  exit code: {result.returncode}",
-            f"  stdout: {clip_output(result.stdout) or '(empty)'}",
-            f"  stderr: {clip_output(result.stderr) or '(empty)'}",
+            f"  stdout: {clip_output(_redact(result.stdout, secrets)) or '(empty)'}",
+            f"  stderr: {clip_output(_redact(result.stderr, secrets)) or '(empty)'}",
         ]
         super().__init__("\n".join(parts))
+
+
+#: Values shorter than this are not masked in output (``1`` would mask every digit).
+_MIN_SECRET: Final = 4
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in sorted((s for s in secrets if len(s) >= _MIN_SECRET), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 @dataclass(frozen=True)
@@ -273,8 +285,8 @@ class Machine:
         self._record(shown, result.returncode, result.duration)
         if result.returncode != 0:
             self._raise_orbctl_failure(raw)
-        if check:
-            result.check_returncode()
+        if check and result.returncode != 0:
+            raise CommandFailedError(result, list(env.values()) if env else ())
         return result
 
     def _raise_orbctl_failure(self, raw: Any) -> None:

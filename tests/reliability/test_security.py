@@ -216,3 +216,27 @@ def test_secrets_never_show_with_bad_env_names_full_trace_or_junitxml(
     assert ["sh", "-c", "exit 5"] in commands
     scenario.assert_no_leftovers()
     scenario.assert_watchdogs_gone()
+
+
+PRINTED = """
+    import os
+
+    SECRET = os.environ.pop("SCENARIO_SECRET")
+
+    def test_a_command_that_prints_its_secret_and_fails(orb_vm):
+        orb_vm.run('echo "token is $API_TOKEN"; exit 4', env={"API_TOKEN": SECRET})
+"""
+
+
+def test_a_secret_the_command_printed_is_masked_in_the_failure(scenario: Scenario) -> None:
+    secret = "sk-live-" + secrets.token_hex(16)
+    scenario.write_tests(PRINTED)
+    code, out = scenario.run("-rA", "--junitxml=report.xml", env={"SCENARIO_SECRET": secret})
+    assert code == 1, out
+    assert "stdout: token is ***" in out
+    assert secret not in out
+    xml = (scenario.pytester.path / "report.xml").read_text()
+    assert "token is ***" in xml
+    assert secret not in xml
+    scenario.assert_no_leftovers()
+    scenario.assert_watchdogs_gone()

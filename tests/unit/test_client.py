@@ -817,3 +817,17 @@ def test_machine_run_masks_env_in_its_frame_and_keeps_dropped_counts() -> None:
     assert seen["env"]["TOKEN"] == SECRET
     assert seen["output_limit"] == 4
     assert (result.stdout, result.stdout_dropped, result.stderr_dropped) == ("tail", 5, 7)
+
+
+def test_a_failure_message_masks_env_values_the_command_printed() -> None:
+    class Echoing(_RunClient):
+        def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
+            return CommandResult(("orbctl", "run"), 3, f"token={SECRET}\n", f"{SECRET} bad\n", 0.1)
+
+    with pytest.raises(CommandFailedError) as excinfo:
+        _machine(Echoing(0, "")).run("false", env={"TOKEN": SECRET, "SHORT": "1"})
+    message = str(excinfo.value)
+    assert SECRET not in message
+    assert "stdout: token=***" in message
+    assert "stderr: *** bad" in message
+    assert excinfo.value.stdout == f"token={SECRET}\n"  # the attributes keep what the command said
