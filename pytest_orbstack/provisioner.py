@@ -119,10 +119,10 @@ class CreateSource:
     (timeout, transient setup error) is checked with ``list``: a machine that
     exists is adopted if it becomes ready, else deleted and the create retried.
     ``machine already exists`` right after such a failure means our own create
-    went through: adopt.  A create that hung and left nothing is not retried:
-    the process remembers it and later creates fail at once (see
-    :meth:`Provisioner.check_hung`).  No retry starts after the machine's
-    overall deadline (``--orb-machine-timeout``).
+    went through: adopt.  A create that hung and left nothing is retried once;
+    the process remembers the hang until a create succeeds, and meanwhile
+    later machines fail at once (see :meth:`Provisioner.check_hung`).  No
+    retry starts after the machine's overall deadline (``--orb-machine-timeout``).
     """
 
     def __init__(self, provisioner: Provisioner) -> None:
@@ -142,12 +142,14 @@ class CreateSource:
         policy = p.policy
         start = p.clock()
         maybe_ours = False  # a previous attempt may have left the machine behind
+        hung = False  # an attempt of this machine hung: one more is allowed, not two
+        p.check_hung("create")
         for attempt in range(policy.attempts):
             last = attempt + 1 >= policy.attempts
             adopted = False
             try:
-                p.check_hung("create")
                 p.client.create(spec.image, name, arch=spec.arch, user=spec.user, user_data=spec.user_data)
+                p.forget_hang("create")
             except MachineExistsError:
                 if not maybe_ours:
                     raise
@@ -157,7 +159,9 @@ class CreateSource:
                 if not self._exists(name):
                     if isinstance(exc, OrbctlTimeoutError):
                         p.remember_hang("create", exc)
-                        raise
+                        if hung:
+                            raise
+                        hung = True
                     if last:
                         raise
                     p.check_deadline(name, start, exc)
@@ -234,8 +238,8 @@ class Provisioner:
     def check_hung(self, kind: str) -> None:
         """Raise :class:`OrbctlHungError` if an orbctl ``kind`` call hung earlier in this process.
 
-        A hang (killed at its timeout) is rarely a one-off: repeating it for
-        every later test would cost the timeout each time.
+        A hang (killed at its timeout) that no success followed is rarely a
+        one-off: repeating it for every later test would cost the timeout each time.
         """
         with self._lock:
             first = self._hung.get(kind)
@@ -246,6 +250,11 @@ class Provisioner:
         """Remember that an orbctl ``kind`` call hung (see :meth:`check_hung`)."""
         with self._lock:
             self._hung.setdefault(kind, first_line(exc))
+
+    def forget_hang(self, kind: str) -> None:
+        """An orbctl ``kind`` call succeeded: an earlier hang was a one-off."""
+        with self._lock:
+            self._hung.pop(kind, None)
 
     def check_deadline(self, name: str, start: float, exc: BaseException) -> None:
         """Raise :class:`MachineDeadlineError` when ``name``, begun at ``start``, is past its deadline."""
@@ -270,6 +279,8 @@ class Provisioner:
             if kind is not None:
                 self.remember_hang(kind, exc)
             raise
+        if kind is not None:
+            self.forget_hang(kind)
 
     def delete_name(self, name: str) -> None:
         """Delete ``name``, retrying transient failures; a machine that is gone counts as deleted."""
