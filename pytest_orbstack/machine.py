@@ -94,14 +94,20 @@ class CommandFailedError(OrbstackError):
             f"command failed in machine {result.machine!r} with exit code {result.returncode}",
             f"  command: {result.command}",
             f"  exit code: {result.returncode}",
-            f"  stdout: {clip_output(_redact(result.stdout, secrets)) or '(empty)'}",
-            f"  stderr: {clip_output(_redact(result.stderr, secrets)) or '(empty)'}",
+            _stream("stdout", result.stdout, result.stdout_dropped, secrets),
+            _stream("stderr", result.stderr, result.stderr_dropped, secrets),
         ]
         super().__init__("\n".join(parts))
 
 
 #: Values shorter than this are not masked in output (``1`` would mask every digit).
 _MIN_SECRET: Final = 4
+
+
+def _stream(label: str, text: str, dropped: int, secrets: Sequence[str]) -> str:
+    """One output line of a failure message: masked, clipped, saying what was dropped."""
+    before = f" ({dropped} earlier bytes dropped, see output_limit)" if dropped else ""
+    return f"  {label}{before}: {clip_output(_redact(text, secrets)) or '(empty)'}"
 
 
 def _redact(text: str, secrets: Sequence[str]) -> str:

@@ -831,3 +831,15 @@ def test_a_failure_message_masks_env_values_the_command_printed() -> None:
     assert "stdout: token=***" in message
     assert "stderr: *** bad" in message
     assert excinfo.value.stdout == f"token={SECRET}\n"  # the attributes keep what the command said
+
+
+def test_a_failure_message_says_how_much_output_was_dropped() -> None:
+    class Loud(_RunClient):
+        def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
+            return CommandResult(("orbctl", "run"), 2, "tail\n", "", 0.1, 123456, 0)
+
+    with pytest.raises(CommandFailedError) as excinfo:
+        _machine(Loud(0, "")).run("noisy")
+    lines = str(excinfo.value).splitlines()
+    assert "  stdout (123456 earlier bytes dropped, see output_limit): tail" in lines
+    assert "  stderr: (empty)" in lines
