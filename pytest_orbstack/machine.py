@@ -312,6 +312,8 @@ class Machine:
                     list(raw.args), raw.returncode, raw.stdout, raw.stderr,
                     message=f"orbctl run failed in {self.name!r}, not the command: {first_line(exc)}",
                 ) from None  # fmt: skip
+            except OrbstackError:
+                pass  # info cannot tell either: the command's exit code stands
 
     def push(self, local: Union[str, PathLike[str]], remote: Optional[str] = None) -> None:
         """Copy a local file or directory into the machine (``remote`` defaults to the user's home).

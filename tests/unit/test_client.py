@@ -741,6 +741,8 @@ class _RunClient:
             raise classify(argv, 1, "", f"[-32098] machine not found: '{name}'\n")
         if self.state == "orbstack-stopped":
             raise classify(argv, 1, "", "start VM: timed out waiting for VM to start\n")
+        if self.state == "info-hangs":
+            raise OrbctlTimeoutError(argv, 30)
         return SimpleNamespace(name=name, state=self.state)
 
 
@@ -788,13 +790,15 @@ def test_silent_exit_1_asks_info_once_before_blaming_the_command(
     assert said in first
 
 
-def test_silent_exit_1_of_a_live_machine_is_the_commands() -> None:
-    client = _RunClient(1, "")
+@pytest.mark.parametrize("state", ["running", "stopped", "info-hangs"])
+def test_silent_exit_1_of_a_live_machine_is_the_commands(state: str) -> None:
+    client = _RunClient(1, "", state)
     result = _machine(client).run("grep -q x /nothing", check=False)
     assert result.returncode == 1
     assert client.info_calls == 1
     with pytest.raises(CommandFailedError):
         _machine(client).run("grep -q x /nothing")
+    assert client.info_calls == 2  # once per call
 
 
 @pytest.mark.parametrize(("code", "stderr"), [(2, ""), (1, "grep: /x: No such file or directory\n")])
