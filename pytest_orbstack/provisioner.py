@@ -122,7 +122,8 @@ class CreateSource:
     went through: adopt.  A create that hung and left nothing is retried once;
     the process remembers the hang until a create succeeds, and meanwhile
     later machines fail at once (see :meth:`Provisioner.check_hung`).  No
-    retry starts after the machine's overall deadline (``--orb-machine-timeout``).
+    retry starts after the machine's overall deadline (``--orb-machine-timeout``),
+    and a create is killed at that deadline.
     """
 
     def __init__(self, provisioner: Provisioner) -> None:
@@ -137,6 +138,15 @@ class CreateSource:
         except OrbctlCommandError:
             return True  # cannot tell: treat as existing, readiness or delete will sort it out
 
+    def _within_deadline(self, start: float) -> dict[str, float]:
+        """``timeout=`` for a create that would outlive the machine's deadline, else nothing."""
+        p = self._p
+        limit = getattr(getattr(p.client, "timeouts", None), "create", None)
+        remaining = p.machine_timeout - (p.clock() - start)
+        if isinstance(limit, (int, float)) and remaining < limit:
+            return {"timeout": max(remaining, 1.0)}
+        return {}
+
     def make(self, spec: MachineSpec, name: str) -> Made:
         p = self._p
         policy = p.policy
@@ -148,7 +158,10 @@ class CreateSource:
             last = attempt + 1 >= policy.attempts
             adopted = False
             try:
-                p.client.create(spec.image, name, arch=spec.arch, user=spec.user, user_data=spec.user_data)
+                p.client.create(
+                    spec.image, name, arch=spec.arch, user=spec.user, user_data=spec.user_data,
+                    **self._within_deadline(start),
+                )  # fmt: skip
                 p.forget_hang("create")
             except MachineExistsError:
                 if not maybe_ours:
@@ -159,6 +172,7 @@ class CreateSource:
                 if not self._exists(name):
                     if isinstance(exc, OrbctlTimeoutError):
                         p.remember_hang("create", exc)
+                        p.check_deadline(name, start, exc)
                         if hung:
                             raise
                         hung = True

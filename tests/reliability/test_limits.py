@@ -138,3 +138,20 @@ def test_run_on_a_machine_that_is_gone_raises_the_typed_error(scenario: Scenario
     assert "1 passed" in out
     scenario.assert_no_leftovers()
     scenario.assert_watchdogs_gone()
+
+
+@pytest.mark.parametrize("attempt", REPEAT)
+def test_a_machine_fails_at_its_overall_deadline(scenario: Scenario, attempt: int) -> None:
+    scenario.write_tests(HANGS)
+    code, out = scenario.run(
+        "-rA", "--orb-clone", "never", "--orb-no-prefetch", "--orb-machine-timeout", "3",
+        env={"ORBSIM_FAULTS": "create=stall:60"},
+    )  # fmt: skip
+    assert code == 1, out
+    assert "3 error" in out
+    assert (
+        "not made within its overall deadline of 3s (raise --orb-machine-timeout if it needs longer)" in out
+    )
+    assert len(scenario.calls("create")) == 1  # later tests fail at once
+    scenario.assert_no_leftovers()
+    scenario.assert_watchdogs_gone()

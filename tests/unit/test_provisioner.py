@@ -200,16 +200,17 @@ def test_a_create_that_hangs_twice_is_not_repeated_for_later_machines() -> None:
 
 
 def test_a_create_retry_never_starts_after_the_machine_deadline() -> None:
-    orb = FakeOrb()
-    orb.create_faults = ["transient", "transient", "transient"]
     now = [0.0]
 
-    def clock() -> float:
-        now[0] += 40.0  # every look at the clock is 40 s later
-        return now[0]
+    class Slow(FakeOrb):
+        def create(self, image: str, name: str, **kwargs: Any) -> None:
+            now[0] += 40.0  # every attempt takes 40 s, then fails transiently
+            super().create(image, name, **kwargs)
 
+    orb = Slow()
+    orb.create_faults = ["transient", "transient", "transient"]
     p = make(orb)
-    p.clock = clock
+    p.clock = lambda: now[0]
     p.machine_timeout = 60.0
     with pytest.raises(MachineDeadlineError) as excinfo:
         p.obtain(SPEC)
@@ -219,6 +220,37 @@ def test_a_create_retry_never_starts_after_the_machine_deadline() -> None:
     assert "502 Bad Gateway" in message
     assert "\n" not in message
     assert orb.calls.count("create") == 2  # the retry at 40 s ran; none at 80 s, past the 60 s deadline
+
+
+def test_a_create_is_killed_at_the_machine_deadline() -> None:
+    now = [0.0]
+
+    class Stalling(FakeOrb):
+        timeouts = SimpleNamespace(create=600.0)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.given: list[float] = []
+
+        def create(self, image: str, name: str, **kwargs: Any) -> None:
+            self.calls.append("create")
+            timeout = kwargs.get("timeout", self.timeouts.create)
+            self.given.append(timeout)
+            now[0] += timeout  # the create stalls until it is killed
+            raise OrbctlTimeoutError(["orbctl", "create", name], timeout)
+
+    orb = Stalling()
+    p = make(orb)
+    p.clock = lambda: now[0]
+    p.machine_timeout = 900.0
+    with pytest.raises(MachineDeadlineError, match="--orb-machine-timeout") as excinfo:
+        p.obtain(SPEC)
+    assert orb.given == [600.0, 300.0]  # the retry was cut to what was left of the 900 s
+    assert now[0] == 900.0
+    assert "\n" not in str(excinfo.value)
+    with pytest.raises(OrbctlHungError):
+        p.obtain(SPEC)  # the hang is remembered all the same
+    assert orb.calls.count("create") == 2
 
 
 def test_machine_stop_is_retried_like_every_lifecycle_call() -> None:
