@@ -479,7 +479,7 @@ class BaseManager:
             p.hooks.provision(machine)
             self._warn_volatile(machine.volatile_commands())
             machine.run(list(SEAL), user="root", workdir="/")
-            p.client.stop(name)
+            p.with_retry(f"stop of {name}", lambda: p.client.stop(name))
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 p.delete_name(name)
@@ -565,7 +565,7 @@ class CloneSource:
         base = self.bases.base_for(spec)
         start = p.clock()
         try:
-            p.with_retry(f"clone of {base} as {name}", lambda: p.client.clone(base, name))
+            p.with_retry(f"clone of {base} as {name}", lambda: p.client.clone(base, name), kind="clone")
         except OrbctlTimeoutError:
             p.delete_name(name)  # a killed clone may have left the copy behind
             raise

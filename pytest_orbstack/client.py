@@ -7,6 +7,12 @@ terminal), logs ``shlex.join(argv)`` at DEBUG on the ``pytest_orbstack.client``
 logger, and on a timeout kills the whole process group and raises
 :class:`~pytest_orbstack.errors.OrbctlTimeoutError` with the partial output.
 A failed call becomes a typed error through :func:`classify`.
+
+Output is bounded: only the last ``output_limit`` bytes of stdout and of
+stderr are kept in memory (:attr:`CommandResult.stdout_dropped` says how many
+bytes were dropped before them), and ``timeout`` is a deadline for the whole
+call: the output of a killed process group is collected for at most
+:data:`DRAIN_SECONDS` more, then its pipes are closed.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import logging
 import math
 import os
 import re
+import selectors
 import shlex
 import shutil
 import signal
 import subprocess
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, final
@@ -42,14 +50,42 @@ from pytest_orbstack.errors import (
 )
 from pytest_orbstack.models import MachineInfo, OrbVersion, parse_machine_info, parse_machine_list
 
-__all__ = ["CommandResult", "OrbctlClient", "Timeouts", "classify", "find_orbctl"]
+__all__ = [
+    "DEFAULT_OUTPUT_LIMIT",
+    "RESERVED_ENV",
+    "CommandResult",
+    "MaskedEnv",
+    "OrbctlClient",
+    "Timeouts",
+    "check_env",
+    "classify",
+    "find_orbctl",
+    "orbctl_failure",
+]
 
 log = logging.getLogger(__name__)
 
 _FIX: Final = "install OrbStack, or pass --orb-orbctl PATH, set $ORBCTL, or put orbctl on PATH"
-#: Seconds to collect the output of a killed process group.
-_DRAIN_SECONDS: Final = 5.0
+#: Seconds to collect the output of a killed process group (after its deadline).
+DRAIN_SECONDS: Final = 0.25
+#: Bytes of stdout and of stderr a call keeps (its last ones) unless told otherwise: 16 MiB.
+DEFAULT_OUTPUT_LIMIT: Final = 16 * 1024 * 1024
+_CHUNK: Final = 65536
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: ``run(env=...)`` names that would change how orbctl itself behaves (they must pass through
+#: orbctl's own environment to reach the machine): refused.  Prefixes end in ``*``.
+RESERVED_ENV: Final = (
+    "ORB*", "PYTHON*", "LD_*", "DYLD_*", "XDG_*", "GO*", "HOME", "PATH", "TMPDIR", "SHELL", "USER",
+    "LOGNAME", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+)  # fmt: skip
+#: The option that raises the timeout of each kind of call, for timeout messages.
+_TIMEOUT_HINTS: Final = {
+    "create": "--orb-create-timeout",
+    "clone": "--orb-clone-timeout",
+    "run": "the timeout= argument",
+    "push": "the timeout= argument",
+    "pull": "the timeout= argument",
+}
 _STATUS_WORDS: Final = ("Running", "Stopped", "Starting")
 #: errno values of an exec that failed because the binary is missing or unusable.
 _CANNOT_EXEC: Final = frozenset(
@@ -135,6 +171,10 @@ class CommandResult:
     stderr: str
     #: wall-clock seconds the call took
     duration: float
+    #: bytes of stdout dropped before the kept tail (see ``output_limit``)
+    stdout_dropped: int = 0
+    #: bytes of stderr dropped before the kept tail
+    stderr_dropped: int = 0
     #: stdout as printed, before decoding (for callers that need the exact bytes)
     stdout_bytes: bytes = field(default=b"", repr=False)
     #: stderr as printed, before decoding
@@ -155,31 +195,113 @@ def classify(argv: Sequence[str], returncode: int | None, stdout: str, stderr: s
     return OrbctlCommandError(argv, returncode, stdout, stderr)
 
 
-def _decode(data: bytes | None) -> str:
-    return (data or b"").decode("utf-8", errors="replace")
+#: stderr of ``orbctl run`` that orbctl itself wrote (not the command): its service's error prefix,
+#: or OrbStack that could not be started.
+_ORBCTL_SIDE: Final = re.compile(
+    r"\A\s*(\[-32\d\d\d\] |(start VM: )?timed out waiting for (VM|services) to start)"
+)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
-    """Kill the process group of ``proc`` and collect what it printed."""
+def orbctl_failure(stderr: str) -> bool:
+    """Whether the stderr of ``orbctl run`` is orbctl's own failure, not the command's."""
+    return _ORBCTL_SIDE.search(stderr) is not None
+
+
+class _Tail:
+    """The last ``limit`` bytes written to it, and how many bytes came before them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self._chunks: deque[bytes] = deque()
+        self._kept = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self._chunks.append(chunk)
+        self._kept += len(chunk)
+        while self._chunks and self._kept - len(self._chunks[0]) >= self.limit:
+            self._kept -= len(self._chunks.popleft())
+
+    @property
+    def dropped(self) -> int:
+        return max(0, self.total - self.limit)
+
+    def data(self) -> bytes:
+        """The kept bytes (the last ``limit``)."""
+        joined = b"".join(self._chunks)
+        return joined[len(joined) - min(len(joined), self.limit) :]
+
+    def text(self) -> str:
+        return self.data().decode("utf-8", errors="replace")
+
+
+def _collect(proc: subprocess.Popen[bytes], data: bytes, deadline: float, out: _Tail, err: _Tail) -> bool:
+    """Feed ``data`` to stdin and read stdout / stderr until both end; False at ``deadline``."""
+    with selectors.DefaultSelector() as selector:
+        for pipe, tail in ((proc.stdout, out), (proc.stderr, err)):
+            if pipe is not None:
+                selector.register(pipe.fileno(), selectors.EVENT_READ, tail)
+        if proc.stdin is not None:
+            if data:
+                os.set_blocking(proc.stdin.fileno(), False)
+                selector.register(proc.stdin.fileno(), selectors.EVENT_WRITE, None)
+            else:
+                proc.stdin.close()
+        view = memoryview(data)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for key, _ in selector.select(remaining):
+                if key.data is None:  # stdin
+                    try:
+                        view = view[os.write(key.fd, view[:_CHUNK]) :]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
+                        view = view[:0]
+                    if not view:
+                        selector.unregister(key.fd)
+                        proc.stdin.close()  # type: ignore[union-attr]
+                    continue
+                chunk = os.read(key.fd, _CHUNK)
+                if chunk:
+                    key.data.add(chunk)
+                else:
+                    selector.unregister(key.fd)
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes], out: _Tail, err: _Tail) -> None:
+    """Kill the process group of ``proc``, collect what it printed for a moment, close its pipes."""
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group may be gone already
         os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        out, err = proc.communicate(timeout=_DRAIN_SECONDS)
-    except subprocess.TimeoutExpired as exc:  # pragma: no cover - a process left the group and holds a pipe
-        out, err = exc.stdout or b"", exc.stderr or b""
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
+    with contextlib.suppress(OSError, ValueError):
+        _collect(proc, b"", time.monotonic() + DRAIN_SECONDS, out, err)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):  # a process that left the group may hold one
+        if pipe is not None:
+            with contextlib.suppress(OSError):
                 pipe.close()
-        proc.wait()
-    return out or b"", err or b""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(proc.pid, signal.SIGKILL)  # the leader itself, should it have left its group
+    proc.wait()
 
 
 class OrbctlClient:
     """Runs orbctl commands built by :mod:`pytest_orbstack.commands` and parses their output."""
 
-    def __init__(self, binary: str, timeouts: Timeouts | None = None) -> None:
+    def __init__(
+        self, binary: str, timeouts: Timeouts | None = None, *, output_limit: int = DEFAULT_OUTPUT_LIMIT
+    ) -> None:
         self.binary = binary
         self.timeouts = timeouts if timeouts is not None else Timeouts()
+        #: bytes of stdout and of stderr a call keeps (its last ones; ``--orb-output-limit``)
+        self.output_limit = _check_limit(output_limit)
         self._version: OrbVersion | None = None
 
     def __repr__(self) -> str:
@@ -193,17 +315,21 @@ class OrbctlClient:
         input: str | None = None,
         env: Mapping[str, str] | None = None,
         check: bool = True,
+        output_limit: int | None = None,
     ) -> CommandResult:
         """Run ``orbctl ARGS``; the single subprocess entry point.
 
         ``env`` adds variables to the environment orbctl inherits.  With
         ``check`` a non-zero exit raises the error :func:`classify` picks.
+        ``timeout`` bounds the whole call; ``output_limit`` (default: the
+        client's) bounds what is kept of each output stream.
         """
         __tracebackhide__ = True  # keep env values out of tracebacks (pytest prints frame arguments)
         seconds = _check_timeout(timeout, "timeout")
+        limit = self.output_limit if output_limit is None else _check_limit(output_limit)
         argv = [self.binary, *args]
         log.debug("%s", shlex.join(argv))
-        full_env = {**os.environ, **env} if env else None
+        full_env = MaskedEnv({**os.environ, **env}) if env else None
         started = time.monotonic()
         try:
             proc = subprocess.Popen(  # noqa: S603 - argv list from the validated builder, no shell
@@ -221,18 +347,32 @@ class OrbctlClient:
             if exc.errno in (errno.ENOENT, errno.ENOEXEC) and os.path.isfile(self.binary):
                 why = "its interpreter (the #! line) is missing or it is not a program for this machine"
             raise OrbctlNotFoundError(f"cannot run orbctl {self.binary!r}: {why}; {_FIX}") from None
+        del full_env
+        out, err = _Tail(limit), _Tail(limit)
         try:
-            out, err = proc.communicate(None if input is None else input.encode("utf-8"), timeout=seconds)
-        except subprocess.TimeoutExpired:
-            out, err = _kill_group(proc)
-            log.debug("killed after %gs: %s", seconds, shlex.join(argv))
-            raise OrbctlTimeoutError(argv, seconds, _decode(out), _decode(err)) from None
+            data = b"" if input is None else input.encode("utf-8")
+            finished = _collect(proc, data, started + seconds, out, err)
         except BaseException:
-            _kill_group(proc)
+            _kill_group(proc, out, err)
             raise
-        elapsed = time.monotonic() - started
+        if not finished:
+            _kill_group(proc, out, err)
+            log.debug("killed after %gs: %s", seconds, shlex.join(argv))
+            hint = _TIMEOUT_HINTS.get(args[0] if args else "")
+            raise OrbctlTimeoutError(argv, seconds, out.text(), err.text(), hint=hint) from None
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
         result = CommandResult(
-            tuple(argv), proc.returncode, _decode(out), _decode(err), elapsed, out or b"", err or b""
+            tuple(argv),
+            proc.returncode,
+            out.text(),
+            err.text(),
+            time.monotonic() - started,
+            out.dropped,
+            err.dropped,
+            out.data(),
+            err.data(),
         )
         log.debug("exit %d after %.3fs: %s", result.returncode, result.duration, args[0] if args else "")
         if check and result.returncode != 0:
@@ -353,14 +493,17 @@ class OrbctlClient:
         input: str | None = None,
         timeout: float | None = None,
         check: bool = True,
+        output_limit: int | None = None,
     ) -> CommandResult:
         """Run ``command`` (argv, no shell) in ``machine``.
 
         ``env`` values reach the command through orbctl's environment, their
-        names through ``ORBENV``; values never appear in argv, logs or errors.
-        With ``check`` a non-zero exit raises the classified error.
+        names through ``ORBENV``; values never appear in argv, logs or errors
+        (see :func:`check_env` for the names refused).  With ``check`` a
+        non-zero exit raises the classified error.
         """
         __tracebackhide__ = True  # keep env values out of tracebacks (pytest prints frame arguments)
+        env = MaskedEnv(env) if env else None  # the frames of a traceback show it masked
         argv = commands.run(machine, command, user=user, workdir=workdir)
         result = self.execute(
             argv,
@@ -368,6 +511,7 @@ class OrbctlClient:
             input=input,
             env=_orbenv(env) if env else None,
             check=False,
+            output_limit=output_limit,
         )
         if check and result.returncode != 0:
             raise classify(list(result.args), result.returncode, result.stdout, result.stderr)
@@ -382,13 +526,54 @@ class OrbctlClient:
         self.execute(commands.pull(machine, sources, dest), timeout=self.timeouts.run)
 
 
+def _check_limit(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidSpecError("output_limit", value, "a whole number of bytes >= 1")
+    return value
+
+
+class MaskedEnv(dict):  # type: ignore[type-arg]
+    """A dict of environment variables whose repr shows names only (tracebacks print it)."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{name!r}: '***'" for name in self) + "}"
+
+    __str__ = __repr__
+
+
+def _reserved(name: str) -> bool:
+    upper = name.upper()
+    return any(upper.startswith(r[:-1]) if r.endswith("*") else upper == r for r in RESERVED_ENV)
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    """Refuse ``run(env=...)`` names that are invalid or would change orbctl's own behaviour.
+
+    The variables reach the machine through orbctl's environment (named in
+    ``ORBENV``), so ``PATH``, ``HOME``, ``LD_*``, ``ORB*``... would change what
+    orbctl itself does: see :data:`RESERVED_ENV`.  Messages never show a value.
+    """
+    __tracebackhide__ = True
+    for name in env:
+        if not isinstance(name, str) or _ENV_NAME.fullmatch(name) is None:
+            raise InvalidSpecError("env name", name, "expected [A-Za-z_][A-Za-z0-9_]* (value not shown)")
+        if _reserved(name):
+            raise InvalidSpecError(
+                "env name",
+                name,
+                "it would change orbctl's own behaviour on the host, which passes it on; refused: "
+                f"{', '.join(RESERVED_ENV)}; pass it under another name and set it in the command "
+                "(env={'MY_HOME': ...} with run('HOME=\"$MY_HOME\" cmd'))",
+            )
+    bad = next((n for n in env if not isinstance(env[n], str) or "\0" in env[n]), None)
+    if bad is not None:
+        raise InvalidSpecError("env value", f"<value of {bad}>", "a string without NUL characters")
+
+
 def _orbenv(env: Mapping[str, str]) -> dict[str, str]:
     """The variables to add for ``run``: ``env`` plus ``ORBENV`` listing their names."""
-    for name, value in env.items():
-        if not isinstance(name, str) or _ENV_NAME.fullmatch(name) is None or name == "ORBENV":
-            raise InvalidSpecError("env name", name, "[A-Za-z_][A-Za-z0-9_]*, not ORBENV")
-        if not isinstance(value, str) or "\0" in value:
-            raise InvalidSpecError("env value", f"<value of {name}>", "a string without NUL characters")
+    __tracebackhide__ = True
+    check_env(env)
     names = [n for n in os.environ.get("ORBENV", "").split(":") if n]
     names += [n for n in env if n not in names]
-    return {**env, "ORBENV": ":".join(names)}
+    return MaskedEnv({**env, "ORBENV": ":".join(names)})

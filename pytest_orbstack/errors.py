@@ -19,11 +19,13 @@ __all__ = [
     "ImageNotFoundError",
     "InvalidMachineNameError",
     "InvalidSpecError",
+    "MachineDeadlineError",
     "MachineExistsError",
     "MachineNotFoundError",
     "MachineNotReadyError",
     "OrbStackNotRunningError",
     "OrbctlCommandError",
+    "OrbctlHungError",
     "OrbctlNotFoundError",
     "OrbctlParseError",
     "OrbctlTimeoutError",
@@ -158,21 +160,59 @@ class TransientOrbctlError(OrbctlCommandError):
     """A failure that a retry may cure: setup or start timeouts, downloads, state races."""
 
 
-class OrbctlTimeoutError(OrbctlCommandError):
+class OrbctlTimeoutError(OrbctlCommandError, TimeoutError):
     """An ``orbctl`` call did not finish within its timeout and was killed.
 
-    ``timeout`` is the limit in seconds; ``stdout`` / ``stderr`` hold what the
-    call printed before it was killed.
+    Also a :class:`TimeoutError`.  ``timeout`` is the limit in seconds;
+    ``stdout`` / ``stderr`` hold what the call printed before it was killed;
+    ``hint`` names the option that raises the limit (``--orb-create-timeout``).
     """
 
-    def __init__(self, argv: Sequence[str], timeout: float, stdout: str = "", stderr: str = "") -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        timeout: float,
+        stdout: str = "",
+        stderr: str = "",
+        *,
+        hint: str | None = None,
+    ) -> None:
         self.timeout = timeout
+        self.hint = hint
+        what = f"orbctl {argv[1]}" if len(argv) > 1 else "orbctl"
+        raise_it = f"; raise {hint} if it needs longer" if hint else ""
         super().__init__(
             argv,
             None,
             stdout,
             stderr,
-            message=f"orbctl did not finish within {timeout:g}s and was killed",
+            message=f"{what} did not finish within {timeout:g}s and was killed{raise_it}",
+        )
+
+
+class OrbctlHungError(OrbstackError):
+    """An ``orbctl`` call of this kind hung earlier in this process: not tried again.
+
+    ``kind`` is the command (``create``, ``clone``) and ``first`` the one-line
+    message of the first hang.
+    """
+
+    def __init__(self, kind: str, first: str) -> None:
+        self.kind = kind
+        self.first = first
+        super().__init__(f"not trying orbctl {kind} again in this run: an earlier one hung ({first})")
+
+
+class MachineDeadlineError(OrbstackError):
+    """A machine was not made before its overall deadline (``--orb-machine-timeout``)."""
+
+    def __init__(self, machine: str, deadline: float, last: str) -> None:
+        self.machine = machine
+        self.deadline = deadline
+        self.last = last
+        super().__init__(
+            f"machine {machine!r} not made within its overall deadline of {deadline:g}s "
+            f"(raise --orb-machine-timeout if it needs longer); last error: {last}"
         )
 
 

@@ -159,6 +159,7 @@ class OrbRuntime:
                     policy=RetryPolicy(retries=self.settings.retries),
                     hooks=_BoundHooks(self.config),
                     stats=self.stats,
+                    machine_timeout=self.settings.machine_timeout,
                 )
                 self._provisioner.delete_in_background()
                 if self.lock_dir is not None:  # one breaker for the run's processes

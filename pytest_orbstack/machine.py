@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Optional, Protocol, Union
 
-from pytest_orbstack.errors import OrbstackError, clip_output
+from pytest_orbstack.client import MaskedEnv, classify, orbctl_failure
+from pytest_orbstack.errors import (
+    MachineNotFoundError,
+    OrbstackError,
+    OrbStackNotRunningError,
+    clip_output,
+    first_line,
+)
 from pytest_orbstack.readiness import PROBE
 from pytest_orbstack.ssh import SshConfig, ssh_config
 
@@ -51,6 +58,10 @@ class RunResult:
     duration: float
     #: the machine it ran in
     machine: str = ""
+    #: bytes of stdout dropped before the kept tail (``output_limit``)
+    stdout_dropped: int = 0
+    #: bytes of stderr dropped before the kept tail
+    stderr_dropped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -69,14 +80,21 @@ class RunResult:
         return self
 
 
+def _masked(env: Optional[Mapping[str, str]]) -> Optional[Mapping[str, str]]:
+    """``env`` as a mapping whose repr shows names only (``None`` for no variables)."""
+    return MaskedEnv(env) if env else None
+
+
 class CommandFailedError(OrbstackError):
     """A command run with ``check=True`` exited with a non-zero code.
 
     ``result`` is the :class:`RunResult`; the message shows the machine, the
-    command, the exit code and both output streams (never environment values).
+    command, the exit code and both output streams (never environment values:
+    ``secrets``, the ``env`` values of the call, are shown as ``***`` should
+    the command have printed them).
     """
 
-    def __init__(self, result: RunResult, hint: str = "") -> None:
+    def __init__(self, result: RunResult, hint: str = "", secrets: Sequence[str] = ()) -> None:
         self.result = result
         self.machine = result.machine
         self.returncode = result.returncode
@@ -86,12 +104,28 @@ class CommandFailedError(OrbstackError):
             f"command failed in machine {result.machine!r} with exit code {result.returncode}",
             f"  command: {result.command}",
             f"  exit code: {result.returncode}",
-            f"  stdout: {clip_output(result.stdout) or '(empty)'}",
-            f"  stderr: {clip_output(result.stderr) or '(empty)'}",
+            _stream("stdout", result.stdout, result.stdout_dropped, secrets),
+            _stream("stderr", result.stderr, result.stderr_dropped, secrets),
         ]
         if hint:
             parts.append(f"  hint: {hint}")
         super().__init__("\n".join(parts))
+
+
+#: Values shorter than this are not masked in output (``1`` would mask every digit).
+_MIN_SECRET: Final = 4
+
+
+def _stream(label: str, text: str, dropped: int, secrets: Sequence[str]) -> str:
+    """One output line of a failure message: masked, clipped, saying what was dropped."""
+    before = f" ({dropped} earlier bytes dropped, see output_limit)" if dropped else ""
+    return f"  {label}{before}: {clip_output(_redact(text, secrets)) or '(empty)'}"
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in sorted((s for s in secrets if len(s) >= _MIN_SECRET), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 @dataclass(frozen=True)
@@ -124,6 +158,8 @@ class _Manager(Protocol):
     def start(self, machine: Machine) -> None: ...
 
     def restart(self, machine: Machine) -> None: ...
+
+    def stop(self, machine: Machine, *, force: bool) -> None: ...
 
     def delete(self, machine: Machine) -> None: ...
 
@@ -307,18 +343,25 @@ class Machine:
         input: Optional[str] = None,
         timeout: Optional[float] = None,
         check: bool = True,
+        output_limit: Optional[int] = None,
     ) -> RunResult:
         """Run a command in the machine and return its :class:`RunResult`.
 
         A ``str`` runs through ``sh -c`` (shell syntax allowed); a list runs as
         argv, with no shell.  ``env`` values reach the command through the
         environment of orbctl (names listed in ``ORBENV``), never on a command
-        line.  With ``check=True`` a non-zero exit raises :class:`CommandFailedError`.
+        line; names that would change orbctl itself (``PATH``, ``HOME``,
+        ``LD_*``, ``ORB*``...) are refused.  ``timeout`` is a deadline for the
+        whole call; only the last ``output_limit`` bytes of each output stream
+        are kept (default ``--orb-output-limit``).  With ``check=True`` a
+        non-zero exit raises :class:`CommandFailedError`; orbctl's own failures
+        (machine gone, OrbStack stopped) raise their typed error whatever ``check``.
 
         Commands run in ``workdir``, by default the user's Linux home (``/root``
         for root), never in the directory pytest runs in.
         """
         __tracebackhide__ = True  # keep env values out of tracebacks (pytest prints frame arguments)
+        env = _masked(env)  # frames of a traceback (--full-trace) show the names only
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else [str(part) for part in cmd]
         if not argv:
             raise ValueError("run() needs a command")
@@ -332,22 +375,48 @@ class Machine:
                 argv,
                 user=user,
                 workdir=workdir,
-                env=dict(env) if env else None,
+                env=env,
                 input=input,
                 timeout=timeout,
                 check=False,
+                output_limit=output_limit,
             )
         except Exception:
             self._record(shown, None, 0.0)
             self.suspect = f"orbctl failed running {shown!r}"
             raise
-        result = RunResult(tuple(argv), raw.returncode, raw.stdout, raw.stderr, raw.duration, self.name)
+        result = RunResult(
+            tuple(argv), raw.returncode, raw.stdout, raw.stderr, raw.duration, self.name,
+            raw.stdout_dropped, raw.stderr_dropped,
+        )  # fmt: skip
         self._record(shown, result.returncode, result.duration)
         if _machine_trouble(result):
             self.suspect = f"{shown!r} exited with {result.returncode}"
-        if check:
-            result.check_returncode()
+        if result.returncode != 0:
+            self._raise_orbctl_failure(raw)
+        if check and result.returncode != 0:
+            raise CommandFailedError(result, secrets=list(env.values()) if env else ())
         return result
+
+    def _raise_orbctl_failure(self, raw: Any) -> None:
+        """Raise the typed error when orbctl itself failed, not the command (see orbctl-spec).
+
+        orbctl's own failures say ``[-32098] ...`` on stderr; a failure without
+        any message exits 1 like a command would, so then ``info`` is asked once.
+        """
+        __tracebackhide__ = True
+        if orbctl_failure(raw.stderr):
+            raise classify(list(raw.args), raw.returncode, raw.stdout, raw.stderr)
+        if raw.returncode == 1 and not raw.stderr.strip():
+            try:
+                self._client.info(self.name)
+            except (MachineNotFoundError, OrbStackNotRunningError) as exc:
+                raise type(exc)(
+                    list(raw.args), raw.returncode, raw.stdout, raw.stderr,
+                    message=f"orbctl run failed in {self.name!r}, not the command: {first_line(exc)}",
+                ) from None  # fmt: skip
+            except OrbstackError:
+                pass  # info cannot tell either: the command's exit code stands
 
     def push(self, local: Union[str, PathLike[str]], remote: Optional[str] = None) -> None:
         """Copy a local file or directory into the machine (``remote`` defaults to the user's home).
@@ -443,7 +512,7 @@ class Machine:
     def stop(self, *, force: bool = False) -> None:
         """Stop the machine (``force``: kill at once instead of a graceful shutdown)."""
         self.suspect = "the test stopped it"
-        self._client.stop(self.name, force=force)
+        self._manager.stop(self, force=force)
 
     def restart(self) -> None:
         """Restart the machine and wait until it is ready again."""

@@ -30,7 +30,14 @@ from pytest_orbstack.fixtures import (
     runtime_key,
 )
 from pytest_orbstack.report import EVENTS_ATTR, WORKEROUTPUT_KEY, failure_section, summary_lines
-from pytest_orbstack.settings import MARKER_LINE, MarkerError, add_options, load_settings, marker_overrides
+from pytest_orbstack.settings import (
+    MARKER_LINE,
+    MarkerError,
+    add_options,
+    check_marker_use,
+    load_settings,
+    marker_overrides,
+)
 
 __all__ = ["orb_client", "orb_machines", "orb_vm", "orb_vm_fresh"]
 
@@ -151,7 +158,9 @@ def pytest_orbstack_make_client(config: pytest.Config) -> OrbctlClient:
     timeouts = Timeouts()
     if runtime.settings.create_timeout is not None:
         timeouts = dataclasses.replace(timeouts, create=runtime.settings.create_timeout)
-    return OrbctlClient(path, timeouts)
+    if runtime.settings.clone_timeout is not None:
+        timeouts = dataclasses.replace(timeouts, clone=runtime.settings.clone_timeout)
+    return OrbctlClient(path, timeouts, output_limit=runtime.settings.output_limit)
 
 
 # --- collection: the marker --------------------------------------------------------------------
@@ -169,6 +178,7 @@ def pytest_pycollect_makeitem(
         if isinstance(item, pytest.Item):
             try:
                 marker_overrides(item)
+                check_marker_use(item)
             except MarkerError as exc:
                 error = collector.CollectError(str(exc))
                 if hasattr(outcome, "force_exception"):

@@ -21,10 +21,12 @@ from pytest_orbstack import cloudinit, naming
 from pytest_orbstack.breaker import AddressBreaker
 from pytest_orbstack.deleter import BackgroundDeleter, InlineDeleter
 from pytest_orbstack.errors import (
+    MachineDeadlineError,
     MachineExistsError,
     MachineNotFoundError,
     MachineNotReadyError,
     OrbctlCommandError,
+    OrbctlHungError,
     OrbctlTimeoutError,
     TransientOrbctlError,
     first_line,
@@ -119,7 +121,11 @@ class CreateSource:
     (timeout, transient setup error) is checked with ``list``: a machine that
     exists is adopted if it becomes ready, else deleted and the create retried.
     ``machine already exists`` right after such a failure means our own create
-    went through: adopt.
+    went through: adopt.  A create that hung and left nothing is retried once;
+    the process remembers the hang until a create succeeds, and meanwhile
+    later machines fail at once (see :meth:`Provisioner.check_hung`).  No
+    retry starts after the machine's overall deadline (``--orb-machine-timeout``),
+    and a create is killed at that deadline.
     """
 
     def __init__(self, provisioner: Provisioner) -> None:
@@ -134,16 +140,31 @@ class CreateSource:
         except OrbctlCommandError:
             return True  # cannot tell: treat as existing, readiness or delete will sort it out
 
+    def _within_deadline(self, start: float) -> dict[str, float]:
+        """``timeout=`` for a create that would outlive the machine's deadline, else nothing."""
+        p = self._p
+        limit = getattr(getattr(p.client, "timeouts", None), "create", None)
+        remaining = p.machine_timeout - (p.clock() - start)
+        if isinstance(limit, (int, float)) and remaining < limit:
+            return {"timeout": max(remaining, 1.0)}
+        return {}
+
     def make(self, spec: MachineSpec, name: str) -> Made:
         p = self._p
         policy = p.policy
         start = p.clock()
         maybe_ours = False  # a previous attempt may have left the machine behind
+        hung = False  # an attempt of this machine hung: one more is allowed, not two
+        p.check_hung("create")
         for attempt in range(policy.attempts):
             last = attempt + 1 >= policy.attempts
             adopted = False
             try:
-                p.client.create(spec.image, name, arch=spec.arch, user=spec.user, user_data=spec.user_data)
+                p.client.create(
+                    spec.image, name, arch=spec.arch, user=spec.user, user_data=spec.user_data,
+                    **self._within_deadline(start),
+                )  # fmt: skip
+                p.forget_hang("create")
             except MachineExistsError:
                 if not maybe_ours:
                     raise
@@ -151,8 +172,15 @@ class CreateSource:
             except (OrbctlTimeoutError, TransientOrbctlError) as exc:
                 maybe_ours = True
                 if not self._exists(name):
+                    if isinstance(exc, OrbctlTimeoutError):
+                        p.remember_hang("create", exc)
+                        p.check_deadline(name, start, exc)
+                        if hung:
+                            raise
+                        hung = True
                     if last:
                         raise
+                    p.check_deadline(name, start, exc)
                     p.retrying(f"create of {name}", attempt, exc)
                     continue
                 adopted = True
@@ -175,6 +203,7 @@ class CreateSource:
                 p.delete_name(name)
                 if not adopted or last:
                     raise
+                p.check_deadline(name, start, exc)
                 p.retrying(f"create of {name}", attempt, exc)
                 continue
             return Made(info, created - start, p.clock() - created)
@@ -203,6 +232,7 @@ class Provisioner:
         stats: Optional[Stats] = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        machine_timeout: float = 1200.0,
     ) -> None:
         self.client = client
         self.run_id = run_id
@@ -220,8 +250,12 @@ class Provisioner:
         self.deleter: Union[InlineDeleter, BackgroundDeleter] = InlineDeleter(self.delete_quietly)
         #: stops making machines once OrbStack gives them no address (replace to share it run-wide)
         self.breaker = AddressBreaker()
+        #: seconds one machine may take in all, retries included (``--orb-machine-timeout``)
+        self.machine_timeout = machine_timeout
         self._lock = threading.Lock()
         self._clones: dict[str, list[Machine]] = {}
+        #: kind of orbctl call (``create``, ``clone``) -> the one-line message of its first hang
+        self._hung: dict[str, str] = {}
 
     # --- helpers used by sources -------------------------------------------------------------
 
@@ -235,13 +269,52 @@ class Provisioner:
         self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
         self.sleep(wait)
 
-    def with_retry(self, what: str, func: Callable[[], object]) -> None:
-        """``func()`` under the run's retry policy; each retry is a progress line."""
+    def check_hung(self, kind: str) -> None:
+        """Raise :class:`OrbctlHungError` if an orbctl ``kind`` call hung earlier in this process.
+
+        A hang (killed at its timeout) that no success followed is rarely a
+        one-off: repeating it for every later test would cost the timeout each time.
+        """
+        with self._lock:
+            first = self._hung.get(kind)
+        if first is not None:
+            raise OrbctlHungError(kind, first)
+
+    def remember_hang(self, kind: str, exc: OrbctlTimeoutError) -> None:
+        """Remember that an orbctl ``kind`` call hung (see :meth:`check_hung`)."""
+        with self._lock:
+            self._hung.setdefault(kind, first_line(exc))
+
+    def forget_hang(self, kind: str) -> None:
+        """An orbctl ``kind`` call succeeded: an earlier hang was a one-off."""
+        with self._lock:
+            self._hung.pop(kind, None)
+
+    def check_deadline(self, name: str, start: float, exc: BaseException) -> None:
+        """Raise :class:`MachineDeadlineError` when ``name``, begun at ``start``, is past its deadline."""
+        if self.clock() - start >= self.machine_timeout:
+            raise MachineDeadlineError(name, self.machine_timeout, first_line(exc)) from exc
+
+    def with_retry(self, what: str, func: Callable[[], object], *, kind: Optional[str] = None) -> None:
+        """``func()`` under the run's retry policy; each retry is a progress line.
+
+        With ``kind`` (``clone``), a call of that kind that hung earlier fails
+        at once, and a hang now is remembered.
+        """
 
         def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
             self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
 
-        call_with_retry(func, self.policy, sleep=self.sleep, on_retry=on_retry)
+        if kind is not None:
+            self.check_hung(kind)
+        try:
+            call_with_retry(func, self.policy, sleep=self.sleep, on_retry=on_retry)
+        except OrbctlTimeoutError as exc:
+            if kind is not None:
+                self.remember_hang(kind, exc)
+            raise
+        if kind is not None:
+            self.forget_hang(kind)
 
     def delete_name(self, name: str) -> None:
         """Delete ``name``, retrying transient failures; a machine that is gone counts as deleted."""
@@ -374,6 +447,9 @@ class Provisioner:
         self.with_retry(f"start of {machine.name}", lambda: self.client.start(machine.name))
         self.wait_ready(machine, self.ready_timeout, started=True)
 
+    def stop(self, machine: Machine, *, force: bool = False) -> None:
+        self.with_retry(f"stop of {machine.name}", lambda: self.client.stop(machine.name, force=force))
+
     def restart(self, machine: Machine) -> None:
         self.with_retry(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
         self.wait_ready(machine, self.ready_timeout, started=True)
@@ -387,7 +463,9 @@ class Provisioner:
             # source (deleting a machine that never came to be counts as done).
             self._clones.setdefault(machine.name, []).append(copy)
         start = self.clock()
-        self.with_retry(f"clone of {machine.name} as {new}", lambda: self.client.clone(machine.name, new))
+        self.with_retry(
+            f"clone of {machine.name} as {new}", lambda: self.client.clone(machine.name, new), kind="clone"
+        )
         created = self.clock()
         self.start(copy)
         self.stats.record_created(created - start, self.clock() - created)

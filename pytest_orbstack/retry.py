@@ -4,7 +4,10 @@ Only :class:`~pytest_orbstack.errors.TransientOrbctlError` (setup or start
 timeouts, download errors, state races) is worth another try: a bad image or a
 bad name fails the same way every time, so those errors pass straight through.
 Waits grow exponentially with random jitter, so that workers that failed
-together do not retry together.
+together do not retry together.  The jitter comes from a private
+:class:`random.Random`, seeded from the OS: a plugin that reseeds the global
+``random`` module in every worker (pytest-randomly) cannot make workers retry
+in lockstep.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ __all__ = ["RetryPolicy", "call_with_retry"]
 
 T = TypeVar("T")
 
+#: The most retries ``--orb-retries`` allows: more only multiplies the wait for a failure that stays.
+MAX_RETRIES = 10
+_JITTER = random.Random()
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -32,12 +39,16 @@ class RetryPolicy:
     #: the longest wait between two attempts, in seconds
     max_delay: float = 8.0
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.retries <= MAX_RETRIES:
+            raise ValueError(f"retries must be from 0 to {MAX_RETRIES}, got {self.retries}")
+
     @property
     def attempts(self) -> int:
         """How many attempts in all."""
         return self.retries + 1
 
-    def delay(self, retry: int, rng: Callable[[], float] = random.random) -> float:
+    def delay(self, retry: int, rng: Callable[[], float] = _JITTER.random) -> float:
         """The wait before retry number ``retry`` (0-based): exponential, capped, with jitter.
 
         The jitter keeps between half and all of the exponential wait.
@@ -52,7 +63,7 @@ def call_with_retry(
     *,
     retry_on: tuple[type[BaseException], ...] = (TransientOrbctlError,),
     sleep: Callable[[float], None] = time.sleep,
-    rng: Callable[[], float] = random.random,
+    rng: Callable[[], float] = _JITTER.random,
     on_retry: Optional[Callable[[int, BaseException, float], None]] = None,
 ) -> T:
     """Call ``func`` until it succeeds, retrying only errors in ``retry_on``.

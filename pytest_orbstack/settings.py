@@ -27,9 +27,11 @@ import pytest
 
 from pytest_orbstack import bases, commands
 from pytest_orbstack.availability import IF_UNAVAILABLE_CHOICES
+from pytest_orbstack.client import DEFAULT_OUTPUT_LIMIT
 from pytest_orbstack.errors import InvalidSpecError
 from pytest_orbstack.naming import DEFAULT_PREFIX, validate_prefix
 from pytest_orbstack.provisioner import MachineSpec
+from pytest_orbstack.retry import MAX_RETRIES
 
 __all__ = [
     "KEEP_CHOICES",
@@ -37,6 +39,7 @@ __all__ = [
     "MarkerError",
     "Settings",
     "add_options",
+    "check_marker_use",
     "load_settings",
     "marker_overrides",
     "spec_for",
@@ -45,8 +48,28 @@ __all__ = [
 DEFAULT_IMAGE: Final = "ubuntu:22.04"
 DEFAULT_READY_TIMEOUT: Final = 120.0
 DEFAULT_RETRIES: Final = 3
-#: Machines made ahead at once per process (``--orb-prefetch``).
+#: Machines made ahead at once per process (``--orb-prefetch``), and the most it accepts.
 DEFAULT_PREFETCH: Final = 2
+MAX_PREFETCH: Final = 16
+#: The overall deadline of one machine, from its first create to ready (``--orb-machine-timeout``).
+DEFAULT_MACHINE_TIMEOUT: Final = 1200.0
+#: The largest user-data file accepted: 1 MiB (it is read whole and handed to cloud-init).
+MAX_USER_DATA: Final = 1024 * 1024
+#: How a cloud-init user-data file may start (cloud-init's "user data formats"); gzip is accepted too.
+USER_DATA_HEADERS: Final = (
+    "#cloud-config",
+    "#!",
+    "#include",
+    "#cloud-boothook",
+    "#part-handler",
+    "## template: jinja",
+    "Content-Type: multipart/",
+    "MIME-Version:",
+)
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+#: Bounds of ``--orb-output-limit``: 1 KiB to 1 GiB.
+_OUTPUT_LIMITS: Final = (1024, 1024**3)
+_SIZE: Final = re.compile(r"\s*([0-9]+)\s*([kKmMgG]?)i?[bB]?\s*")
 KEEP_CHOICES: Final = ("never", "failed", "always")
 #: The arguments ``@pytest.mark.orb`` accepts.
 MARKER_ARGS: Final = ("image", "arch", "user", "user_data")
@@ -79,8 +102,14 @@ class Settings:
     ready_timeout: float = DEFAULT_READY_TIMEOUT
     #: seconds one ``orbctl create`` may take, ``None`` = the client's default (``--orb-create-timeout``)
     create_timeout: Optional[float] = None
+    #: seconds one ``orbctl clone`` may take, ``None`` = the client's default (``--orb-clone-timeout``)
+    clone_timeout: Optional[float] = None
+    #: seconds one machine may take in all, retries included (``--orb-machine-timeout``)
+    machine_timeout: float = DEFAULT_MACHINE_TIMEOUT
     #: retries of transient create/start/delete failures (``--orb-retries``)
     retries: int = DEFAULT_RETRIES
+    #: bytes of stdout and of stderr kept per command (the last ones; ``--orb-output-limit``)
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
     #: the orbctl to run, ``None`` = look for ``orbctl`` (then ``orbsim`` on Linux) (``--orb-orbctl``)
     orbctl: Optional[str] = None
     #: do not purge machines of dead runs (``--orb-no-purge``)
@@ -142,13 +171,38 @@ def _user_data(value: str, base: Path) -> str:
     path = (base / os.path.expanduser(value)).resolve()
     try:
         with path.open("rb") as handle:
-            handle.read(1)
+            data = handle.read(MAX_USER_DATA + 1)  # bounded: /dev/zero is refused, not read forever
     except OSError as exc:
         raise ValueError(f"expected a readable cloud-init user-data file ({path}: {exc.strerror})") from None
+    problem = _user_data_problem(data)
+    if problem is not None:
+        raise ValueError(f"expected a cloud-init user-data file of at most 1 MiB ({path}: {problem})")
     return str(path)
 
 
+def _user_data_problem(data: bytes) -> Optional[str]:
+    """Why ``data`` is not cloud-init user-data, or ``None``."""
+    if len(data) > MAX_USER_DATA:
+        return "larger than 1 MiB"
+    if data.startswith(_GZIP_MAGIC):
+        return None  # cloud-init takes gzip-compressed user-data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary, not UTF-8 text"
+    if "\0" in text:
+        return "binary, contains NUL bytes"
+    if not text.lstrip("\ufeff").startswith(USER_DATA_HEADERS):
+        return f"its first line must start with one of {', '.join(USER_DATA_HEADERS)}"
+    return None
+
+
 def _prefix(value: str, base: Path) -> str:
+    # At least 2 characters and a separator last: the run id stays a word of its own in names
+    # (``ci-k3x9q2ab-main-...``, not ``xk3x9q2ab-main-...``), and the prefix cannot end in the
+    # middle of a word of another prefix's names (``team`` would also start ``teamcity-...``).
+    if len(value) < 2 or not value.endswith(("-", ".")):
+        raise ValueError("use at least 2 characters ending in '-' or '.', e.g. 'pytest-test-' or 'ci.'")
     try:
         return validate_prefix(value)
     except InvalidSpecError as exc:
@@ -171,10 +225,25 @@ def _seconds(value: str, base: Path) -> float:
     return seconds
 
 
-def _count(value: str, base: Path) -> int:
-    if not value.strip().isdigit():
-        raise ValueError("expected a whole number >= 0")
+def _retries(value: str, base: Path) -> int:
+    if not value.strip().isdigit() or int(value) > MAX_RETRIES:
+        raise ValueError(f"expected a whole number from 0 to {MAX_RETRIES}")
     return int(value)
+
+
+def _prefetch(value: str, base: Path) -> int:
+    if not value.strip().isdigit() or int(value) > MAX_PREFETCH:
+        raise ValueError(f"expected a whole number from 0 (off) to {MAX_PREFETCH}")
+    return int(value)
+
+
+def _size(value: str, base: Path) -> int:
+    match = _SIZE.fullmatch(value)
+    if match is not None:
+        size: int = int(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " ")
+        if _OUTPUT_LIMITS[0] <= size <= _OUTPUT_LIMITS[1]:
+            return size
+    raise ValueError("expected a size from 1K to 1G: bytes, or a number with K, M or G (KiB, MiB, GiB)")
 
 
 def _orbctl(value: str, base: Path) -> str:
@@ -300,16 +369,47 @@ _OPTIONS: Final = (
         "orb_create_timeout",
         ("PYTEST_ORBSTACK_CREATE_TIMEOUT",),
         _seconds,
-        "seconds one 'orbctl create' may take before it is killed and retried",
+        "seconds one 'orbctl create' may take before it is killed (default 600); a create that "
+        "hung is not tried again in the run",
         "SECONDS",
+    ),
+    _Option(
+        "clone_timeout",
+        "--orb-clone-timeout",
+        "orb_clone_timeout",
+        ("PYTEST_ORBSTACK_CLONE_TIMEOUT",),
+        _seconds,
+        "seconds one 'orbctl clone' may take before it is killed (default 300); a clone that hung "
+        "is not tried again in the run",
+        "SECONDS",
+    ),
+    _Option(
+        "machine_timeout",
+        "--orb-machine-timeout",
+        "orb_machine_timeout",
+        ("PYTEST_ORBSTACK_MACHINE_TIMEOUT",),
+        _seconds,
+        "seconds one machine may take from its first create to ready, retries included "
+        f"(default {DEFAULT_MACHINE_TIMEOUT:g})",
+        "SECONDS",
+    ),
+    _Option(
+        "output_limit",
+        "--orb-output-limit",
+        "orb_output_limit",
+        ("PYTEST_ORBSTACK_OUTPUT_LIMIT",),
+        _size,
+        "bytes of stdout and of stderr kept per command run in a machine, the last ones "
+        "(default 16M; K, M, G suffixes)",
+        "SIZE",
     ),
     _Option(
         "retries",
         "--orb-retries",
         "orb_retries",
         ("PYTEST_ORBSTACK_RETRIES",),
-        _count,
-        f"retries of transient create/start/delete failures (default {DEFAULT_RETRIES})",
+        _retries,
+        f"retries of transient failures of each orbctl call, 0 to {MAX_RETRIES} (default {DEFAULT_RETRIES})",
         "N",
     ),
     _Option(
@@ -365,7 +465,7 @@ _OPTIONS: Final = (
         "--orb-prefetch",
         "orb_prefetch",
         ("PYTEST_ORBSTACK_PREFETCH",),
-        _count,
+        _prefetch,
         "make the orb_vm_fresh machines of up to N coming tests while the current test runs "
         f"(default {DEFAULT_PREFETCH}; 0 = off)",
         "N",
@@ -396,7 +496,7 @@ def add_options(parser: pytest.Parser) -> None:
             group.addoption(
                 option.flag, action="store_true", default=None, dest=f"orb_{option.field}", help=text
             )
-            parser.addini(option.ini, f"{option.help}.", type="bool", default=False)
+            parser.addini(option.ini, f"{option.help}.", default="")  # parsed by _flag: errors name the key
         elif option.const is not None:
             group.addoption(
                 option.flag,
@@ -427,8 +527,6 @@ def _raw(
         if environ.get(name):
             return environ[name], f"env {name}", invocation
     ini = config.getini(option.ini)
-    if option.is_flag:
-        return ("true", f"ini {option.ini}", invocation) if ini else None
     if ini:
         base = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
         return str(ini), f"ini {option.ini}", base
@@ -480,11 +578,35 @@ def spec_fields(values: Mapping[str, Any], base: Path) -> dict[str, Any]:
     for key, value in values.items():
         if value is None:
             continue
+        if not isinstance(value, str) and not (key == "user_data" and isinstance(value, os.PathLike)):
+            kind = "a str or a path" if key == "user_data" else "a str"
+            raise InvalidSpecError(key, value, f"expected {kind}, got {type(value).__name__}")
         try:
             found[key] = _MARKER_PARSERS[key](os.fspath(value), base)
         except (TypeError, ValueError) as exc:
             raise InvalidSpecError(key, value, str(exc)) from None
     return found
+
+
+#: Fixtures whose machines an ``orb`` marker shapes.
+MARKED_FIXTURES: Final = ("orb_vm_fresh", "orb_machines")
+
+
+def check_marker_use(item: pytest.Item) -> None:
+    """An ``orb`` marker with arguments on a test that only uses ``orb_vm`` is a :class:`MarkerError`.
+
+    ``orb_vm`` is shared by the whole worker and made from the options, so
+    such a marker would be silently ignored.  Markers of a class or module
+    apply to many tests and are left alone.
+    """
+    fixtures = getattr(item, "fixturenames", ())
+    if "orb_vm" not in fixtures or any(name in fixtures for name in MARKED_FIXTURES):
+        return
+    if any(mark.name == "orb" and mark.kwargs for mark in item.own_markers):
+        raise MarkerError(
+            f"{item.nodeid}: @pytest.mark.orb does not apply to orb_vm (one machine shared by the "
+            "worker, made from the --orb-* options); use orb_vm_fresh or orb_machines, or the options"
+        )
 
 
 def marker_overrides(item: pytest.Item) -> dict[str, Any]:

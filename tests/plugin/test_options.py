@@ -15,8 +15,8 @@ PASSING = "def test_nothing():\n    pass\n"
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--orb-retries", "x"], "--orb-retries: expected a whole number >= 0, got 'x'"),
-        (["--orb-retries", "-1"], "--orb-retries: expected a whole number >= 0, got '-1'"),
+        (["--orb-retries", "x"], "--orb-retries: expected a whole number from 0 to 10, got 'x'"),
+        (["--orb-retries", "-1"], "--orb-retries: expected a whole number from 0 to 10, got '-1'"),
         (["--orb-ready-timeout", "0"], "--orb-ready-timeout: expected a number of seconds > 0, got '0'"),
         (
             ["--orb-ready-timeout", "soon"],
@@ -56,7 +56,7 @@ def test_bad_ini_value_names_the_ini_key(
     pytester.makepyfile(PASSING)
     result = run_pytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: ini orb_retries: expected a whole number >= 0, got 'many'"])
+    result.stderr.fnmatch_lines(["ERROR: ini orb_retries: expected a whole number from 0 to 10, got 'many'"])
 
 
 def test_bad_env_value_names_the_variable(

@@ -34,7 +34,23 @@ USAGE_ERRORS = [
     pytest.param(
         ["--orb-create-timeout", "soon"], {}, ("--orb-create-timeout", "soon", "seconds"), id="text-timeout"
     ),
-    pytest.param(["--orb-retries", "-1"], {}, ("--orb-retries", "-1", ">= 0"), id="negative-retries"),
+    pytest.param(["--orb-retries", "-1"], {}, ("--orb-retries", "-1", "0 to 10"), id="negative-retries"),
+    pytest.param(
+        ["--orb-retries", "1000000"], {}, ("--orb-retries", "1000000", "0 to 10"), id="retries-above-cap"
+    ),
+    pytest.param(["--orb-prefix", "x"], {}, ("--orb-prefix", "'x'", "ending in '-' or '.'"), id="prefix-x"),
+    pytest.param(
+        ["--orb-user-data", "/dev/zero"],
+        {},
+        ("--orb-user-data", "/dev/zero", "1 MiB"),
+        id="user-data-dev-zero",
+    ),
+    pytest.param(
+        ["--orb-user-data", "/bin/sh"], {}, ("--orb-user-data", "/bin/sh", "binary"), id="user-data-binary"
+    ),
+    pytest.param(
+        ["--orb-output-limit", "lots"], {}, ("--orb-output-limit", "lots", "1K to 1G"), id="output-limit"
+    ),
     pytest.param(
         [],
         {"PYTEST_ORBSTACK_NO_PREFETCH": "maybe"},
@@ -89,6 +105,28 @@ def test_bad_ini_value_names_the_ini_key(scenario: Scenario, attempt: int) -> No
     assert scenario.made() == []
 
 
+@pytest.mark.parametrize("attempt", REPEAT)
+def test_bad_ini_flag_names_the_ini_key_and_the_allowed_values(scenario: Scenario, attempt: int) -> None:
+    scenario.pytester.makeini("[pytest]\norb_no_purge = maybe\n")
+    scenario.write_tests(USES_A_MACHINE)
+    code, out = scenario.run()
+    assert code == pytest.ExitCode.USAGE_ERROR, out
+    one_line_error(out, "ini orb_no_purge", "maybe", "true or false")
+    assert scenario.made() == []
+    scenario.assert_no_leftovers()
+
+
+@pytest.mark.parametrize("attempt", REPEAT)
+def test_user_data_that_is_not_cloud_init_is_refused(scenario: Scenario, attempt: int) -> None:
+    (scenario.pytester.path / "user-data.yaml").write_text("users:\n  - name: ci\n")
+    scenario.write_tests(USES_A_MACHINE)
+    code, out = scenario.run("--orb-user-data", "user-data.yaml")
+    assert code == pytest.ExitCode.USAGE_ERROR, out
+    one_line_error(out, "--orb-user-data", "#cloud-config")
+    assert scenario.made() == []
+    scenario.assert_no_leftovers()
+
+
 MARKER_ERRORS = [
     pytest.param(
         '@pytest.mark.orb(imag="ubuntu:22.04")', ("test_marked", "'imag'", "image"), id="unknown-argument"
@@ -101,7 +139,32 @@ MARKER_ERRORS = [
     pytest.param('@pytest.mark.orb("ubuntu:22.04")', ("test_marked", "keyword"), id="positional-argument"),
     pytest.param('@pytest.mark.orb(arch="sparc")', ("test_marked", "sparc", "arm64"), id="bad-arch"),
     pytest.param('@pytest.mark.orb(image="ubuntu:99.04")', ("test_marked", "99.04"), id="unknown-version"),
+    pytest.param(
+        "@pytest.mark.orb(image=123)", ("test_marked", "123", "expected a str, got int"), id="image-int"
+    ),
 ]
+
+
+@pytest.mark.parametrize("attempt", REPEAT)
+def test_a_marker_on_a_test_that_only_uses_orb_vm_is_an_error(scenario: Scenario, attempt: int) -> None:
+    scenario.write_tests(
+        """
+    import pytest
+
+    @pytest.mark.orb(image="debian:12")
+    def test_marked(orb_vm):
+        orb_vm.run("true")
+
+    def test_unmarked():
+        pass
+    """
+    )
+    code, out = scenario.run("-rA")
+    assert code in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED), out
+    one_line_error(out, "test_marked", "does not apply to orb_vm", "orb_vm_fresh or orb_machines")
+    assert scenario.made() == []
+    scenario.assert_no_leftovers()
+    scenario.assert_watchdogs_gone()
 
 
 @pytest.mark.parametrize("attempt", REPEAT)

@@ -162,3 +162,81 @@ def test_runs_starting_while_others_purge_never_lose_a_machine(scenario: Scenari
     for ids in run_ids:
         # a delete names machines of one run only, or orphans of dead runs
         assert len(ids - orphan_ids) <= 1, ids
+
+
+BAD_ENV = """
+    import os
+
+    SECRET = os.environ.pop("SCENARIO_SECRET")
+
+    def test_invalid_name(orb_vm):
+        orb_vm.run("true", env={"API-KEY": SECRET})
+
+    def test_name_that_would_change_orbctl(orb_vm):
+        orb_vm.run("true", env={"PYTHONHOME": SECRET})
+
+    def test_name_that_would_change_orbctl_argv(orb_vm):
+        orb_vm.run(["true"], env={"LD_PRELOAD": SECRET, "OK_NAME": SECRET})
+
+    def test_a_failed_command_with_a_secret(orb_vm):
+        orb_vm.run("exit 5", env={"API_TOKEN": SECRET})
+"""
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [(), ("--full-trace",), ("--junitxml=report.xml", "--tb=long", "-l")],
+    ids=["default", "full-trace", "junitxml"],
+)
+def test_secrets_never_show_with_bad_env_names_full_trace_or_junitxml(
+    scenario: Scenario, mode: tuple[str, ...]
+) -> None:
+    secret = "sk-live-" + secrets.token_hex(16)
+    scenario.write_tests(BAD_ENV)
+    code, out = scenario.run("-rA", *mode, env={"SCENARIO_SECRET": secret})
+    assert code == 1, out
+    assert "4 failed" in out
+    assert "invalid env name 'API-KEY'" in out
+    assert "invalid env name 'PYTHONHOME': it would change orbctl's own behaviour" in out
+    assert "invalid env name 'LD_PRELOAD'" in out
+    assert "exit code 5" in out
+    assert secret not in out
+    if "--full-trace" in mode:  # every frame is shown, with its arguments: env masked
+        assert "env = {'API_TOKEN': '***'}" in out
+    report = scenario.pytester.path / "report.xml"
+    if report.exists():
+        xml = report.read_text()
+        assert "invalid env name" in xml  # the report holds the failures...
+        assert secret not in xml  # ...and not the secret
+    assert secret not in (scenario.home / "argv.log").read_text()
+    assert secret not in scenario.reaper_log()
+    # refused names never reached orbctl; the valid one did
+    commands = [argv[-3:] for argv in scenario.calls("run")]
+    assert ["sh", "-c", "true"] not in commands
+    assert ["sh", "-c", "exit 5"] in commands
+    scenario.assert_no_leftovers()
+    scenario.assert_watchdogs_gone()
+
+
+PRINTED = """
+    import os
+
+    SECRET = os.environ.pop("SCENARIO_SECRET")
+
+    def test_a_command_that_prints_its_secret_and_fails(orb_vm):
+        orb_vm.run('echo "token is $API_TOKEN"; exit 4', env={"API_TOKEN": SECRET})
+"""
+
+
+def test_a_secret_the_command_printed_is_masked_in_the_failure(scenario: Scenario) -> None:
+    secret = "sk-live-" + secrets.token_hex(16)
+    scenario.write_tests(PRINTED)
+    code, out = scenario.run("-rA", "--junitxml=report.xml", env={"SCENARIO_SECRET": secret})
+    assert code == 1, out
+    assert "stdout: token is ***" in out
+    assert secret not in out
+    xml = (scenario.pytester.path / "report.xml").read_text()
+    assert "token is ***" in xml
+    assert secret not in xml
+    scenario.assert_no_leftovers()
+    scenario.assert_watchdogs_gone()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import re
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -33,7 +37,10 @@ from pytest_orbstack import (
     UnsupportedFeatureError,
     find_orbctl,
 )
+from pytest_orbstack import client as client_module
 from pytest_orbstack.client import classify
+from pytest_orbstack.machine import CommandFailedError, Machine
+from pytest_orbstack.provisioner import MachineSpec
 
 if TYPE_CHECKING:
     from conftest import FakeOrbctl
@@ -360,19 +367,19 @@ def is_alive(pid: int) -> bool:
 
 def test_interrupt_kills_the_process_group(fake_orbctl: FakeOrbctl, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_orbctl.answer(sleep=60, grandchild=True)
-    original = subprocess.Popen.communicate
+    original = client_module._collect
     interrupted: list[bool] = []
 
-    def communicate(self: subprocess.Popen[bytes], *args: Any, **kwargs: Any) -> Any:
+    def collect(*args: Any, **kwargs: Any) -> Any:
         if not interrupted:
             interrupted.append(True)
             deadline = time.monotonic() + 30
             while fake_orbctl.grandchild_pid() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(subprocess.Popen, "communicate", communicate)
+    monkeypatch.setattr(client_module, "_collect", collect)
     with pytest.raises(KeyboardInterrupt):
         OrbctlClient(str(fake_orbctl.path)).execute(["status"], timeout=30)
     pid = fake_orbctl.grandchild_pid()
@@ -588,3 +595,256 @@ def test_other_os_errors_are_not_disguised_as_a_missing_orbctl(
     with pytest.raises(OSError, match="Too many open files") as excinfo:
         OrbctlClient(str(fake_orbctl.path)).status()
     assert not isinstance(excinfo.value, OrbctlNotFoundError)
+
+
+# --- hard limits: bounded output, a deadline for the whole call ---------------------------------
+
+
+def _script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "orbctl"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_output_keeps_a_bounded_tail_and_counts_what_was_dropped(tmp_path: Path) -> None:
+    binary = _script(tmp_path, "seq 1 200000\nseq 1 100 >&2\n")
+    client = OrbctlClient(binary, output_limit=1000)
+    result = client.execute(["run"], timeout=60)
+    expected = "".join(f"{n}\n" for n in range(1, 200001))
+    assert result.stdout == expected[-1000:]
+    assert result.stdout_dropped == len(expected) - 1000
+    assert result.stderr == "".join(f"{n}\n" for n in range(1, 101))
+    assert result.stderr_dropped == 0
+    small = client.execute(["run"], timeout=60, output_limit=10)
+    assert small.stdout == expected[-10:]
+    assert small.stderr_dropped == 292 - 10
+
+
+def test_a_flood_of_output_is_killed_at_the_deadline_with_bounded_memory(tmp_path: Path) -> None:
+    binary = _script(tmp_path, "exec yes\n")
+    client = OrbctlClient(binary, output_limit=4096)
+    started = time.monotonic()
+    with pytest.raises(OrbctlTimeoutError) as excinfo:
+        client.execute(["run", "yes"], timeout=2)
+    elapsed = time.monotonic() - started
+    print(f"yes with timeout=2 raised after {elapsed:.2f}s")
+    assert len(excinfo.value.stdout) == 4096
+    assert set(excinfo.value.stdout) == {"y", "\n"}
+    assert excinfo.value.hint == "the timeout= argument"
+
+
+def test_the_drain_after_a_kill_is_bounded_when_an_escaped_process_holds_the_pipe(tmp_path: Path) -> None:
+    # setsid takes the writer out of orbctl's process group: killing the group cannot stop it
+    pidfile = tmp_path / "escaped.pid"
+    binary = _script(tmp_path, f"setsid sh -c 'echo $$ > {pidfile}; exec yes' &\nsleep 60\n")
+    client = OrbctlClient(binary, output_limit=1024)
+    started = time.monotonic()
+    try:
+        with pytest.raises(OrbctlTimeoutError):
+            client.execute(["create", "x"], timeout=1)
+        elapsed = time.monotonic() - started
+        print(f"timeout=1 with an escaped writer raised after {elapsed:.2f}s")
+        assert elapsed < 30, "the call waited for a process outside its group"  # a hang, not a timing
+    finally:
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("command", "option"), [("create", "--orb-create-timeout"), ("clone", "--orb-clone-timeout")]
+)
+def test_a_timeout_names_the_option_to_raise(fake_orbctl: FakeOrbctl, command: str, option: str) -> None:
+    fake_orbctl.answer(command, sleep=30)
+    with pytest.raises(TimeoutError) as excinfo:  # OrbctlTimeoutError is a TimeoutError
+        OrbctlClient(str(fake_orbctl.path)).execute([command, "x"], timeout=0.5)
+    assert isinstance(excinfo.value, OrbctlTimeoutError)
+    first = str(excinfo.value).splitlines()[0]
+    assert (
+        first
+        == f"orbctl {command} did not finish within 0.5s and was killed; raise {option} if it needs longer"
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_output_limit_must_be_a_positive_whole_number(bad: Any) -> None:
+    with pytest.raises(InvalidSpecError, match="output_limit"):
+        OrbctlClient("/bin/true", output_limit=bad)
+
+
+# --- secrets: env names that would change orbctl itself are refused ------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["PATH", "HOME", "LD_PRELOAD", "DYLD_INSERT_LIBRARIES", "PYTHONHOME", "XDG_CONFIG_HOME",
+             "ORBSIM_HOME", "GODEBUG", "TMPDIR", "Path"],
+)  # fmt: skip
+def test_run_env_names_that_change_orbctl_are_refused(fake_orbctl: FakeOrbctl, name: str) -> None:
+    with pytest.raises(InvalidSpecError) as excinfo:
+        OrbctlClient(str(fake_orbctl.path)).run("m1", ["true"], env={name: SECRET})
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert name in message
+    assert "orbctl's own behaviour" in message
+    assert SECRET not in message
+    assert fake_orbctl.calls() == []
+
+
+def test_invalid_env_name_is_one_line_without_the_value(fake_orbctl: FakeOrbctl) -> None:
+    with pytest.raises(InvalidSpecError) as excinfo:
+        OrbctlClient(str(fake_orbctl.path)).run("m1", ["true"], env={"API-KEY": SECRET})
+    message = str(excinfo.value)
+    assert message == "invalid env name 'API-KEY': expected [A-Za-z_][A-Za-z0-9_]* (value not shown)"
+
+
+def test_masked_env_shows_names_only() -> None:
+    masked = client_module.MaskedEnv({"TOKEN": SECRET, "B": "x"})
+    assert repr(masked) == "{'TOKEN': '***', 'B': '***'}"
+    assert str(masked) == repr(masked)
+    assert masked["TOKEN"] == SECRET
+
+
+# --- orbctl's own failures are told apart from the command's ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        ("[-32098] machine not found: 'm1'\n", True),
+        ("[-32098] machine not found\n", True),
+        ("start VM: timed out waiting for VM to start\n", True),
+        ("timed out waiting for services to start\n", True),
+        ("cat: machine not found: No such file or directory\n", False),
+        ("grep: [-32098] nothing\n", False),
+        ("", False),
+    ],
+)
+def test_orbctl_failure_recognises_orbctls_own_texts(stderr: str, expected: bool) -> None:
+    assert client_module.orbctl_failure(stderr) is expected
+
+
+class _RunClient:
+    """A client whose ``run`` answers one recorded reply and whose ``info`` says what ``state`` says."""
+
+    def __init__(self, code: int, stderr: str, state: str = "running") -> None:
+        self.reply = CommandResult(("orbctl", "run", "-m", "m1", "x"), code, "", stderr, 0.1)
+        self.state = state
+        self.info_calls = 0
+
+    def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
+        return self.reply
+
+    def info(self, name: str) -> Any:
+        self.info_calls += 1
+        argv = ["orbctl", "info", name]
+        if self.state == "gone":
+            raise classify(argv, 1, "", f"[-32098] machine not found: '{name}'\n")
+        if self.state == "orbstack-stopped":
+            raise classify(argv, 1, "", "start VM: timed out waiting for VM to start\n")
+        if self.state == "info-hangs":
+            raise OrbctlTimeoutError(argv, 30)
+        return SimpleNamespace(name=name, state=self.state)
+
+
+def _machine(client: _RunClient) -> Machine:
+    return Machine(SimpleNamespace(client=client), "m1", MachineSpec("ubuntu"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("check", [True, False])
+@pytest.mark.parametrize(
+    ("stderr", "error"),
+    [
+        ("[-32098] machine not found: 'm1'\n", MachineNotFoundError),
+        ("[-32098] machine not found\n", MachineNotFoundError),
+        ("start VM: timed out waiting for VM to start\n", OrbStackNotRunningError),
+        ("[-32098] cannot transition from stopping to starting\n", TransientOrbctlError),
+        ("[-32098] something new went wrong\n", OrbctlCommandError),
+    ],
+)
+def test_run_raises_the_typed_error_when_orbctl_itself_failed(
+    stderr: str, error: type[Exception], check: bool
+) -> None:
+    client = _RunClient(1, stderr)
+    with pytest.raises(error) as excinfo:
+        _machine(client).run("true", check=check)
+    assert not isinstance(excinfo.value, CommandFailedError)
+    assert client.info_calls == 0  # stderr said it: no extra call
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "said"),
+    [
+        ("gone", MachineNotFoundError, "machine not found: 'm1'"),
+        ("orbstack-stopped", OrbStackNotRunningError, "timed out waiting for VM to start"),
+    ],
+)
+def test_silent_exit_1_asks_info_once_before_blaming_the_command(
+    state: str, error: type[Exception], said: str
+) -> None:
+    client = _RunClient(1, "", state)
+    with pytest.raises(error) as excinfo:
+        _machine(client).run("true", check=False)
+    assert client.info_calls == 1
+    first = str(excinfo.value).splitlines()[0]
+    assert first.startswith("orbctl run failed in 'm1', not the command: ")
+    assert said in first
+
+
+@pytest.mark.parametrize("state", ["running", "stopped", "info-hangs"])
+def test_silent_exit_1_of_a_live_machine_is_the_commands(state: str) -> None:
+    client = _RunClient(1, "", state)
+    result = _machine(client).run("grep -q x /nothing", check=False)
+    assert result.returncode == 1
+    assert client.info_calls == 1
+    with pytest.raises(CommandFailedError):
+        _machine(client).run("grep -q x /nothing")
+    assert client.info_calls == 2  # once per call
+
+
+@pytest.mark.parametrize(("code", "stderr"), [(2, ""), (1, "grep: /x: No such file or directory\n")])
+def test_a_command_failure_costs_no_info_call(code: int, stderr: str) -> None:
+    client = _RunClient(code, stderr)
+    assert _machine(client).run("cmd", check=False).returncode == code
+    assert client.info_calls == 0
+
+
+def test_machine_run_masks_env_in_its_frame_and_keeps_dropped_counts() -> None:
+    seen: dict[str, Any] = {}
+
+    class Recording(_RunClient):
+        def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
+            seen.update(kwargs)
+            return CommandResult(("orbctl", "run"), 0, "tail", "", 0.1, 5, 7)
+
+    result = _machine(Recording(0, "")).run("true", env={"TOKEN": SECRET}, output_limit=4)
+    assert repr(seen["env"]) == "{'TOKEN': '***'}"
+    assert seen["env"]["TOKEN"] == SECRET
+    assert seen["output_limit"] == 4
+    assert (result.stdout, result.stdout_dropped, result.stderr_dropped) == ("tail", 5, 7)
+
+
+def test_a_failure_message_masks_env_values_the_command_printed() -> None:
+    class Echoing(_RunClient):
+        def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
+            return CommandResult(("orbctl", "run"), 3, f"token={SECRET}\n", f"{SECRET} bad\n", 0.1)
+
+    with pytest.raises(CommandFailedError) as excinfo:
+        _machine(Echoing(0, "")).run("false", env={"TOKEN": SECRET, "SHORT": "1"})
+    message = str(excinfo.value)
+    assert SECRET not in message
+    assert "stdout: token=***" in message
+    assert "stderr: *** bad" in message
+    assert excinfo.value.stdout == f"token={SECRET}\n"  # the attributes keep what the command said
+
+
+def test_a_failure_message_says_how_much_output_was_dropped() -> None:
+    class Loud(_RunClient):
+        def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
+            return CommandResult(("orbctl", "run"), 2, "tail\n", "", 0.1, 123456, 0)
+
+    with pytest.raises(CommandFailedError) as excinfo:
+        _machine(Loud(0, "")).run("noisy")
+    lines = str(excinfo.value).splitlines()
+    assert "  stdout (123456 earlier bytes dropped, see output_limit): tail" in lines
+    assert "  stderr: (empty)" in lines

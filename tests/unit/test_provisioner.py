@@ -9,9 +9,11 @@ import pytest
 
 from pytest_orbstack.errors import (
     ImageNotFoundError,
+    MachineDeadlineError,
     MachineExistsError,
     MachineNotFoundError,
     MachineNotReadyError,
+    OrbctlHungError,
     OrbctlTimeoutError,
     TransientOrbctlError,
 )
@@ -173,9 +175,101 @@ def test_failed_create_whose_machine_exists_is_adopted(fault: str) -> None:
 def test_hung_create_that_left_nothing_is_retried_and_exists_error_means_adopt() -> None:
     orb = FakeOrb()
     orb.create_faults = ["hang-nothing"]
-    machine = make(orb).obtain(SPEC)
+    p = make(orb)
+    machine = p.obtain(SPEC)
     assert orb.calls.count("create") == 2
     assert list(orb.machines) == [machine.name]
+    p.obtain(SPEC)  # the retry succeeded: the hang was a one-off, later creates go ahead
+    assert orb.calls.count("create") == 3
+
+
+def test_a_create_that_hangs_twice_is_not_repeated_for_later_machines() -> None:
+    orb = FakeOrb()
+    orb.create_faults = ["hang-nothing", "hang-nothing"]
+    p = make(orb)
+    with pytest.raises(OrbctlTimeoutError):
+        p.obtain(SPEC)
+    assert orb.calls.count("create") == 2  # retried once, not --orb-retries times
+    with pytest.raises(OrbctlHungError) as excinfo:
+        p.obtain(SPEC)  # a later test fails at once, with one line
+    assert orb.calls.count("create") == 2
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "not trying orbctl create again in this run: an earlier one hung (orbctl create" in message
+    assert orb.machines == {}
+
+
+def test_a_create_retry_never_starts_after_the_machine_deadline() -> None:
+    now = [0.0]
+
+    class Slow(FakeOrb):
+        def create(self, image: str, name: str, **kwargs: Any) -> None:
+            now[0] += 40.0  # every attempt takes 40 s, then fails transiently
+            super().create(image, name, **kwargs)
+
+    orb = Slow()
+    orb.create_faults = ["transient", "transient", "transient"]
+    p = make(orb)
+    p.clock = lambda: now[0]
+    p.machine_timeout = 60.0
+    with pytest.raises(MachineDeadlineError) as excinfo:
+        p.obtain(SPEC)
+    message = str(excinfo.value)
+    assert "--orb-machine-timeout" in message
+    assert "60s" in message
+    assert "502 Bad Gateway" in message
+    assert "\n" not in message
+    assert orb.calls.count("create") == 2  # the retry at 40 s ran; none at 80 s, past the 60 s deadline
+
+
+def test_a_create_is_killed_at_the_machine_deadline() -> None:
+    now = [0.0]
+
+    class Stalling(FakeOrb):
+        timeouts = SimpleNamespace(create=600.0)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.given: list[float] = []
+
+        def create(self, image: str, name: str, **kwargs: Any) -> None:
+            self.calls.append("create")
+            timeout = kwargs.get("timeout", self.timeouts.create)
+            self.given.append(timeout)
+            now[0] += timeout  # the create stalls until it is killed
+            raise OrbctlTimeoutError(["orbctl", "create", name], timeout)
+
+    orb = Stalling()
+    p = make(orb)
+    p.clock = lambda: now[0]
+    p.machine_timeout = 900.0
+    with pytest.raises(MachineDeadlineError, match="--orb-machine-timeout") as excinfo:
+        p.obtain(SPEC)
+    assert orb.given == [600.0, 300.0]  # the retry was cut to what was left of the 900 s
+    assert now[0] == 900.0
+    assert "\n" not in str(excinfo.value)
+    with pytest.raises(OrbctlHungError):
+        p.obtain(SPEC)  # the hang is remembered all the same
+    assert orb.calls.count("create") == 2
+
+
+def test_machine_stop_is_retried_like_every_lifecycle_call() -> None:
+    class ConflictOnce(FakeOrb):
+        stops = 0
+
+        def stop(self, name: str, force: bool = False) -> None:
+            self.stops += 1
+            if self.stops == 1:
+                raise _err(TransientOrbctlError, "stop", name, "cannot transition from starting to stopping")
+            self.machines[name] = "stopped"
+
+    orb = ConflictOnce()
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    machine.stop()
+    assert orb.stops == 2
+    assert orb.machines[machine.name] == "stopped"
+    assert any("retrying stop of" in e for _, e in p.stats.take_events())
 
 
 def test_hung_create_whose_machine_never_gets_ready_is_deleted_and_retried() -> None:
@@ -293,6 +387,9 @@ def test_a_clone_that_hangs_half_way_is_still_deleted_with_its_source() -> None:
     with pytest.raises(OrbctlTimeoutError):
         machine.clone("pytest-test-abcd1234-gw0-copy01")
     assert "pytest-test-abcd1234-gw0-copy01" in orb.machines  # made although the call hung
+    with pytest.raises(OrbctlHungError, match=r"clone again in this run: an earlier one hung \(orbctl clone"):
+        machine.clone("pytest-test-abcd1234-gw0-copy02")  # a clone hang is not repeated
+    assert "pytest-test-abcd1234-gw0-copy02" not in orb.machines
     p.release(machine, keep=False)
     assert orb.machines == {}
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pytest_orbstack.errors import ImageNotFoundError, TransientOrbctlError
-from pytest_orbstack.retry import RetryPolicy, call_with_retry
+from pytest_orbstack.retry import MAX_RETRIES, RetryPolicy, call_with_retry
 
 
 def transient() -> TransientOrbctlError:
@@ -75,3 +77,21 @@ def test_on_retry_is_told_each_retry() -> None:
         on_retry=lambda n, exc, wait: seen.append((n, type(exc).__name__)),
     )
     assert seen == [(0, "TransientOrbctlError"), (1, "TransientOrbctlError")]
+
+
+def test_jitter_does_not_follow_the_global_random_seed() -> None:
+    """pytest-randomly reseeds ``random`` identically in every worker: the jitter must not follow."""
+    policy = RetryPolicy(base_delay=1.0, max_delay=1.0)
+    random.seed(1234)
+    first = [policy.delay(0) for _ in range(5)]
+    random.seed(1234)
+    second = [policy.delay(0) for _ in range(5)]
+    assert first != second
+    assert all(0.5 <= wait <= 1.0 for wait in first + second)
+
+
+@pytest.mark.parametrize("retries", [-1, MAX_RETRIES + 1])
+def test_retries_are_capped(retries: int) -> None:
+    with pytest.raises(ValueError, match=f"from 0 to {MAX_RETRIES}"):
+        RetryPolicy(retries=retries)
+    assert RetryPolicy(retries=MAX_RETRIES).attempts == MAX_RETRIES + 1

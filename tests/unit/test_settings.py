@@ -62,9 +62,22 @@ def test_user_data_paths_are_resolved(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "ini", "message"),
     [
-        (["--orb-retries", "x"], {}, "", "--orb-retries: expected a whole number >= 0, got 'x'"),
+        (["--orb-retries", "x"], {}, "", "--orb-retries: expected a whole number from 0 to 10, got 'x'"),
+        (["--orb-retries", "1000000"], {}, "", "--orb-retries: expected a whole number from 0 to 10, got"),
+        (
+            [],
+            {},
+            "orb_no_purge = maybe",
+            "ini orb_no_purge: expected true or false (1/0, yes/no), got 'maybe'",
+        ),
+        (["--orb-prefix", "x"], {}, "", "--orb-prefix: use at least 2 characters ending in '-' or '.'"),
+        (["--orb-prefix", "ci"], {}, "", "--orb-prefix: use at least 2 characters ending in '-' or '.'"),
+        (["--orb-output-limit", "0"], {}, "", "--orb-output-limit: expected a size from 1K to 1G"),
+        (["--orb-output-limit", "2T"], {}, "", "--orb-output-limit: expected a size from 1K to 1G"),
+        (["--orb-machine-timeout", "0"], {}, "", "--orb-machine-timeout: expected a number of seconds > 0"),
+        (["--orb-clone-timeout", "x"], {}, "", "--orb-clone-timeout: expected a number of seconds > 0"),
         ([], {"PYTEST_ORBSTACK_RETRIES": "1.5"}, "", "env PYTEST_ORBSTACK_RETRIES: expected a whole number"),
-        ([], {}, "orb_retries = -2", "ini orb_retries: expected a whole number >= 0, got '-2'"),
+        ([], {}, "orb_retries = -2", "ini orb_retries: expected a whole number from 0 to 10, got '-2'"),
         ([], {}, "orb_ready_timeout = inf", "ini orb_ready_timeout: expected a number of seconds > 0"),
         (["--orb-image", "ubuntu:99.04"], {}, "", "--orb-image: unknown ubuntu version: use one of 20.04"),
         (["--orb-user", "bob smith"], {}, "", "--orb-user: expected a Linux user name"),
@@ -109,6 +122,8 @@ def test_spec_fields_validate_like_the_marker(tmp_path: Path) -> None:
         ({"image": "ubuntu:99.04"}, "image", "22.04"),
         ({"arch": "sparc"}, "arch", "arm64"),
         ({"arch": 7}, "arch", "str"),
+        ({"image": 123}, "image", "expected a str, got int"),
+        ({"user_data": 5}, "user_data", "expected a str or a path, got int"),
     ]
     for given, field, needle in bad:
         with pytest.raises(InvalidSpecError) as excinfo:
@@ -116,3 +131,68 @@ def test_spec_fields_validate_like_the_marker(tmp_path: Path) -> None:
         assert excinfo.value.field == field
         assert needle in str(excinfo.value)
         assert "\n" not in str(excinfo.value)
+
+
+def test_limits_and_timeouts_options(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfig(
+        "--orb-output-limit", "64K", "--orb-machine-timeout", "90", "--orb-clone-timeout", "30",
+        "--orb-retries", "10", "--orb-prefix", "ci.",
+    )  # fmt: skip
+    settings = load_settings(config, environ={"PYTEST_ORBSTACK_OUTPUT_LIMIT": "1M"})
+    assert (settings.output_limit, settings.machine_timeout, settings.clone_timeout) == (65536, 90.0, 30.0)
+    assert (settings.retries, settings.prefix) == (10, "ci.")
+    assert load_settings(
+        pytester.parseconfig(), environ={"PYTEST_ORBSTACK_OUTPUT_LIMIT": "1M"}
+    ).output_limit == (1024 * 1024)
+    assert load_settings(pytester.parseconfig(), environ={}).output_limit == 16 * 1024 * 1024
+
+
+def test_ini_flags_accept_the_usual_words(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\norb_no_purge = yes\norb_no_prefetch = 0\n")
+    settings = load_settings(pytester.parseconfig(), environ={})
+    assert (settings.no_purge, settings.no_prefetch) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"\0" * 100, "binary, contains NUL bytes"),
+        (b"\xff\xfe\x00garbage", "binary, not UTF-8 text"),
+        (b"users:\n  - name: x\n", "its first line must start with one of #cloud-config"),
+        (b"#cloud-config\n" + b"a" * (1024 * 1024), "larger than 1 MiB"),
+    ],
+)
+def test_user_data_that_is_not_cloud_init_is_refused(
+    pytester: pytest.Pytester, content: bytes, needle: str
+) -> None:
+    path = pytester.path / "user-data"
+    path.write_bytes(content)
+    with pytest.raises(pytest.UsageError) as excinfo:
+        load_settings(pytester.parseconfig("--orb-user-data", str(path)), environ={})
+    message = str(excinfo.value)
+    assert message.startswith("--orb-user-data: expected a cloud-init user-data file of at most 1 MiB")
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_user_data_from_dev_zero_is_refused_after_a_bounded_read(pytester: pytest.Pytester) -> None:
+    with pytest.raises(pytest.UsageError, match="larger than 1 MiB"):
+        load_settings(pytester.parseconfig("--orb-user-data", "/dev/zero"), environ={})
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"#cloud-config\nusers: []\n",
+        b"#!/bin/sh\necho hi\n",
+        b"#include\nhttp://example.invalid/x\n",
+        b"Content-Type: multipart/mixed; boundary=XX\nMIME-Version: 1.0\n",
+        b"## template: jinja\n#cloud-config\n",
+        b"\x1f\x8b\x08\x00binary-gzip",
+    ],
+)
+def test_cloud_init_user_data_formats_are_accepted(pytester: pytest.Pytester, content: bytes) -> None:
+    path = pytester.path / "user-data"
+    path.write_bytes(content)
+    settings = load_settings(pytester.parseconfig("--orb-user-data", str(path)), environ={})
+    assert settings.user_data == str(path)
