@@ -43,7 +43,9 @@ class RunningOrb(FakeOrb):
         if isinstance(answer, Exception):
             raise answer
         code, out = answer
-        return SimpleNamespace(returncode=code, stdout=out, stderr="", duration=0.01)
+        return SimpleNamespace(
+            stdout_dropped=0, stderr_dropped=0, returncode=code, stdout=out, stderr="", duration=0.01
+        )
 
     def commands(self) -> list[tuple[str, ...]]:
         return [argv for argv, _, _ in self.runs if argv[:2] != ("sh", "-c") or "HOME" not in argv[2]]

@@ -76,7 +76,14 @@ class FakeOrb:
         if self.machines[machine] == "stopped":  # orbctl run starts a stopped machine
             self._call("run-start", machine)
             self.machines[machine] = "running"
-        return SimpleNamespace(returncode=0, stdout="/home/tester\n", stderr="", duration=0.01)
+        return SimpleNamespace(
+            stdout_dropped=0,
+            stderr_dropped=0,
+            returncode=0,
+            stdout="/home/tester\n",
+            stderr="",
+            duration=0.01,
+        )
 
     def delete(self, *names: str, force: bool = True) -> None:
         self._call("delete", names[0])

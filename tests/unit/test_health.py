@@ -29,7 +29,9 @@ class FakeClient:
     def run(self, name: str, command: list[str], **kwargs: Any) -> Any:
         self.calls.append("run")
         assert command == ["cat", "/proc/1/stat"]
-        return SimpleNamespace(returncode=0, stdout=STAT.format(start=self.boot), stderr="")
+        return SimpleNamespace(
+            stdout_dropped=0, stderr_dropped=0, returncode=0, stdout=STAT.format(start=self.boot), stderr=""
+        )
 
 
 class FakeProvisioner:
@@ -67,7 +69,9 @@ def test_boot_mark_is_the_init_start_time_even_with_spaces_in_its_name() -> None
     client = FakeClient()
     client.boot = "4242"
     assert boot_mark(client, "m1") == "4242"
-    client.run = lambda *a, **k: SimpleNamespace(returncode=0, stdout="1 (my init) S 0", stderr="")  # type: ignore[method-assign]
+    client.run = lambda *a, **k: SimpleNamespace(
+        stdout_dropped=0, stderr_dropped=0, returncode=0, stdout="1 (my init) S 0", stderr=""
+    )  # type: ignore[method-assign]
     assert boot_mark(client, "m1") is None
     assert boot_mark(object(), "m1") is None
 

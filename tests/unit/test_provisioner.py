@@ -72,7 +72,9 @@ class FakeOrb:
         )
 
     def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-        return SimpleNamespace(returncode=0, stdout="", stderr="", duration=0.01)
+        return SimpleNamespace(
+            stdout_dropped=0, stderr_dropped=0, returncode=0, stdout="", stderr="", duration=0.01
+        )
 
     def delete(self, *names: str, force: bool = True) -> None:
         self.calls.append("delete")

@@ -42,7 +42,13 @@ class Recorder:
         code, out, err = self.answers.pop(0)
         argv = ("orbctl", "run", "-m", machine, *command)
         return CommandResult(
-            argv, code, out.decode(errors="replace"), err.decode(errors="replace"), 0.01, out, err
+            argv,
+            code,
+            out.decode(errors="replace"),
+            err.decode(errors="replace"),
+            0.01,
+            stdout_bytes=out,
+            stderr_bytes=err,
         )
 
     def info(self, name: str) -> None:

@@ -45,12 +45,28 @@ class FakeClient:
         if list(command) == list(PROBE):
             user = kwargs.get("user")
             if user not in self.homes:
-                return SimpleNamespace(returncode=1, stdout="", stderr="no such user", duration=0.01)
-            return SimpleNamespace(returncode=0, stdout=self.homes[user] + "\n", stderr="", duration=0.01)
+                return SimpleNamespace(
+                    stdout_dropped=0,
+                    stderr_dropped=0,
+                    returncode=1,
+                    stdout="",
+                    stderr="no such user",
+                    duration=0.01,
+                )
+            return SimpleNamespace(
+                stdout_dropped=0,
+                stderr_dropped=0,
+                returncode=0,
+                stdout=self.homes[user] + "\n",
+                stderr="",
+                duration=0.01,
+            )
         if isinstance(self.answer, Exception):
             raise self.answer
         code, out, err = self.answer
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err, duration=0.01)
+        return SimpleNamespace(
+            stdout_dropped=0, stderr_dropped=0, returncode=code, stdout=out, stderr=err, duration=0.01
+        )
 
     def commands(self) -> list[dict[str, Any]]:
         return [c for c in self.calls if list(c["command"]) != list(PROBE)]
