@@ -187,7 +187,7 @@ def run(argv: list[str]) -> Optional[int]:
         except OSError:
             workdir = "/"
     delay = 0.0
-    if env.get("ORBSIM_PROFILE", "") or env.get("ORBSIM_SCALE", ""):
+    if not _instant(env):
         from .profile import Profile
 
         try:
@@ -206,6 +206,16 @@ def run(argv: list[str]) -> Optional[int]:
     full_env = enter.command_env(user, uid, home, forwarded_env())
     code = runner.interactive(command, full_env, exec_ok=False, entry=entry)
     return 128 - code if code < 0 else code
+
+
+def _instant(env: Mapping[str, str]) -> bool:
+    """The ``instant`` profile with a valid scale: no delay, and no need to load ``profile.py``."""
+    if (env.get("ORBSIM_PROFILE", "") or "instant").strip().lower() != "instant":
+        return False
+    try:
+        return float(env.get("ORBSIM_SCALE", "") or "1") >= 0
+    except ValueError:
+        return False
 
 
 def forwarded_env() -> dict[str, str]:
