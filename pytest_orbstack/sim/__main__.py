@@ -40,7 +40,7 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     if name not in ("orbctl", "orb"):
         name = "orbsim"
     _log_argv([name, *args])
-    if args[:1] == ["run"]:
+    if args[:1] in (["run"], ["exec"], ["shell"]):  # run and its aliases
         from .fastrun import run
 
         fast = run(args[1:])

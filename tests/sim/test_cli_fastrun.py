@@ -88,12 +88,13 @@ def test_the_command_is_in_the_machine_and_orbsim_is_not(sim: Sim) -> None:
     assert "python3" not in ps
 
 
-def test_run_imports_neither_the_cli_nor_json(sim: Sim) -> None:
+@pytest.mark.parametrize("word", ["run", "exec", "shell"])
+def test_run_imports_neither_the_cli_nor_json(sim: Sim, word: str) -> None:
     code = (
         "import sys\n"
         f"sys.path.insert(0, {str(Path(fastrun.__file__).parents[2])!r})\n"
         "from pytest_orbstack.sim.__main__ import main\n"
-        f"code = main(['run', '-m', {M!r}, 'true'], 'orbctl')\n"
+        f"code = main([{word!r}, '-m', {M!r}, 'true'], 'orbctl')\n"
         "print(code, sorted(m for m in sys.modules if m in ('json', 're', 'typing', 'pathlib')"
         " or m.startswith('pytest_orbstack.sim.') or m == 'pytest_orbstack.sim'))\n"
     )
