@@ -22,6 +22,8 @@ machine.  The network is attached from the host (``network.py``).
 Commands: ``nsenter`` into every namespace and the machine's root as the
 user's uid/gid, then the image's ``/bin/sh`` changes to the working directory
 (``/`` if it is missing) and execs the command (127 if not found, as a shell).
+Where it can (root, setns), ``exec`` does the same without those programs:
+orbsim's child enters the machine itself (``enter.py``).
 Output handling: ``runner.interactive``.
 
 Halt: SIGKILL to the init ends every process of the pid namespace at once;
