@@ -9,22 +9,23 @@ and ``run`` otherwise, ``orbsim`` is ``orbctl`` plus orbsim's own commands
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from typing import Optional
+
+# ``orbsim run`` starts here: only cheap modules (see fastrun.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 def _log_argv(argv: list[str]) -> None:
-    import json
+    from .fastrun import dumps_strings, home_dir
 
-    from .state import home
-
-    root = home()
+    root = home_dir()
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(argv) + "\n").encode()
-        fd = os.open(root / "argv.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.makedirs(root, exist_ok=True)
+        line = (dumps_strings(argv) + "\n").encode()
+        fd = os.open(os.path.join(root, "argv.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one O_APPEND write per line: concurrent writers never interleave
         finally:
@@ -39,9 +40,17 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     if name not in ("orbctl", "orb"):
         name = "orbsim"
     _log_argv([name, *args])
+    if args[:1] in (["run"], ["exec"], ["shell"]):  # run and its aliases
+        from .fastrun import run
+
+        fast = run(args[1:])
+        if fast is not None:
+            return fast
     from .cli import main as cli_main
 
     code = cli_main(args, name)
+    import contextlib
+
     with contextlib.suppress(BrokenPipeError):
         sys.stdout.flush()
     return code

@@ -8,7 +8,7 @@ approximation of OrbStack's image index (first entry = default version).
 
 from __future__ import annotations
 
-import platform
+import os
 import re
 from typing import Final, Optional
 
@@ -75,7 +75,7 @@ RESERVED: Final = frozenset({"default", "vm", "host", "services", "gateway", "k8
 
 def host_arch() -> str:
     """The host's architecture in OrbStack's spelling."""
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()  # what platform.machine() returns, without its import
     return "arm64" if machine in ("aarch64", "arm64") else "amd64"
 
 

@@ -24,6 +24,8 @@ machine as root (``guest.py``).
 Commands: ``nsenter`` into every namespace and the machine's root as the
 user's uid/gid, then the image's ``/bin/sh`` changes to the working directory
 (``/`` if it is missing) and execs the command (127 if not found, as a shell).
+Where it can (root, setns), ``exec`` does the same without those programs:
+orbsim's child enters the machine itself (``enter.py``).
 Output handling: ``runner.interactive``.
 
 Halt: SIGKILL to the init ends every process of the pid namespace at once;
@@ -48,11 +50,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
+from . import enter
 from .engine import NOT_ROOT, EngineError
 
 DEFAULT_UID = 501
-ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 BOOT_TIMEOUT = 20.0
 
 #: Tools the engine runs, and the Debian package that has each.
@@ -95,9 +96,6 @@ echo "ready $hostpid" >&3
 exec 3>&-
 exec /bin/sh -c 'trap "exit 0" TERM; while :; do sleep 2147483647 & wait; done' orbsim-init
 """
-
-#: Runs inside the machine as the target user: working directory, then the command.
-ENTER_SCRIPT = 'cd -- "$1" 2>/dev/null || cd /; shift; exec "$@"'
 
 
 def _read_json(path: Path) -> Optional[dict[str, object]]:
@@ -440,29 +438,31 @@ class NamespaceEngine:
     def _enter_argv(
         self, mdir: Path, user: str, workdir: Optional[str], env: Mapping[str, str], argv: list[str]
     ) -> tuple[list[str], dict[str, str]]:
+        cmd, full_env, _ = self._enter(mdir, user, workdir, env, argv, direct=False)
+        return cmd, full_env
+
+    def _enter(
+        self,
+        mdir: Path,
+        user: str,
+        workdir: Optional[str],
+        env: Mapping[str, str],
+        argv: list[str],
+        *,
+        direct: bool,
+    ) -> tuple[list[str], dict[str, str], Optional[enter.Entry]]:
+        """(argv, env, entry): with ``direct`` and an entry, ``argv`` is the command itself, for the entry."""
         rt = self._runtime(mdir)
         if rt is None:
             raise EngineError("the machine is not running: start it first")
         pid = _int(rt, "pid")
         uid, gid, home = self._user_ids(mdir, pid, user)
-        full_env = {
-            "PATH": ROOT_PATH if uid == 0 else USER_PATH,
-            "HOME": home,
-            "USER": user,
-            "LOGNAME": user,
-            "SHELL": "/bin/bash",
-        }
-        term = os.environ.get("TERM")
-        if term and os.isatty(0):
-            full_env["TERM"] = term  # an interactive session, as with orbctl's terminal
-        full_env.update(env)
-        nsenter = ["/usr/bin/nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"]
-        if uid != 0:
-            # The image's setpriv: the user's uid, gid and supplementary groups (sudo, ...).
-            nsenter += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
+        full_env = enter.command_env(user, uid, home, env)
         cwd = workdir if workdir is not None else home
-        nsenter += ["/bin/sh", "-c", ENTER_SCRIPT, "orbsim-run", cwd, *argv]
-        return nsenter, full_env
+        entry = enter.prepare(pid, _int(rt, "start"), uid, gid, cwd) if direct else None
+        if entry is not None:
+            return list(argv), full_env, entry
+        return enter.nsenter_argv(pid, uid, gid, cwd, argv), full_env, None
 
     def exec(
         self,
@@ -477,12 +477,13 @@ class NamespaceEngine:
         """Run ``argv`` in the machine (see the module docstring).
 
         With ``replace`` orbsim's process may be replaced by the command when no
-        output relay is needed (callers that do nothing afterwards).
+        output relay is needed (callers that do nothing afterwards).  Where it can,
+        orbsim enters the machine itself (``enter.py``) instead of through nsenter.
         """
         from . import runner
 
-        cmd, full_env = self._enter_argv(mdir, user, workdir, env, argv)
-        code = runner.interactive(cmd, full_env, exec_ok=replace)
+        cmd, full_env, entry = self._enter(mdir, user, workdir, env, argv, direct=True)
+        code = runner.interactive(cmd, full_env, exec_ok=replace, entry=entry)
         return 128 - code if code < 0 else code
 
     def _run_in(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,12 +113,14 @@ def attach(owner: str, pid: int, start: int, environ: Optional[Mapping[str, str]
         if not free:
             raise EngineError(f"no free address in {SUBNET}.0/24: halt some orbsim machines")
         ip = f"{SUBNET}.{free[0]}"
-        veth = "orbv" + secrets.token_hex(4)  # 12 characters: within IFNAMSIZ
+        veth = "orbv" + os.urandom(4).hex()  # 12 characters: within IFNAMSIZ
         _ensure_bridge()
         table[ip] = {"owner": owner, "pid": pid, "start": start, "veth": veth}
         try:
-            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(pid))
-            _ip("link", "set", veth, "master", BRIDGE, "up")
+            host = (  # one ip process for both host-side steps; -batch stops at the first error
+                f"link add {veth} type veth peer name eth0 netns {pid}\nlink set {veth} master {BRIDGE} up\n"
+            ).encode()
+            runner.run(["ip", "-batch", "-"], input=host, timeout=15)
             script = (
                 f"link set lo up\nlink set eth0 address {mac_for(ip)}\n"
                 f"addr add {ip}/{PREFIXLEN} dev eth0\nlink set eth0 up\n"

@@ -19,16 +19,10 @@ from . import version as versions
 from .basic import default_machine
 from .cli import COMMANDS, Ctx, ServiceError, lookup, own_fault, vm_gate
 from .cobra import HelpRequested, Opts, UsageError
+from .fastrun import RUN_FLAGS, forwarded_env
 from .state import Record
 
-RUN_FLAGS = {
-    "-m": "machine",
-    "--machine": "machine",
-    "-u": "user",
-    "--user": "user",
-    "-w": "workdir",
-    "--workdir": "workdir",
-}
+__all__ = ["RUN_FLAGS", "cmd_run", "cmd_transfer", "forwarded_env", "parse_run"]
 
 
 def parse_run(argv: list[str]) -> tuple[dict[str, str], bool, list[str]]:
@@ -52,11 +46,6 @@ def parse_run(argv: list[str]) -> tuple[dict[str, str], bool, list[str]]:
         else:
             raise UsageError(f"unknown flag {word}", COMMANDS["run"])
     return opts, shell, rest
-
-
-def forwarded_env() -> dict[str, str]:
-    names = [n for n in os.environ.get("ORBENV", "").split(":") if n]
-    return {n: os.environ[n] for n in names if n in os.environ}
 
 
 def _ready_machine(ctx: Ctx, ref: Optional[str], op: str) -> Record:

@@ -29,13 +29,19 @@ stdin is always passed straight through.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shlex
 import stat
 import sys
-from collections.abc import Mapping, Sequence
-from typing import IO, Callable, Optional, Union
+
+# Only cheap modules at import time: ``orbsim run`` imports this module on its fast path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import IO, Callable, Optional, Union
+
+    from .enter import Entry
+
+    Stream = Union[int, IO[bytes], None]
 
 
 def _debug(what: str, argv: Sequence[str]) -> None:
@@ -46,6 +52,8 @@ def _debug(what: str, argv: Sequence[str]) -> None:
     """
     logging = sys.modules.get("logging")
     if logging is not None:
+        import shlex
+
         logging.getLogger("orbsim").debug("%s: %s", what, shlex.join(argv))
 
 
@@ -72,6 +80,8 @@ class RunError(Exception):
         what = f"timed out after {timeout:g}s" if timeout is not None else f"exited with {returncode}"
         detail = (stderr or stdout).strip().splitlines()
         tail = f": {detail[-1]}" if detail else ""
+        import shlex
+
         super().__init__(f"`{shlex.join(self.argv)}` {what}{tail}")
 
 
@@ -85,9 +95,6 @@ class Result:
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
-
-
-Stream = Union[int, IO[bytes], None]
 
 
 def run(
@@ -236,6 +243,7 @@ def _stdin(data: Optional[bytes], stdin: Stream) -> Stream:
 
 
 def _kill_group(pid: int) -> None:
+    import contextlib
     import signal
 
     with contextlib.suppress(OSError):
@@ -254,35 +262,48 @@ def _needs_relay(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-def interactive(argv: Sequence[str], env: Mapping[str, str], *, exec_ok: bool = True) -> int:
+def interactive(
+    argv: Sequence[str], env: Mapping[str, str], *, exec_ok: bool = True, entry: Optional[Entry] = None
+) -> int:
     """Run the user's command with orbsim's stdin/stdout/stderr; return its exit code.
 
     See the module docstring for the output relay.  With ``exec_ok`` and no
     relay needed, orbsim's process is replaced by the command (this function
     then never returns): only for callers that have nothing left to do.
+    With ``entry`` (``enter.prepare``), the child enters a machine itself and
+    runs ``argv`` there; orbsim then always stays the parent (``entry`` is closed).
     """
     _debug("interactive", argv)
     sys.stdout.flush()
     sys.stderr.flush()
     relay = [fd for fd in (1, 2) if _needs_relay(fd)]
-    if not relay and exec_ok:
+    if not relay and exec_ok and entry is None:
         try:
             os.execve(argv[0], list(argv), dict(env))
         except OSError as exc:
             sys.stderr.write(f"orbsim: cannot run {argv[0]}: {exc.strerror}\n")
             return 126
     pipes = {fd: os.pipe() for fd in relay}
-    pid = os.fork()
+    try:
+        pid = os.fork() if entry is None else entry.fork()
+    except BaseException:
+        if entry is not None:
+            entry.close()
+        raise
     if pid == 0:  # child: becomes the command
         try:
             for fd, (r, w) in pipes.items():
                 os.dup2(w, fd)
                 os.close(w)
                 os.close(r)
+            if entry is not None:
+                entry.become(argv, env)
             os.execve(argv[0], list(argv), dict(env))
         except OSError as exc:
             os.write(2, f"orbsim: cannot run {argv[0]}: {exc.strerror}\n".encode())
         os._exit(126)
+    if entry is not None:
+        entry.close()
     readers: dict[int, int] = {}
     for fd, (r, w) in pipes.items():
         os.close(w)

@@ -12,14 +12,45 @@ from .cli import Ctx, dump_json, lookup, out, reconcile
 from .cobra import Opts
 from .state import by_name, empty
 
-SHIM = """#!{python}
+# ``python -I -S``: no site (an editable install's import hook alone costs more than
+# orbsim's own start-up), no PYTHON* variables, no user site; the directory that
+# holds this pytest_orbstack is the one sys.path entry added.  orbsim uses only
+# the standard library.
+SHIM = """{shebang}
 # Written by `orbsim shims`: runs orbsim as {name}.
 import sys
 
+sys.path.insert(0, {root!r})
 from pytest_orbstack.sim.__main__ import main
 
 sys.exit(main(prog={name!r}))
 """
+
+#: Linux reads at most this many bytes of a ``#!`` line (longer ones go through /bin/sh).
+SHEBANG_MAX = 255
+
+# A file both /bin/sh and Python read: sh execs Python on it, Python sees a string.
+TRAMPOLINE = "#!/bin/sh\n'''exec' {python} -I -S \"$0\" \"$@\"\n' '''"
+
+
+def shebang(python: str) -> str:
+    """``#!PYTHON -IS``; a /bin/sh trampoline when PYTHON is too long or has spaces for a ``#!`` line."""
+    line = f"#!{python} -IS"
+    if len(line.encode()) <= SHEBANG_MAX and not any(c.isspace() for c in python):
+        return line
+    import shlex
+
+    return TRAMPOLINE.format(python=shlex.quote(python))
+
+
+def write_launcher(path: Path, name: str) -> None:
+    """Write ``path``: an executable that is this orbsim invoked as ``name`` (orbctl, orb, orbsim)."""
+    root = str(Path(__file__).resolve().parents[2])
+    text = SHIM.format(shebang=shebang(sys.executable), root=root, name=name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
 
 
 def cmd_shims(ctx: Ctx, opts: Opts, args: list[str]) -> int:
@@ -27,11 +58,7 @@ def cmd_shims(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     target = Path(args[0])
     target.mkdir(parents=True, exist_ok=True)
     for name in ("orbctl", "orb"):
-        path = target / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_text(SHIM.format(python=sys.executable, name=name), encoding="utf-8")
-        tmp.chmod(0o755)
-        os.replace(tmp, path)
+        write_launcher(target / name, name)
     return 0
 
 

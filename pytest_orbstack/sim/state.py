@@ -35,13 +35,9 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def home(environ: Optional[Mapping[str, str]] = None) -> Path:
-    env = os.environ if environ is None else environ
-    explicit = env.get("ORBSIM_HOME")
-    if explicit:
-        return Path(explicit)
-    xdg = env.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "share"
-    return base / "orbsim"
+    from .fastrun import home_dir
+
+    return Path(home_dir(environ))
 
 
 def new_ulid(now: Optional[float] = None) -> str:

@@ -1,0 +1,176 @@
+"""``orbsim run``'s fast path (fastrun.py + enter.py) against the nsenter chain it replaces.
+
+Every case runs twice, through the direct setns entry and with ``ORBSIM_ENTER=nsenter``,
+and both must print the same output, errors and exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from orbsim_cli_helpers import Sim, make_sim, namespace_ready
+
+from pytest_orbstack.sim import enter, fastrun
+from pytest_orbstack.sim.simcmds import TRAMPOLINE, shebang
+
+M = "pytest-test-fastrun"
+
+pytestmark = pytest.mark.skipif(namespace_ready() is not None, reason=str(namespace_ready()))
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    steps = make_sim(tmp_path_factory.mktemp("fastrun"), mode="namespace", ORBSIM_USER="alice")
+    s = next(steps)
+    s.ok("create", "ubuntu", M)
+    script = (
+        "printf 'echo no-shebang $0 $1\\n' > /usr/local/bin/nsb && chmod 755 /usr/local/bin/nsb && "
+        "printf x > /usr/local/bin/noexec && chmod 644 /usr/local/bin/noexec && "
+        "useradd -m -u 1200 -G sudo,adm bob"
+    )
+    s.ok("run", "-m", M, "-u", "root", "sh", "-c", script)
+    yield s
+    s.ok("delete", "-f", M)
+    for _ in steps:  # the leftover checks
+        pass
+
+
+CASES = [
+    [
+        "sh",
+        "-c",
+        "id; pwd; env | sort; grep -E '^(Sig[BIC]|Cap|NoNewPrivs)' /proc/self/status; umask; hostname",
+    ],
+    ["-u", "root", "sh", "-c", "id; pwd; echo $PWD $OLDPWD"],
+    ["-u", "bob", "sh", "-c", "id; pwd; echo $HOME $USER"],
+    ["-w", "/no/such/dir", "sh", "-c", "pwd; echo $PWD $OLDPWD"],
+    ["-w", "/etc/../usr/./bin", "sh", "-c", "pwd; echo $PWD"],
+    ["-w", "/root", "pwd"],
+    ["-w", "relative/../x", "sh", "-c", "pwd; echo $PWD"],
+    ["no-such-command-xyz"],
+    ["/no/such"],
+    ["/etc/passwd"],
+    ["/etc/passwd/x"],
+    ["/etc"],
+    [""],
+    ["nsb", "arg"],
+    ["noexec"],
+    ["sh", "-c", "kill -TERM $$"],
+    ["sh", "-c", "echo out; echo err >&2; exit 3"],
+    ["-s", "echo $0 $-; test -t 0; echo $?"],
+    ["sudo", "-n", "true"],
+]
+
+
+@pytest.mark.parametrize("args", CASES, ids=lambda a: " ".join(a) or "empty")
+def test_direct_entry_matches_the_nsenter_chain(sim: Sim, args: list[str]) -> None:
+    direct = sim("run", "-m", M, *args, env={"ORBENV": "GIVEN", "GIVEN": "g v"})
+    chain = sim("run", "-m", M, *args, env={"ORBENV": "GIVEN", "GIVEN": "g v", "ORBSIM_ENTER": "nsenter"})
+    assert (direct.stdout, direct.stderr, direct.returncode) == (chain.stdout, chain.stderr, chain.returncode)
+
+
+def test_the_command_is_in_the_machine_and_orbsim_is_not(sim: Sim) -> None:
+    probe = "readlink /proc/1/exe; readlink /proc/1/ns/pid; readlink /proc/self/ns/pid"
+    out = sim.ok("run", "-m", M, "-u", "root", "sh", "-c", probe).stdout.splitlines()
+    assert out[0] == "/usr/bin/dash"  # the machine's init, seen from its own pid namespace
+    assert out[1] == out[2]  # in the machine's pid namespace
+    # The parent stays on the host: it forks the output drainer there, not in the machine.
+    bg = sim.ok("run", "-m", M, "sh", "-c", "sleep 0.3 & echo started").stdout
+    assert bg == "started\n"
+    ps = sim.ok("run", "-m", M, "ps", "-eo", "comm=").stdout.split()
+    assert "cat" not in ps
+    assert "python3" not in ps
+
+
+@pytest.mark.parametrize("word", ["run", "exec", "shell"])
+def test_run_imports_neither_the_cli_nor_json(sim: Sim, word: str) -> None:
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(fastrun.__file__).parents[2])!r})\n"
+        "from pytest_orbstack.sim.__main__ import main\n"
+        f"code = main([{word!r}, '-m', {M!r}, 'true'], 'orbctl')\n"
+        "print(code, sorted(m for m in sys.modules if m in ('json', 're', 'typing', 'pathlib')"
+        " or m.startswith('pytest_orbstack.sim.') or m == 'pytest_orbstack.sim'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code],
+        env=sim.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    code_text, _, modules = proc.stdout.partition(" ")
+    assert code_text == "0"
+    assert modules.strip() == repr(
+        sorted(
+            [
+                "pytest_orbstack.sim",
+                "pytest_orbstack.sim.__main__",
+                "pytest_orbstack.sim.enter",
+                "pytest_orbstack.sim.fastrun",
+                "pytest_orbstack.sim.runner",
+            ]
+        )
+    )
+
+
+def test_unusual_runs_take_the_full_cli(sim: Sim) -> None:
+    # a stopped machine is started by run, like orbctl run
+    sim.ok("stop", M)
+    assert sim.ok("run", "-m", M, "echo", "back").stdout == "back\n"
+    assert [m["state"] for m in sim.machines()] == ["running"]
+    missing = sim("run", "-m", "pytest-test-nosuch", "true")
+    assert (missing.returncode, missing.stderr) == (1, "[-32098] machine not found: 'pytest-test-nosuch'\n")
+    assert sim("run", "--bogus", "true").stderr.startswith("Error: unknown flag --bogus")
+    assert sim.argv_log()[-1] == ["orbsim", "run", "--bogus", "true"]
+
+
+def test_loads_and_dumps_match_json() -> None:
+    for text in ['{"a": [1, 2.5, null, true, "x\\u00e9"], "b": {}}', ' {"k": 1e400}\n', "[]"]:
+        assert fastrun.loads(text) == json.loads(text)
+    for bad in ["{", "{} x", "", "nul"]:
+        with pytest.raises(ValueError):
+            fastrun.loads(bad)
+    items = ["orbctl", 'é"\n\\', "\x00", "\U0001f600", ""]
+    assert fastrun.dumps_strings(items) == json.dumps(items)
+
+
+def test_home_dir_follows_the_documented_order() -> None:
+    assert fastrun.home_dir({"ORBSIM_HOME": "/h", "XDG_DATA_HOME": "/x"}) == "/h"
+    assert fastrun.home_dir({"XDG_DATA_HOME": "/x", "HOME": "/u"}) == "/x/orbsim"
+    assert fastrun.home_dir({"HOME": "/u"}) == "/u/.local/share/orbsim"
+
+
+def test_init_groups_reads_the_machine_files(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text(
+        "root:x:0:0::/root:/bin/sh\nbob:x:1200:1200::/home/bob:/bin/sh\n"
+    )
+    (tmp_path / "etc" / "group").write_text("root:x:0:\nadm:x:4:syslog,bob\nsudo:x:27:bob\nbob:x:1200:\n")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert enter.init_groups(fd, 1200, 1200) == [1200, 4, 27]
+        assert enter.init_groups(fd, 4242, 1200) is None  # no name: the nsenter chain reports it
+    finally:
+        os.close(fd)
+
+
+def test_the_logical_pwd_is_the_shells() -> None:
+    assert enter._logical("/etc/../usr/./bin/") == "/usr/bin"
+    assert enter._logical("rel/x") == "/rel/x"
+    assert enter._logical("/..") == "/"
+
+
+def test_shim_shebang_runs_python_isolated() -> None:
+    assert shebang("/usr/bin/python3") == "#!/usr/bin/python3 -IS"
+    assert shebang("/opt/my python/bin/python3") == TRAMPOLINE.format(python="'/opt/my python/bin/python3'")
+    long = "/" + "p" * 300
+    assert shebang(long).startswith("#!/bin/sh\n")
