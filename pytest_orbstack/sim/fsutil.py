@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -197,3 +198,13 @@ def _make_home(image: Path, upper: Path, name: str, uid: int, gid: int) -> None:
         for entry in skel.iterdir():
             if entry.is_file() and not entry.is_symlink():
                 safe_write(upper, f"home/{name}/{entry.name}", entry.read_bytes(), uid=uid, gid=gid)
+
+
+def console(mdir: Path, message: str) -> None:
+    """Append a time-stamped line to the machine's console log (what ``orbctl logs`` prints)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    try:
+        with open(mdir / "console.log", "a", encoding="utf-8") as fh:
+            fh.write(f"[{stamp}] {message}\n")
+    except OSError:
+        pass

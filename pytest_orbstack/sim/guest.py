@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from .fsutil import console
+
 if TYPE_CHECKING:
     from .namespace import NamespaceEngine
 
@@ -119,7 +121,7 @@ def on_boot(engine: NamespaceEngine, mdir: Path, *, hostname: str) -> None:
     try:
         keys = ssh.ensure_keys(engine.environ)
     except (OSError, runner.RunError) as exc:  # no sshd then; the machine still boots
-        _console(mdir, f"orbsim: warning: no ssh keys ({exc}): sshd not started")
+        console(mdir, f"orbsim: warning: no ssh keys ({exc}): sshd not started")
         keys = None
     if keys is not None:
         _root_write(engine, mdir, "/etc/ssh/orbsim_host_ed25519_key", keys.host_key.read_bytes(), "600")
@@ -137,9 +139,9 @@ def on_boot(engine: NamespaceEngine, mdir: Path, *, hostname: str) -> None:
                 engine, mdir, ["/bin/sh", "-c", ALIASES_SCRIPT, "orbsim-aliases", hostname], SETUP_TIMEOUT
             )
         if code == 0:
-            _console(mdir, f"orbsim: cloud-init finished in {took:.0f}s")
+            console(mdir, f"orbsim: cloud-init finished in {took:.0f}s")
         else:
-            _console(
+            console(
                 mdir,
                 f"orbsim: warning: cloud-init failed (exit {code}): "
                 "run `cloud-init status --long` in the machine",
@@ -168,15 +170,6 @@ def _in_machine(
             res = runner.run(cmd, env=env, input=input, stdout=log, check=False, timeout=timeout)
             log.write(res.stderr.encode())
     except runner.RunError as exc:
-        _console(mdir, f"orbsim: {argv[0]} timed out after {timeout:.0f}s ({exc})")
+        console(mdir, f"orbsim: {argv[0]} timed out after {timeout:.0f}s ({exc})")
         return 124
     return res.returncode
-
-
-def _console(mdir: Path, message: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    try:
-        with open(mdir / "console.log", "a", encoding="utf-8") as fh:
-            fh.write(f"[{stamp}] {message}\n")
-    except OSError:
-        pass

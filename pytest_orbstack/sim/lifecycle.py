@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 from . import version as versions
@@ -27,6 +26,7 @@ from .cli import (
     vm_gate,
 )
 from .cobra import Opts, UsageError
+from .fsutil import console
 from .profile import DOWNLOAD_SHARE
 from .state import Data, Record, claim, find, new_ulid, settle
 
@@ -40,16 +40,6 @@ UNDELETABLE = (
 
 class Cancelled(Exception):
     """The machine being created was deleted meanwhile."""
-
-
-def console(mdir: Path, message: str) -> None:
-    """Append a line to the machine's console log (``orbctl logs``)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    try:
-        with open(mdir / "console.log", "a", encoding="utf-8") as fh:
-            fh.write(f"[{stamp}] {message}\n")
-    except OSError:
-        pass
 
 
 def _update(ctx: Ctx, mid: str, **fields: Any) -> Record:
