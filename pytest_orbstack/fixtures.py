@@ -8,13 +8,14 @@ when OrbStack is missing), and owns the :class:`Provisioner`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Optional
 
@@ -87,6 +88,9 @@ class OrbRuntime:
         self.bases: Optional[bases.BaseManager] = None
         #: run-scoped bases that xdist workers built (reported to the controller)
         self.worker_bases: set[str] = set()
+        #: the running test's timeout stands still inside this (pytest-timeout, see timeout.py)
+        self.timeout_pause: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+        self._announced: set[str] = set()
 
     # --- orbctl ------------------------------------------------------------------------------
 
@@ -219,18 +223,36 @@ class OrbRuntime:
     # --- machines ----------------------------------------------------------------------------
 
     def obtain(self, spec: MachineSpec) -> Machine:
-        provisioner = self.provisioner()
+        with self.timeout_pause():
+            provisioner = self.provisioner()
+            self._say_first_create(spec)
+            try:
+                return provisioner.obtain(spec)
+            except OrbstackError as exc:
+                pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+
+    def _say_first_create(self, spec: MachineSpec) -> None:
+        """On real OrbStack, the first create of an image may download it: say so before the wait."""
+        if self.bases is not None or spec.image in self._announced:
+            return  # the clone fast path says it builds a base instead
+        self._announced.add(spec.image)
         try:
-            return provisioner.obtain(spec)
-        except OrbstackError as exc:
-            pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+            kind = self.orbctl()[1]
+        except OrbstackError:
+            return
+        if kind == "orbctl":
+            self.stats.waiting(
+                f"making the first {spec.describe()} machine: OrbStack downloads an image "
+                "the first time it is used, which can take minutes"
+            )
 
     def should_keep(self, machine: Machine) -> bool:
         keep = self.settings.keep
         return keep == "always" or (keep == "failed" and machine.name in self.failed_machines)
 
     def release(self, machine: Machine) -> None:
-        self.provisioner().release(machine, keep=self.should_keep(machine))
+        with self.timeout_pause():
+            self.provisioner().release(machine, keep=self.should_keep(machine))
 
 
 #: How long machine fixtures wait for an OrbStack that ``orbctl status`` says is ``Starting``

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import shlex
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Optional, Protocol, Union
@@ -89,6 +90,8 @@ class CommandRecord:
     command: str
     returncode: Optional[int]
     duration: float
+    #: why there is no exit code: the error orbctl raised, or what interrupted the command
+    note: str = ""
 
 
 class _Manager(Protocol):
@@ -199,9 +202,9 @@ class Machine:
         with self._lock:
             return list(self._history)
 
-    def _record(self, command: str, returncode: Optional[int], duration: float) -> None:
+    def _record(self, command: str, returncode: Optional[int], duration: float, note: str = "") -> None:
         with self._lock:
-            self._history.append(CommandRecord(command, returncode, duration))
+            self._history.append(CommandRecord(command, returncode, duration, note))
 
     def run(
         self,
@@ -226,6 +229,7 @@ class Machine:
         if not argv:
             raise ValueError("run() needs a command")
         shown = shlex.join(argv)
+        started = time.monotonic()
         try:
             raw = self._client.run(
                 self.name,
@@ -237,8 +241,9 @@ class Machine:
                 timeout=timeout,
                 check=False,
             )
-        except Exception:
-            self._record(shown, None, 0.0)
+        except BaseException as exc:  # also a test timeout or Ctrl-C while it ran: the report shows it
+            what = "orbctl failed" if isinstance(exc, Exception) else "interrupted while running"
+            self._record(shown, None, time.monotonic() - started, f"{what}: {type(exc).__name__}")
             raise
         result = RunResult(tuple(argv), raw.returncode, raw.stdout, raw.stderr, raw.duration, self.name)
         self._record(shown, result.returncode, result.duration)

@@ -155,7 +155,7 @@ class CreateSource:
                     continue
                 adopted = True
             if adopted:
-                p.stats.event(f"adopting {name}: an earlier create of it went through")
+                p.stats.event(f"adopting {name}: an earlier create of it went through", verbose=True)
             created = p.clock()
             try:
                 # an adopted machine may be half made: no probe (it would start it) until seen running
@@ -212,14 +212,18 @@ class Provisioner:
     def retrying(self, what: str, attempt: int, exc: BaseException) -> None:
         """Report a failed attempt and wait before the next one."""
         wait = self.policy.delay(attempt)
-        self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
+        self.stats.event(
+            f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}", verbose=True
+        )
         self.sleep(wait)
 
     def with_retry(self, what: str, func: Callable[[], object]) -> None:
         """``func()`` under the run's retry policy; each retry is a progress line."""
 
         def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
-            self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
+            self.stats.event(
+                f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}", verbose=True
+            )
 
         call_with_retry(func, self.policy, sleep=self.sleep, on_retry=on_retry)
 
@@ -250,7 +254,8 @@ class Provisioner:
         self.stats.record_created(made.create_seconds, made.ready_seconds)
         self.stats.event(
             f"created {name} ({spec.describe()}) in {made.create_seconds:.1f}s, "
-            f"ready {made.ready_seconds:.1f}s later"
+            f"ready {made.ready_seconds:.1f}s later",
+            verbose=True,
         )
         return machine
 
@@ -338,7 +343,7 @@ class Provisioner:
         created = self.clock()
         self.start(copy)
         self.stats.record_created(created - start, self.clock() - created)
-        self.stats.event(f"cloned {machine.name} as {new} in {created - start:.1f}s")
+        self.stats.event(f"cloned {machine.name} as {new} in {created - start:.1f}s", verbose=True)
         return copy
 
 

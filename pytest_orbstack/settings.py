@@ -87,6 +87,8 @@ class Settings:
     reuse: str = "off"
     #: do not make the next test's fresh machine while the current test runs (``--orb-no-prefetch``)
     no_prefetch: bool = False
+    #: ``exclude`` or ``include``: making machines counts in pytest-timeout's timer (``--orb-timeout-setup``)
+    timeout_setup: str = "exclude"
 
     @property
     def spec(self) -> MachineSpec:
@@ -174,6 +176,16 @@ def _orbctl(value: str, base: Path) -> str:
     if not path.is_file() or not os.access(path, os.X_OK):
         raise ValueError("expected the path of an executable orbctl; it does not exist or is not executable")
     return str(path)
+
+
+#: Values of ``--orb-timeout-setup``.
+TIMEOUT_SETUP_CHOICES: Final = ("exclude", "include")
+
+
+def _timeout_setup(value: str, base: Path) -> str:
+    if value not in TIMEOUT_SETUP_CHOICES:
+        raise ValueError(f"expected one of {', '.join(TIMEOUT_SETUP_CHOICES)}")
+    return value
 
 
 def _clone(value: str, base: Path) -> str:
@@ -340,6 +352,16 @@ _OPTIONS: Final = (
         _flag,
         "do not make the next test's orb_vm_fresh machine while the current test runs",
         is_flag=True,
+    ),
+    _Option(
+        "timeout_setup",
+        "--orb-timeout-setup",
+        "orb_timeout_setup",
+        ("PYTEST_ORBSTACK_TIMEOUT_SETUP",),
+        _timeout_setup,
+        "with pytest-timeout: exclude (default) stops a test's timer while its machines are made, "
+        "include charges that time to the test",
+        "{exclude,include}",
     ),
 )
 
