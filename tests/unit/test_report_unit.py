@@ -142,8 +142,8 @@ class FakeTimer:
 
 def _item(timer: FakeTimer) -> Any:
     hook = SimpleNamespace(
-        pytest_timeout_set_timer=lambda item, settings: timer.set_timer(item, settings),
-        pytest_timeout_cancel_timer=lambda item: timer.cancel_timer(item),
+        pytest_timeout_set_timer=timer.set_timer,
+        pytest_timeout_cancel_timer=timer.cancel_timer,
     )
     return SimpleNamespace(config=SimpleNamespace(hook=hook))
 
