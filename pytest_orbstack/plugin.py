@@ -98,7 +98,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(runtime), "orbstack-xdist")
     runtime.stats.notify = functools.partial(_say_now, config, runtime.worker)
-    if config.pluginmanager.hasplugin("timeout") and settings.timeout_setup == "exclude":
+    # pytest-timeout 2.1+ (its timer hooks)
+    if hasattr(config.hook, "pytest_timeout_set_timer") and settings.timeout_setup == "exclude":
         pause = TimeoutPause()  # machine setup is not charged to pytest-timeout's timer
         config.pluginmanager.register(pause, "orbstack-timeout")
         runtime.timeout_pause = pause.paused
@@ -392,7 +393,7 @@ def _say_now(config: pytest.Config, worker: str, line: str) -> None:
     An xdist worker's stderr is the controller's, so a worker writes there,
     on a line of its own.  Nothing with ``-q``.
     """
-    if config.get_verbosity() < 0:
+    if config.option.verbose < 0:  # -q
         return
     capman = config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
