@@ -268,3 +268,18 @@ def test_machine_setup_is_not_charged_to_the_timeout_unless_asked(
         result.assert_outcomes(errors=1)
         result.stdout.fnmatch_lines(["*Timeout (>3.0s) from pytest-timeout*"])
     assert_no_leftovers()
+
+
+def test_a_bad_timeout_setup_value_is_one_line(
+    pytester: pytest.Pytester, run_pytest: Callable[..., pytest.RunResult]
+) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    result = run_pytest("-p", "no:xdist", "--orb-timeout-setup", "sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --orb-timeout-setup: expected one of exclude, include, got 'sometimes'"]
+    )
+    # without pytest-timeout the option is accepted and does nothing
+    run_pytest("-p", "no:xdist", "-p", "no:timeout", "--orb-timeout-setup", "include").assert_outcomes(
+        passed=1
+    )
