@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shlex
+from pathlib import Path
 from typing import Callable
 from xml.etree import ElementTree
 
@@ -283,3 +285,23 @@ def test_a_bad_timeout_setup_value_is_one_line(
     run_pytest("-p", "no:xdist", "-p", "no:timeout", "--orb-timeout-setup", "include").assert_outcomes(
         passed=1
     )
+
+
+def test_on_real_orbstack_the_first_create_of_an_image_is_announced(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    orbsim_bin: str,
+    tmp_path: Path,
+) -> None:
+    orbctl = tmp_path / "orbctl"  # named like the real one: the plugin takes it for OrbStack
+    orbctl.write_text(f'#!/bin/sh\nexec {shlex.quote(orbsim_bin)} "$@"\n')
+    orbctl.chmod(0o755)
+    pytester.makepyfile(TWO_FRESH)
+    result = run_pytest("-p", "no:xdist", "--orb-clone=never", "--orb-orbctl", str(orbctl))
+    result.assert_outcomes(passed=2)
+    lines = _orbstack_lines(result.stdout.str())
+    said = [line for line in lines if line.startswith("orbstack: making the first ubuntu:22.04 machine")]
+    assert len(said) == 1, lines  # once per image, not per machine
+    assert result.stdout.str().index("making the first") < result.stdout.str().index("[100%]")
+    assert_no_leftovers()
