@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import sys
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any, Final, Optional
 
 import pytest
@@ -380,11 +382,19 @@ def _add_section(report: pytest.TestReport, title: str, text: str) -> None:
 
 
 def _write_line(reporter: Any, line: str) -> None:
-    """Write ``line`` on a line of its own, after pytest's progress row if one is open."""
+    """Write ``line`` on a line of its own, after pytest's progress row if one is open.
+
+    A row of progress letters then goes on under its file name, as pytest
+    starts a row.
+    """
+    row = getattr(reporter, "currentfspath", None)
     reporter.ensure_newline()
     if getattr(reporter._tw, "width_of_current_line", 0):  # xdist's progress letters
         reporter._tw.line()
     reporter.write_line(line)
+    if isinstance(row, Path):  # default verbosity (with -v, pytest writes the test's line again)
+        reporter._tw.write(os.path.relpath(row, reporter.config.invocation_params.dir) + " ")
+        reporter.currentfspath = row
 
 
 def _say_now(config: pytest.Config, worker: str, line: str) -> None:
@@ -442,4 +452,4 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         orbctl = "orbctl"
     terminalreporter.section("orbstack")
     for line in summary_lines(runtime.stats, orbctl):
-        terminalreporter.write_line(line)
+        terminalreporter.line(line)
