@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 import filelock
 
 from pytest_orbstack import cloudinit, commands
+from pytest_orbstack.diagnostics import with_logs
 from pytest_orbstack.errors import (
     MachineNotFoundError,
     OrbctlCommandError,
@@ -348,7 +349,9 @@ class BaseManager:
                     raise BaseBuildError(spec, record.name, record.error, record.worker)
                 waited = p.clock() - start
                 if waited >= 1.0:
-                    p.stats.event(f"waited {waited:.1f}s for base {record.name} built by {record.worker}")
+                    p.stats.event(
+                        f"waited {waited:.1f}s for base {record.name} built by {record.worker}", verbose=True
+                    )
                 if record.reused:
                     self._use(key)
                 return record.name
@@ -419,7 +422,7 @@ class BaseManager:
             # after it was provisioned and stopped (below), so anything else is suspect.
             if state is not None and self.reuse == "on" and state == "stopped":
                 self._use(key)
-                self._p.stats.event(f"reusing base {name} ({spec.describe()})")
+                self._p.stats.event(f"reusing base {name} ({spec.describe()})", verbose=True)
                 return name
             if state is None:
                 built = self._build_renamed(spec, name)
@@ -467,6 +470,7 @@ class BaseManager:
         """Create ``name``, run the provision hooks on it, stop it.  Deleted again on any failure."""
         p = self._p
         start = p.clock()
+        p.stats.waiting(f"building base machine {name} ({spec.describe()}): create, provision hooks, stop")
         try:
             made = CreateSource(p).make(spec, name)
         except OrbstackError as exc:
@@ -481,17 +485,21 @@ class BaseManager:
             machine.run(list(SEAL), user="root", workdir="/")
             p.with_retry(f"stop of {name}", lambda: p.client.stop(name))
         except BaseException as exc:
+            reason = f"{type(exc).__name__}: {first_line(exc)}"
+            if isinstance(exc, Exception):  # the console log, gathered before the machine goes
+                reason = with_logs(reason, p.client, name)
             with contextlib.suppress(Exception):
                 p.delete_name(name)
             if isinstance(exc, cloudinit.CloudInitError):
                 raise BaseBuildError(spec, name, str(exc)) from exc
             if isinstance(exc, Exception):
-                raise BaseBuildError(spec, name, f"{type(exc).__name__}: {first_line(exc)}") from exc
+                raise BaseBuildError(spec, name, reason) from exc
             raise
         self._check_stopped(spec, name)
         p.stats.event(
             f"built base {name} ({spec.describe()}) in {p.clock() - start:.1f}s: "
-            "provisioned and stopped; machines are clones of it"
+            "provisioned and stopped; machines are clones of it",
+            verbose=True,
         )
         return name
 

@@ -223,12 +223,17 @@ class MachineNotReadyError(OrbstackError):
     last state seen (``None`` if it was never seen) and ``reason`` what went wrong.
     """
 
-    def __init__(self, machine: str, waited: float, last_state: str | None, reason: str) -> None:
+    def __init__(
+        self, machine: str, waited: float, last_state: str | None, reason: str, logs: str = ""
+    ) -> None:
         self.machine = machine
         self.waited = waited
         self.last_state = last_state
         self.reason = reason
+        #: the last lines of ``orbctl logs`` of the machine (empty when not gathered)
+        self.logs = logs
+        shown = f"\nlast lines of orbctl logs {machine}:\n{logs}" if logs else ""
         super().__init__(
             f"machine {machine!r} not ready after {waited:.1f}s: {reason} "
-            f"(last state: {last_state or 'never seen'})"
+            f"(last state: {last_state or 'never seen'}){shown}"
         )

@@ -9,6 +9,7 @@ when OrbStack is missing), and owns the :class:`Provisioner`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import platform
 import shutil
@@ -99,6 +100,9 @@ class OrbRuntime:
         #: True once a test of the run set out to use a machine (here or in an xdist worker)
         self.machines_wanted = False
         self._started = False
+        #: the running test's timeout stands still inside this (pytest-timeout, see timeout.py)
+        self.timeout_pause: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+        self._announced: set[str] = set()
 
     # --- orbctl ------------------------------------------------------------------------------
 
@@ -255,19 +259,37 @@ class OrbRuntime:
     # --- machines ----------------------------------------------------------------------------
 
     def obtain(self, spec: MachineSpec) -> Machine:
-        provisioner = self.provisioner()
+        with self.timeout_pause():
+            provisioner = self.provisioner()
+            self._say_first_create(spec)
+            try:
+                return provisioner.obtain(spec)
+            except OrbstackError as exc:
+                failure = failure_text(exc)
+            pytest.fail(failure, pytrace=False)  # outside the except: no chain of causes repeats it
+
+    def _say_first_create(self, spec: MachineSpec) -> None:
+        """On real OrbStack, the first create of an image may download it: say so before the wait."""
+        if self.bases is not None or spec.image in self._announced:
+            return  # the clone fast path says it builds a base instead
+        self._announced.add(spec.image)
         try:
-            return provisioner.obtain(spec)
-        except OrbstackError as exc:
-            failure = failure_text(exc)
-        pytest.fail(failure, pytrace=False)  # outside the except: no chain of causes repeats it
+            kind = self.orbctl()[1]
+        except OrbstackError:
+            return
+        if kind == "orbctl":
+            self.stats.waiting(
+                f"making the first {spec.describe()} machine: OrbStack downloads an image "
+                "the first time it is used, which can take minutes"
+            )
 
     def should_keep(self, machine: Machine) -> bool:
         keep = self.settings.keep
         return keep == "always" or (keep == "failed" and machine.name in self.failed_machines)
 
     def release(self, machine: Machine) -> None:
-        self.provisioner().release(machine, keep=self.should_keep(machine))
+        with self.timeout_pause():
+            self.provisioner().release(machine, keep=self.should_keep(machine))
 
 
 def failure_text(exc: BaseException) -> str:

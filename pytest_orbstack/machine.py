@@ -6,6 +6,7 @@ import collections
 import re
 import shlex
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,8 @@ class CommandRecord:
     command: str
     returncode: Optional[int]
     duration: float
+    #: why there is no exit code: the error orbctl raised, or what interrupted the command
+    note: str = ""
 
 
 def _check_access(result: RunResult, method: str, path: str, user: Optional[str]) -> RunResult:
@@ -329,9 +332,9 @@ class Machine:
         with self._lock:
             return list(self._history)
 
-    def _record(self, command: str, returncode: Optional[int], duration: float) -> None:
+    def _record(self, command: str, returncode: Optional[int], duration: float, note: str = "") -> None:
         with self._lock:
-            self._history.append(CommandRecord(command, returncode, duration))
+            self._history.append(CommandRecord(command, returncode, duration, note))
 
     def run(
         self,
@@ -369,6 +372,7 @@ class Machine:
         self._watch(shown, argv)
         if workdir is None:
             workdir = self._home_of(user)
+        started = time.monotonic()
         try:
             raw = self._client.run(
                 self.name,
@@ -381,9 +385,11 @@ class Machine:
                 check=False,
                 output_limit=output_limit,
             )
-        except Exception:
-            self._record(shown, None, 0.0)
-            self.suspect = f"orbctl failed running {shown!r}"
+        except BaseException as exc:  # also a test timeout or Ctrl-C while it ran: the report shows it
+            what = "orbctl failed" if isinstance(exc, Exception) else "interrupted while running"
+            self._record(shown, None, time.monotonic() - started, f"{what}: {type(exc).__name__}")
+            if isinstance(exc, Exception):
+                self.suspect = f"orbctl failed running {shown!r}"
             raise
         result = RunResult(
             tuple(argv), raw.returncode, raw.stdout, raw.stderr, raw.duration, self.name,

@@ -8,15 +8,20 @@ and prints; workers make, hand out and delete their own machines.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
+import sys
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any, Callable, Final, Optional
 
 import pytest
 
 from pytest_orbstack import availability, bases, hookspecs, lookahead, naming, ownership, reaper, signals
 from pytest_orbstack.client import OrbctlClient, Timeouts
+from pytest_orbstack.diagnostics import logs_tail
 from pytest_orbstack.errors import OrbstackError, first_line
 from pytest_orbstack.fixtures import (
     OrbRuntime,
@@ -29,7 +34,14 @@ from pytest_orbstack.fixtures import (
     orb_vm_fresh,
     runtime_key,
 )
-from pytest_orbstack.report import EVENTS_ATTR, WORKEROUTPUT_KEY, failure_section, summary_lines
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.report import (
+    EVENTS_ATTR,
+    WORKEROUTPUT_KEY,
+    failure_section,
+    machine_properties,
+    summary_lines,
+)
 from pytest_orbstack.settings import (
     MARKER_LINE,
     MarkerError,
@@ -38,6 +50,7 @@ from pytest_orbstack.settings import (
     load_settings,
     marker_overrides,
 )
+from pytest_orbstack.timeout import TimeoutPause
 
 __all__ = ["orb_client", "orb_machines", "orb_vm", "orb_vm_fresh"]
 
@@ -115,6 +128,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ProgressPrinter(config), "orbstack-progress")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(runtime), "orbstack-xdist")
+    runtime.stats.notify = functools.partial(_say_now, config, runtime.worker)
+    # pytest-timeout 2.1+ (its timer hooks)
+    if hasattr(config.hook, "pytest_timeout_set_timer") and settings.timeout_setup == "exclude":
+        pause = TimeoutPause()  # machine setup is not charged to pytest-timeout's timer
+        config.pluginmanager.register(pause, "orbstack-timeout")
+        runtime.timeout_pause = pause.paused
     config.stash[_lease_key] = None
     signals.install_sigterm_handler()  # SIGTERM tears down like Ctrl-C (only if SIGTERM is unhandled)
     _register_testinfra(config, runtime)
@@ -443,7 +462,9 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     try:
         runtime.prefetch(lookahead.upcoming(item, nextitem, lookahead.WINDOW))
     except Exception as exc:  # never this test's problem: the next test makes its own machine
-        runtime.stats.event(f"could not prefetch a machine for {nextitem.nodeid}: {first_line(exc)}")
+        runtime.stats.event(
+            f"could not prefetch a machine for {nextitem.nodeid}: {first_line(exc)}", verbose=True
+        )
 
 
 # --- the shared machine between tests: replaced when it died --------------------------------------
@@ -507,9 +528,11 @@ def _announce_version(runtime: OrbRuntime) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    runtime = item.config.stash.get(runtime_key, None)
+    if runtime is not None and call.when == "call":  # before the report copies them
+        item.user_properties.extend(machine_properties(machines_used_by(item)))
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    runtime = item.config.stash.get(runtime_key, None)
     if runtime is None:
         return
     if "orb_vm" in getattr(item, "funcargs", {}):
@@ -517,20 +540,67 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed:
         for machine in machines_used_by(item):
             runtime.failed_machines.add(machine.name)
-            if machine.deleted:
-                continue
-            info, error = None, None
-            try:
-                info = machine.info()
-            except OrbstackError as exc:
-                error = first_line(exc)
-            report.sections.append(
-                (f"orbstack machine {machine.name}", failure_section(info, error, machine.history))
-            )
+            if not machine.deleted:
+                _add_section(report, f"orbstack machine {machine.name}", _machine_section(runtime, machine))
     events = runtime.stats.take_events()
     if events:
         tag = "" if runtime.worker == "main" else f"[{runtime.worker}] "
         setattr(report, EVENTS_ATTR, [[verbose, f"{tag}{line}"] for verbose, line in events])
+
+
+def _machine_section(runtime: OrbRuntime, machine: Machine) -> str:
+    """The failure section of one machine: ``info``, the tail of ``orbctl logs``, the last commands."""
+    info, error = None, None
+    try:
+        info = machine.info()
+    except OrbstackError as exc:
+        error = first_line(exc)
+    return failure_section(info, error, machine.history, logs_tail(runtime.client(), machine.name))
+
+
+def _add_section(report: pytest.TestReport, title: str, text: str) -> None:
+    """Add a section to the failure's text (what ``--junitxml`` and pytest-html show), else to the report."""
+    addsection = getattr(report.longrepr, "addsection", None)
+    if callable(addsection):
+        addsection(title, text)
+    else:
+        report.sections.append((title, text))
+
+
+def _write_line(reporter: Any, line: str) -> None:
+    """Write ``line`` on a line of its own, after pytest's progress row if one is open.
+
+    A row of progress letters then goes on under its file name, as pytest
+    starts a row.
+    """
+    row = getattr(reporter, "currentfspath", None)
+    reporter.ensure_newline()
+    if getattr(reporter._tw, "width_of_current_line", 0):  # xdist's progress letters
+        reporter._tw.line()
+    reporter.write_line(line)
+    if isinstance(row, Path):  # default verbosity (with -v, pytest writes the test's line again)
+        reporter._tw.write(os.path.relpath(row, reporter.config.invocation_params.dir) + " ")
+        reporter.currentfspath = row
+
+
+def _say_now(config: pytest.Config, worker: str, line: str) -> None:
+    """Write a line to the terminal at once, even during a fixture's setup (``Stats.notify``).
+
+    An xdist worker's stderr is the controller's, so a worker writes there,
+    on a line of its own.  Nothing with ``-q``.
+    """
+    if config.option.verbose < 0:  # -q
+        return
+    capman = config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+        if worker != "main":
+            sys.stderr.write(f"\norbstack: [{worker}] {line}\n")
+            sys.stderr.flush()
+            return
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            _write_line(reporter, f"orbstack: {line}")
+            reporter.flush()
 
 
 class ProgressPrinter:
@@ -550,9 +620,7 @@ class ProgressPrinter:
         for verbose, line in events:
             if verbose and not show_verbose:
                 continue
-            if getattr(reporter._tw, "width_of_current_line", 0):
-                reporter.write("\n")  # after progress dots
-            reporter.write_line(f"orbstack: {line}")
+            _write_line(reporter, f"orbstack: {line}")
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -570,4 +638,4 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         orbctl = "orbctl"
     terminalreporter.section("orbstack")
     for line in summary_lines(runtime.stats, orbctl):
-        terminalreporter.write_line(line)
+        terminalreporter.line(line)

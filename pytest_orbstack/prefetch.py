@@ -109,7 +109,9 @@ class PrefetchSource:
         try:
             made = future.result()
         except Exception as exc:  # the source deleted what it made; make one the usual way
-            self._p.stats.event(f"a prefetched machine failed, making one now: {first_line(exc)}")
+            self._p.stats.event(
+                f"a prefetched machine failed, making one now: {first_line(exc)}", verbose=True
+            )
             return None
         except BaseException:  # Ctrl-C while waiting: the machine is nobody's, delete it once made
             future.add_done_callback(functools.partial(self._discard, spec))

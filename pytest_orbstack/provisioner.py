@@ -185,7 +185,7 @@ class CreateSource:
                     continue
                 adopted = True
             if adopted:
-                p.stats.event(f"adopting {name}: an earlier create of it went through")
+                p.stats.event(f"adopting {name}: an earlier create of it went through", verbose=True)
             created = p.clock()
             try:
                 # an adopted machine may be half made: no probe (it would start it) until seen running;
@@ -266,7 +266,9 @@ class Provisioner:
         """Report a failed attempt and wait before the next one (unless the breaker trips)."""
         self.breaker.failed(exc, "")
         wait = self.policy.delay(attempt)
-        self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
+        self.stats.event(
+            f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}", verbose=True
+        )
         self.sleep(wait)
 
     def check_hung(self, kind: str) -> None:
@@ -303,7 +305,9 @@ class Provisioner:
         """
 
         def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
-            self.stats.event(f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}")
+            self.stats.event(
+                f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}", verbose=True
+            )
 
         if kind is not None:
             self.check_hung(kind)
@@ -351,7 +355,8 @@ class Provisioner:
         self.stats.record_created(made.create_seconds, made.ready_seconds)
         self.stats.event(
             f"created {name} ({spec.describe()}) in {made.create_seconds:.1f}s, "
-            f"ready {made.ready_seconds:.1f}s later"
+            f"ready {made.ready_seconds:.1f}s later",
+            verbose=True,
         )
         return machine
 
@@ -469,7 +474,7 @@ class Provisioner:
         created = self.clock()
         self.start(copy)
         self.stats.record_created(created - start, self.clock() - created)
-        self.stats.event(f"cloned {machine.name} as {new} in {created - start:.1f}s")
+        self.stats.event(f"cloned {machine.name} as {new} in {created - start:.1f}s", verbose=True)
         return copy
 
 

@@ -27,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Final, Optional, Protocol
 
+from pytest_orbstack.diagnostics import logs_tail
 from pytest_orbstack.errors import (
     MachineNotFoundError,
     MachineNotReadyError,
@@ -216,7 +217,11 @@ def _wait(
                 deadline = clock() + timeout
             if info.state in DEAD_STATES:
                 raise MachineNotReadyError(
-                    name, clock() - start, last_state, f"the machine is {info.state}; start it or recreate it"
+                    name,
+                    clock() - start,
+                    last_state,
+                    f"the machine is {info.state}; start it or recreate it",
+                    logs_tail(client, name),
                 )
         addressed = info is not None and info.state == "running" and bool(info.ip4 or not _reports_ips(info))
         if not ran and (probe is not None or addressed):  # never sleep with a probe still running
@@ -245,6 +250,7 @@ def _wait(
                 now - start,
                 last_state,
                 f"{reason}; raise --orb-ready-timeout ({timeout:g}s) if it is slow",
+                logs_tail(client, name),
             )
         sleep(min(interval, deadline - now))
         interval = poll.next(interval)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Optional
 
 if TYPE_CHECKING:
-    from pytest_orbstack.machine import CommandRecord
+    from pytest_orbstack.machine import CommandRecord, Machine
     from pytest_orbstack.models import MachineInfo
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Stats",
     "delete_command",
     "failure_section",
+    "machine_properties",
     "summary_lines",
 ]
 
@@ -53,6 +54,8 @@ class Stats:
         #: machine name -> first line of the error of its failed delete
         self.failed_deletes: dict[str, str] = {}
         self._events: list[tuple[bool, str]] = []
+        #: writes a line to the terminal now (set by the plugin); see :meth:`waiting`
+        self.notify: Optional[Callable[[str], None]] = None
 
     def record_created(self, create_seconds: float, ready_seconds: float) -> None:
         with self._lock:
@@ -83,6 +86,18 @@ class Stats:
         """Queue a progress line for the next test report (``verbose``: shown only with ``-v``)."""
         with self._lock:
             self._events.append((verbose, line))
+
+    def waiting(self, line: str) -> None:
+        """Say now, before a wait that can be long, what is waited for (default verbosity).
+
+        Only the thread a test waits on says it now; a background thread's
+        wait becomes a ``-v`` progress line.
+        """
+        notify = self.notify
+        if notify is not None and threading.current_thread() is threading.main_thread():
+            notify(line)
+        else:
+            self.event(line, verbose=True)
 
     def take_events(self) -> list[tuple[bool, str]]:
         with self._lock:
@@ -139,8 +154,25 @@ def summary_lines(stats: Stats, orbctl: str) -> list[str]:
     return lines
 
 
+def machine_properties(machines: Iterable[Machine]) -> list[tuple[str, object]]:
+    """``user_properties`` of a test that used ``machines`` (``--junitxml`` shows them): name, image, address.
+
+    From what the plugin last saw of each machine (no orbctl call per test).
+    """
+    properties: list[tuple[str, object]] = []
+    for machine in machines:
+        info = machine._info  # from readiness or the last info(); the address of a running machine
+        properties.append(("orbstack_machine", machine.name))
+        properties.append(("orbstack_image", info.image if info is not None else machine.spec.image))
+        properties.append(("orbstack_ip4", (info.ip4 if info is not None else None) or ""))
+    return properties
+
+
 def failure_section(
-    info: Optional[MachineInfo], info_error: Optional[str], history: Sequence[CommandRecord]
+    info: Optional[MachineInfo],
+    info_error: Optional[str],
+    history: Sequence[CommandRecord],
+    logs: Optional[str] = None,
 ) -> str:
     """The text of the report section added to a failed test that used a machine."""
     lines = []
@@ -153,8 +185,14 @@ def failure_section(
         lines.append(f"ip6:   {info.ip6 or '-'}")
     else:
         lines.append(f"info unavailable: {info_error}")
+    if logs is not None:
+        lines.append("orbctl logs (last lines):")
+        lines.append(logs)
     lines.append(f"last commands ({len(history)}):" if history else "no commands run")
     for record in history:
-        code = "no exit code (orbctl failed)" if record.returncode is None else f"exit {record.returncode}"
+        if record.returncode is not None:
+            code = f"exit {record.returncode}"
+        else:
+            code = f"no exit code ({record.note or 'orbctl failed'})"
         lines.append(f"  $ {record.command}  -> {code} in {record.duration:.2f}s")
     return "\n".join(lines)

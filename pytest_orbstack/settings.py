@@ -125,6 +125,9 @@ class Settings:
     #: ``error`` or ``skip``: machine tests when OrbStack cannot be used (``--orb-if-unavailable``)
     if_unavailable: str = "error"
 
+    #: ``exclude`` or ``include``: making machines counts in pytest-timeout's timer (``--orb-timeout-setup``)
+    timeout_setup: str = "exclude"
+
     @property
     def prefetch_limit(self) -> int:
         """How many machines prefetch may make ahead: 0 when it is off."""
@@ -261,6 +264,16 @@ def _orbctl(value: str, base: Path) -> str:
 def _if_unavailable(value: str, base: Path) -> str:
     if value not in IF_UNAVAILABLE_CHOICES:
         raise ValueError(f"expected one of {', '.join(IF_UNAVAILABLE_CHOICES)}")
+    return value
+
+
+#: Values of ``--orb-timeout-setup``.
+TIMEOUT_SETUP_CHOICES: Final = ("exclude", "include")
+
+
+def _timeout_setup(value: str, base: Path) -> str:
+    if value not in TIMEOUT_SETUP_CHOICES:
+        raise ValueError(f"expected one of {', '.join(TIMEOUT_SETUP_CHOICES)}")
     return value
 
 
@@ -479,6 +492,16 @@ _OPTIONS: Final = (
         "tests that need a machine when OrbStack (or orbsim) cannot be used: error (default, one "
         "line each) or skip (with the reason)",
         "{error,skip}",
+    ),
+    _Option(
+        "timeout_setup",
+        "--orb-timeout-setup",
+        "orb_timeout_setup",
+        ("PYTEST_ORBSTACK_TIMEOUT_SETUP",),
+        _timeout_setup,
+        "with pytest-timeout: exclude (default) stops a test's timer while its machines are made, "
+        "include charges that time to the test",
+        "{exclude,include}",
     ),
 )
 

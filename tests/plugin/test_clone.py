@@ -132,7 +132,7 @@ def test_one_base_then_clones_and_the_base_is_deleted_at_the_end(
     pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1", extra=""))
     pytester.makepyfile(test_suite=SUITE)
     log = argv_log()
-    result = run_pytest(*mode)
+    result = run_pytest("-v", *mode)
     result.assert_outcomes(passed=8)
     (base,) = log.created()  # ONE create for the whole run, whatever the number of workers
     made = [name for _, name in created_machines(result.stdout.str())]
@@ -277,7 +277,7 @@ def test_reuse_keeps_the_base_refresh_rebuilds_and_a_changed_hook_makes_a_new_on
 
     # run 2: reuses it, no create at all
     log = argv_log()
-    result = run_pytest("-n", "2", "--orb-reuse")
+    result = run_pytest("-n", "2", "--orb-reuse", "-v")
     result.assert_outcomes(passed=8)
     assert log.created() == []
     assert {source for source, _ in log.cloned()} == {base}

@@ -34,7 +34,7 @@ def test_orb_vm_one_machine_per_worker(
     created_machines: Callable[[str], list[tuple[str, str]]],
 ) -> None:
     pytester.makepyfile(test_vm=ORB_VM_TESTS)
-    result = run_pytest(*mode)
+    result = run_pytest("-v", *mode)
     result.assert_outcomes(passed=5)
     made = created_machines(result.stdout.str())
     workers = [worker for worker, _ in made]
@@ -71,7 +71,7 @@ def test_orb_vm_fresh_is_new_for_each_test_and_deleted_after(
             assert False, "on purpose"
         """
     )
-    result = run_pytest(*mode)
+    result = run_pytest("-v", *mode)
     result.assert_outcomes(passed=3, failed=1)
     names = [name for _, name in created_machines(result.stdout.str())]
     assert len(names) == 4

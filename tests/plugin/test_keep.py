@@ -80,7 +80,7 @@ def test_keep_failed_keeps_a_shared_machine_used_by_a_failed_test(
         "def test_b(orb_vm):\n    assert False\n\n"
         "def test_c(orb_vm):\n    pass\n"
     )
-    result = run_pytest("--orb-keep", "failed", "-p", "no:xdist")
+    result = run_pytest("--orb-keep", "failed", "-p", "no:xdist", "-v")
     result.assert_outcomes(passed=2, failed=1)
     (made,) = created_machines(result.stdout.str())
     assert orbsim_machines("pytest-test-") == []
@@ -101,7 +101,7 @@ def test_keep_always_and_the_next_run_does_not_purge_kept_machines(
     tmp_path: Path,
 ) -> None:
     pytester.makepyfile(TESTS)
-    result = run_pytest("--orb-keep", "always", "-p", "no:xdist")
+    result = run_pytest("--orb-keep", "always", "-p", "no:xdist", "-v")
     result.assert_outcomes(passed=2, failed=1)
     kept = sorted(_kept(name) for _, name in created_machines(result.stdout.str()))
     assert orbsim_machines("pytest-test-") == []

@@ -48,7 +48,7 @@ def test_bad_marker_fails_collection(
         test_bad=f"import pytest\n\n{body}\ndef test_it(orb_vm_fresh):\n    pass\n",
         test_good="def test_other():\n    pass\n",
     )
-    result = run_pytest()
+    result = run_pytest("-v")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*ERROR collecting test_bad.py*", message])
     # no machine was made

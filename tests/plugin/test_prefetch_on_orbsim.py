@@ -128,7 +128,8 @@ def test_with_xdist(
 ) -> None:
     """Each worker knows the test it runs next: with a file per worker, every fresh machine is made ahead."""
     pytester.makepyfile(test_one=SUITE, test_two=SUITE)
-    result = run_pytest("-n", "2", "--dist", "loadfile", "-v", "-s")
+    # in file order (pytest-randomly would put test_shared between fresh tests: fewer made ahead)
+    result = run_pytest("-n", "2", "--dist", "loadfile", "-v", "-s", "-p", "no:randomly")
     result.assert_outcomes(passed=8)
     lines = result.stdout.lines
     took = _names(lines, "took prefetched machine ")

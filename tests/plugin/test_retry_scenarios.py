@@ -15,7 +15,7 @@ def test_transient_create_failures_are_retried(
 ) -> None:
     monkeypatch.setenv("ORBSIM_FAULTS", "create=download-502*2")
     pytester.makepyfile("def test_vm(orb_vm):\n    assert orb_vm.run('true').ok\n")
-    result = run_pytest("-p", "no:xdist", "--orb-retries", "3")
+    result = run_pytest("-p", "no:xdist", "--orb-retries", "3", "-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*retrying create of pytest-test-* (attempt 2)*502 Bad Gateway*"])
     assert_no_leftovers()
@@ -43,7 +43,7 @@ def test_setup_timeout_that_left_a_machine_is_adopted(
 ) -> None:
     monkeypatch.setenv("ORBSIM_FAULTS", "create=setup-timeout-keep*1")
     pytester.makepyfile("def test_vm(orb_vm):\n    assert orb_vm.run('true').ok\n")
-    result = run_pytest("-p", "no:xdist")
+    result = run_pytest("-p", "no:xdist", "-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*adopting pytest-test-*", "*1 created, 1 deleted*"])
     assert_no_leftovers()
@@ -57,7 +57,7 @@ def test_hung_create_that_succeeded_is_adopted(
 ) -> None:
     monkeypatch.setenv("ORBSIM_FAULTS", "create=hang:600*1")
     pytester.makepyfile("def test_vm(orb_vm):\n    assert orb_vm.run('true').ok\n")
-    result = run_pytest("-p", "no:xdist", "--orb-create-timeout", "3")
+    result = run_pytest("-p", "no:xdist", "--orb-create-timeout", "3", "-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*adopting pytest-test-*"])
     assert_no_leftovers()
@@ -71,7 +71,7 @@ def test_delete_that_fails_once_is_retried(
 ) -> None:
     monkeypatch.setenv("ORBSIM_FAULTS", "delete=conflict*1")
     pytester.makepyfile("def test_vm(orb_vm_fresh):\n    pass\n")
-    result = run_pytest("-p", "no:xdist")
+    result = run_pytest("-p", "no:xdist", "-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         ["*retrying delete of pytest-test-*", "*1 created, 1 deleted, 0 kept, 0 purged*"]
