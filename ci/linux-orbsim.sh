@@ -12,7 +12,7 @@
 #                         so a cache step running as that user can read it).
 #   VENV                  the virtualenv to use or make (default .venv)
 # The project is installed with its test extra; the first run installs orbsim's system
-# packages with apt-get and builds the image (about a minute, Debian's mirror), with progress.
+# packages with apt-get and builds the image (a few minutes, Debian's mirror), with progress.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -329,7 +329,10 @@ class OrbctlClient:
         limit = self.output_limit if output_limit is None else _check_limit(output_limit)
         argv = [self.binary, *args]
         log.debug("%s", shlex.join(argv))
-        full_env = MaskedEnv({**os.environ, **env}) if env else None
+        # Always an explicit environment: with none, the child's exec reads the C ``environ``,
+        # which another thread (pytest sets PYTEST_CURRENT_TEST at every test phase) may be
+        # reallocating at that moment; the exec then fails with EFAULT ("Bad address").
+        full_env = MaskedEnv({**os.environ, **(env or {})})
         started = time.monotonic()
         try:
             proc = subprocess.Popen(  # noqa: S603 - argv list from the validated builder, no shell

@@ -131,7 +131,7 @@ def preflight_problem(
         return f"orbsim needs {names}: install them (`apt-get install {pkgs}`)"
     if not image_ready and not can_build:
         return (
-            "no machine image: run `orbsim image build` (needs root and Debian's mirror, about 1 min; "
+            "no machine image: run `orbsim image build` (needs root and Debian's mirror, a few minutes; "
             "`apt-get install debootstrap` first)"
         )
     return None

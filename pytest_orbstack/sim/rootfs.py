@@ -38,7 +38,7 @@ PACKAGES = (
     "openssh-server",
 )
 STAMP = ".orbsim-image.json"
-#: Generous: debootstrap downloads ~60 MB from Debian's mirror.
+#: Generous: debootstrap downloads a minimal Debian with cloud-init and OpenSSH from Debian's mirror.
 BUILD_TIMEOUT = 1800.0
 #: Seconds apt-get may take for one step (update, install).
 APT_TIMEOUT = 900.0
@@ -228,7 +228,7 @@ def _build_locked(top: Path, path: Path, say: Say, environ: Optional[Mapping[str
     target = work / "root"
     say(
         f"building the machine image (Debian {SUITE}, debootstrap from {MIRROR}) in {path}: "
-        f"once per host, about a minute ..."
+        f"once per host, a few minutes ..."
     )
     ticker = _Progress(say)
     env = {**os.environ, **(environ or {})}

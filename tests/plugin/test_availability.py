@@ -14,6 +14,7 @@ import pytest
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
 from pytest_orbstack.fixtures import failure_text, resolve_orbctl
 from pytest_orbstack.settings import Settings
+from pytest_orbstack.sim import rootfs
 from pytest_orbstack.sim.namespace import TOOLS
 
 TESTS = """
@@ -227,7 +228,7 @@ def test_no_image_and_no_way_to_build_it_is_one_line_per_machine_test(
         "orbsim needs debootstrap (to build the machine image) and there is no apt-get to "
         "install it: install it by hand (`apt-get install debootstrap`), then try again",
     )
-    assert not (tmp_path / "images" / "debian-bookworm-1").exists()
+    assert not (tmp_path / "images" / rootfs.IMAGE_NAME).exists()
 
 
 FAKE_APT_GET = """#!/bin/sh
@@ -269,7 +270,7 @@ def test_missing_debootstrap_is_installed_and_the_build_shown_once_before_the_te
     result.stdout.fnmatch_lines(
         [
             "orbsim: building the machine image (Debian bookworm, debootstrap from "
-            f"http://deb.debian.org/debian) in {tmp_path}/images/debian-bookworm-1: once per host*",
+            f"http://deb.debian.org/debian) in {tmp_path}/images/{rootfs.IMAGE_NAME}: once per host*",
             "orbsim: image build 0:0?: Failed getting release file *",
             "orbsim: cannot make machines: building the machine image failed *",
             "*ERROR at setup of test_vm*",
@@ -278,7 +279,7 @@ def test_missing_debootstrap_is_installed_and_the_build_shown_once_before_the_te
         ]
     )
     assert "Traceback" not in out
-    assert not (tmp_path / "images" / "debian-bookworm-1").exists()
+    assert not (tmp_path / "images" / rootfs.IMAGE_NAME).exists()
 
 
 def test_nothing_is_prepared_when_no_selected_test_needs_a_machine(
@@ -411,7 +412,7 @@ def test_machine_tests_get_the_orb_marker(
     pytester.makepyfile(MARKED)
     result = run_pytest(*mode, "-m", "not orb")
     result.assert_outcomes(passed=1)
-    result = run_pytest("--collect-only", "-q", "-m", "orb")
+    result = run_pytest("--collect-only", "-q", "-p", "no:randomly", "-m", "orb")
     result.stdout.fnmatch_lines(
         [
             "test_machine_tests_get_the_orb_marker.py::test_through_another_fixture",

@@ -231,7 +231,7 @@ def test_a_create_still_creating_after_its_timeout_is_waited_for_not_made_again(
     monkeypatch.setenv("ORBSIM_FAULTS", rule)
     pytester.makepyfile("def test_vm(orb_vm_fresh):\n    assert orb_vm_fresh.run('true').ok\n")
     args = ["--orb-clone", "never", "--orb-create-timeout", "8", "--orb-ready-timeout", "2"]
-    result = run_pytest("-p", "no:xdist", "--orb-no-prefetch", *args)
+    result = run_pytest("-p", "no:xdist", "-v", "--orb-no-prefetch", *args)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*adopting pytest-test-*"])
     assert "retrying create" not in result.stdout.str()

@@ -146,7 +146,7 @@ def test_unused_machine_of_a_worker_is_reported(
 ) -> None:
     """Lines from a worker's session end (no test report carries them) reach the terminal."""
     pytester.makepyfile(test_suite=SKIPPED_IN_SETUP)
-    result = run_pytest("-n", "1", "-v")
+    result = run_pytest("-n", "1", "-v", "-p", "no:randomly")  # the skipped test comes second
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(
         [

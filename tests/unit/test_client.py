@@ -848,3 +848,20 @@ def test_a_failure_message_says_how_much_output_was_dropped() -> None:
     lines = str(excinfo.value).splitlines()
     assert "  stdout (123456 earlier bytes dropped, see output_limit): tail" in lines
     assert "  stderr: (empty)" in lines
+
+
+def test_orbctl_gets_an_explicit_environment_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never ``env=None``: the child would read the C ``environ`` another thread may be changing."""
+    seen: list[Any] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("env"))
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setenv("PYTEST_ORBSTACK_SNAPSHOT_MARK", "1")
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    OrbctlClient("/bin/true").execute(["status"], timeout=10)
+    (env,) = seen
+    assert env is not None
+    assert dict(env)["PYTEST_ORBSTACK_SNAPSHOT_MARK"] == "1"
