@@ -75,8 +75,10 @@ _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: ``run(env=...)`` names that would change how orbctl itself behaves (they must pass through
 #: orbctl's own environment to reach the machine): refused.  Prefixes end in ``*``.
 RESERVED_ENV: Final = (
-    "ORB*", "PYTHON*", "LD_*", "DYLD_*", "XDG_*", "GO*", "HOME", "PATH", "TMPDIR", "SHELL", "USER",
-    "LOGNAME", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    "ORB*", "PYTHON*", "LD_*", "DYLD_*", "XDG_*", "GODEBUG", "GOGC", "GOMAXPROCS", "GOMEMLIMIT",
+    "GOTRACEBACK", "HOME", "PATH", "TMPDIR", "SHELL", "USER", "LOGNAME", "SSL_CERT_FILE",
+    "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy",
+    "https_proxy", "no_proxy", "all_proxy",
 )  # fmt: skip
 #: The option that raises the timeout of each kind of call, for timeout messages.
 _TIMEOUT_HINTS: Final = {
@@ -287,8 +289,9 @@ def _kill_group(proc: subprocess.Popen[bytes], out: _Tail, err: _Tail) -> None:
         if pipe is not None:
             with contextlib.suppress(OSError):
                 pipe.close()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(proc.pid, signal.SIGKILL)  # the leader itself, should it have left its group
+    if proc.poll() is None:  # not reaped yet: its pid is still its own
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)  # the leader itself, should it have left its group
     proc.wait()
 
 
@@ -545,8 +548,8 @@ class MaskedEnv(dict):  # type: ignore[type-arg]
 
 
 def _reserved(name: str) -> bool:
-    upper = name.upper()
-    return any(upper.startswith(r[:-1]) if r.endswith("*") else upper == r for r in RESERVED_ENV)
+    """Environment names are case-sensitive: ``path`` is not ``PATH`` (the proxies are listed in both)."""
+    return any(name.startswith(r[:-1]) if r.endswith("*") else name == r for r in RESERVED_ENV)
 
 
 def check_env(env: Mapping[str, str]) -> None:

@@ -23,7 +23,6 @@ nothing; with one, one ``orbctl info``, and one ``orbctl run`` (``cat
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Callable, Final, Optional
 
 import pytest
@@ -111,6 +110,7 @@ class SharedMachine:
                 provisioner.stats.event(f"could not check orb_vm machine {machine.name}: {first_line(exc)}")
                 return
         if state is None or state == "deleting":
+            machine.deleted = True  # gone: its teardown must neither keep nor delete it
             self._replace(provisioner, f"orb_vm machine {machine.name} is gone {where} ({why})")
             return
         if state != "running":
@@ -138,6 +138,8 @@ class SharedMachine:
             pytest.fail(f"{what}; it cannot be replaced here: run the tests again", pytrace=False)
         provisioner.stats.event(f"{what}: a new one replaces it, made and provisioned as the first was")
         self.replaced += 1
-        with contextlib.suppress(Exception):  # the old machine's teardown: its failures are recorded there
+        try:  # the old machine's teardown, and that of the fixtures built on orb_vm
             finish()
+        except Exception as exc:  # reported, not raised: this test gets the new machine
+            provisioner.stats.event(f"teardown of the replaced orb_vm machine failed: {first_line(exc)}")
         self.machine = None

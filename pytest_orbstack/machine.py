@@ -505,7 +505,9 @@ class Machine:
                         "Machine.host needs pytest-testinfra: pip install 'pytest-orbstack[testinfra]'",
                         name=exc.name,
                     ) from exc
-                self._hosts[user] = host_for(self._client, self.name, user, self._record)
+                self._hosts[user] = host_for(
+                    self._client, self.name, user, self._record, lambda: self._home_of(user)
+                )
             return self._hosts[user]
 
     # --- life cycle ----------------------------------------------------------------------------

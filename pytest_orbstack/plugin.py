@@ -486,7 +486,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     runtime = item.config.stash.get(runtime_key, None)
     if runtime is None or runtime.shared.machine is None or "orb_vm" not in getattr(item, "fixturenames", ()):
         return
-    runtime.shared.before_test(runtime.provisioner())
+    with runtime.timeout_pause():  # a restart or replacement is machine setup (--orb-timeout-setup)
+        runtime.shared.before_test(runtime.provisioner())
 
 
 # --- reporting ---------------------------------------------------------------------------------

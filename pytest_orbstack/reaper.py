@@ -278,6 +278,7 @@ class Watchdog:
                     stdout=out,
                     stderr=out,
                     cwd="/",
+                    env=dict(os.environ),  # an explicit copy: see client.execute (EFAULT race)
                     close_fds=True,
                     start_new_session=True,
                 )

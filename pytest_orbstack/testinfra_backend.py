@@ -20,7 +20,6 @@ for the command's own exit code 1.
 from __future__ import annotations
 
 import math
-import re
 import shlex
 from typing import Any, Callable, Final, Optional, Union
 
@@ -29,7 +28,7 @@ import testinfra.host
 from testinfra.backend import base
 
 from pytest_orbstack import commands
-from pytest_orbstack.client import OrbctlClient, classify, find_orbctl
+from pytest_orbstack.client import OrbctlClient, classify, find_orbctl, orbctl_failure
 from pytest_orbstack.errors import InvalidSpecError, MachineNotFoundError, OrbctlCommandError
 
 __all__ = ["BACKEND_PATH", "NAME", "OrbBackend", "OrbHostError", "host_for", "use_client"]
@@ -43,7 +42,6 @@ BACKEND_PATH: Final = "pytest_orbstack.testinfra_backend.OrbBackend"
 Recorder = Callable[[str, Optional[int], float], None]
 
 #: stderr of an orbctl-side failure: errors of OrbStack's machine service carry this prefix.
-_ORBCTL_ERROR: Final = re.compile(r"^\[-32098\] ", re.MULTILINE)
 
 
 def _default_client() -> OrbctlClient:
@@ -117,6 +115,7 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         client: Optional[OrbctlClient] = None,
         timeout: Union[str, float, None] = None,
         on_command: Optional[Recorder] = None,
+        workdir: Optional[Callable[[], str]] = None,
         **kwargs: Any,
     ) -> None:
         name, user = self.parse_containerspec(hostspec)
@@ -129,6 +128,8 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         self.timeout = _timeout(timeout)
         self._client = client
         self._on_command = on_command
+        #: where commands run (``Machine.host``: the user's home); ``None``: orbctl's default
+        self._workdir = workdir
         super().__init__(name, *args, **kwargs)
 
     @property
@@ -147,12 +148,29 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         cmd = self.get_command(command, *args)
         try:
             raw = self.client.run(
-                self.name, ["sh", "-c", cmd], user=self.user, timeout=self.timeout, check=False
+                self.name,
+                ["sh", "-c", cmd],
+                user=self.user,
+                workdir=None if self._workdir is None else self._workdir(),
+                timeout=self.timeout,
+                check=False,
             )
         except Exception:
             self._record(cmd, None, 0.0)
             raise
         self._record(cmd, raw.returncode, raw.duration)
+        if raw.stdout_dropped or raw.stderr_dropped:  # testinfra would see part of it as all of it
+            raise OrbctlCommandError(
+                list(raw.args),
+                raw.returncode,
+                "",
+                "",
+                message=(
+                    f"{self.get_pytest_id()}: the output of {cmd!r} was larger than the client's "
+                    f"output limit ({raw.stdout_dropped + raw.stderr_dropped} bytes dropped): "
+                    "raise --orb-output-limit"
+                ),
+            )
         result = self.result(raw.returncode, self.encode(cmd), raw.stdout_bytes, raw.stderr_bytes)
         if raw.returncode == 1:
             self._check_machine(raw, result)
@@ -168,7 +186,7 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         orbctl also exits 1 for its own failures, sometimes silently: an orbctl
         error text decides, and a silent exit 1 costs one ``orbctl info``.
         """
-        if _ORBCTL_ERROR.search(raw.stderr):
+        if orbctl_failure(raw.stderr):
             error = classify(list(raw.args), raw.returncode, raw.stdout, raw.stderr)
         elif raw.stderr.strip():
             return
@@ -185,14 +203,20 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
 
 
 def host_for(
-    client: OrbctlClient, machine: str, user: Optional[str] = None, on_command: Optional[Recorder] = None
+    client: OrbctlClient,
+    machine: str,
+    user: Optional[str] = None,
+    on_command: Optional[Recorder] = None,
+    workdir: Optional[Callable[[], str]] = None,
 ) -> Any:
     """A testinfra ``Host`` for ``machine`` running commands as ``user`` (default user when ``None``).
 
-    ``on_command(command, exit code or None, seconds)`` hears of every command run.
+    ``on_command(command, exit code or None, seconds)`` hears of every command run;
+    ``workdir()`` says where commands run (a :class:`~pytest_orbstack.machine.Machine`: the
+    user's Linux home, never the host's current directory).
     """
     spec = machine if user is None else f"{user}@{machine}"
-    backend = OrbBackend(spec, client=client, on_command=on_command)
+    backend = OrbBackend(spec, client=client, on_command=on_command, workdir=workdir)
     host = testinfra.host.Host(backend)
     backend.set_host(host)
     return host

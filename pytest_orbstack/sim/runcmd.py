@@ -5,8 +5,8 @@ non-flag; ``--`` is rejected like OrbStack 2.0.x does (``Error: unknown flag --`
 Environment variables reach the machine only when named in ``ORBENV``
 (``ORBENV=A:B``).  The working directory defaults to orbsim's own cwd (the
 engine falls back to ``/`` when that path does not exist in the machine).
-A stopped machine is started first, and the faults injected for ``start``
-apply to that start too.
+A stopped machine is started first, and the ``start`` rules of the faults that belong to
+a machine (``no-ip``, ``conflict``, ``error``, ...) apply to that start too.
 """
 
 from __future__ import annotations

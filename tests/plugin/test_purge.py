@@ -18,15 +18,37 @@ FOREIGN = "someone-elses-box"
 
 
 def _create(orbsim_bin: str, name: str) -> None:
-    subprocess.run([orbsim_bin, "create", "ubuntu:22.04", name], check=True, timeout=300, env=os.environ)
+    proc = subprocess.run(
+        [orbsim_bin, "create", "ubuntu:22.04", name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ,
+        check=False,
+    )
+    assert proc.returncode == 0, f"orbsim create {name}: {proc.stderr}"
+
+
+@pytest.fixture
+def own_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, orbsim_bin: str) -> Callable[..., list[str]]:
+    """An orbsim home for this test alone (an earlier test's watchdog may still purge the session's
+    orphans); returns ``names(prefix="")``: the machines in it."""
+    monkeypatch.setenv("ORBSIM_HOME", str(tmp_path / "orbsim-home"))
+
+    def names(prefix: str = "") -> list[str]:
+        out = subprocess.run(
+            [orbsim_bin, "list", "-q"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        return sorted(name for name in out.split() if name.startswith(prefix))
+
+    return names
 
 
 def test_purges_dead_runs_orphans_but_not_foreign_machines(
     pytester: pytest.Pytester,
     run_pytest: Callable[..., pytest.RunResult],
-    orbsim_machines: Callable[..., list[str]],
+    own_home: Callable[..., list[str]],
     orbsim_bin: str,
-    assert_no_leftovers: Callable[..., None],
     mode: list[str],
 ) -> None:
     _create(orbsim_bin, DEAD_RUN)
@@ -41,29 +63,28 @@ def test_purges_dead_runs_orphans_but_not_foreign_machines(
                 "machines: 1 created, 1 deleted, 0 kept, 1 purged*",
             ]
         )
-        assert DEAD_RUN not in orbsim_machines()
-        assert FOREIGN in orbsim_machines()
+        assert DEAD_RUN not in own_home()
+        assert FOREIGN in own_home()
     finally:
         subprocess.run([orbsim_bin, "delete", "-f", FOREIGN], check=False, timeout=60)
-    assert_no_leftovers()
+    assert own_home("pytest-test-") == []
 
 
 def test_no_purge_leaves_orphans(
     pytester: pytest.Pytester,
     run_pytest: Callable[..., pytest.RunResult],
-    orbsim_machines: Callable[..., list[str]],
+    own_home: Callable[..., list[str]],
     orbsim_bin: str,
-    assert_no_leftovers: Callable[..., None],
 ) -> None:
     _create(orbsim_bin, DEAD_RUN)
     try:
         pytester.makepyfile("def test_vm(orb_vm):\n    pass\n")
         result = run_pytest("--orb-no-purge", "-p", "no:xdist")
         result.assert_outcomes(passed=1)
-        assert orbsim_machines("pytest-test-") == [DEAD_RUN]
+        assert own_home("pytest-test-") == [DEAD_RUN]
     finally:
         subprocess.run([orbsim_bin, "delete", "-f", DEAD_RUN], check=False, timeout=60)
-    assert_no_leftovers()
+    assert own_home("pytest-test-") == []
 
 
 def test_controller_purges_machines_of_a_crashed_worker(
@@ -111,6 +132,15 @@ def test_a_run_with_another_home_and_state_dir_spares_live_runs_and_purges_dead_
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
+    # an orbsim home of its own: no earlier test's lingering process can purge its machines first
+    monkeypatch.setenv("ORBSIM_HOME", str(tmp_path / "orbsim-home"))
+
+    def names() -> list[str]:
+        out = subprocess.run(
+            [orbsim_bin, "list", "-q"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        return sorted(name for name in out.split() if name.startswith(DEFAULT_PREFIX))
+
     live = machine_name(DEFAULT_PREFIX, new_run_id(pid=sleeper.pid), "gw0")
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_run_id = new_run_id(pid=ended.pid)
@@ -129,7 +159,7 @@ def test_a_run_with_another_home_and_state_dir_spares_live_runs_and_purges_dead_
         result = run_pytest("-p", "no:xdist")
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines([f"orbstack: purged 1 machine(s) of dead runs: {dead}"])
-        assert orbsim_machines(DEFAULT_PREFIX) == [live]
+        assert names() == [live]
         # once the live run's process has ended, the next run purges its machine
         sleeper.kill()
         sleeper.wait(timeout=10)
@@ -139,7 +169,7 @@ def test_a_run_with_another_home_and_state_dir_spares_live_runs_and_purges_dead_
     finally:
         for name in (live, dead):  # one by one: a missing name fails a multi-name delete
             subprocess.run([orbsim_bin, "delete", "-f", name], check=False, timeout=60, capture_output=True)
-    assert_no_leftovers()
+    assert names() == []
 
 
 def _calls(orbsim_env: dict[str, str]) -> list[str]:
@@ -178,11 +208,13 @@ def test_a_run_that_needs_no_machine_calls_no_orbctl_and_purges_nothing(
 ) -> None:
     state = tmp_path / "state"
     monkeypatch.setenv("PYTEST_ORBSTACK_STATE_DIR", str(state))
+    # an orbsim home of its own: a watchdog of an earlier test may still purge the session's
+    home = {**orbsim_env, "ORBSIM_HOME": str(tmp_path / "home")}
+    monkeypatch.setenv("ORBSIM_HOME", home["ORBSIM_HOME"])
     pytester.makepyfile(MIXED)
-    before = _calls(orbsim_env)
     result = run_pytest(*args)
     assert result.ret == 0, result.stdout.str()
-    assert _calls(orbsim_env) == before  # not even orbctl version or status
+    assert _calls(home) == []  # not even orbctl version or status
     if "-n" not in args:  # an xdist controller cannot see what its workers select: see docs/cleanup.md
         assert not (state / "reaper.log").exists()  # no watchdog was started
         assert not (state / "runs").exists() or not list((state / "runs").glob("*.json"))

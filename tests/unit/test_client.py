@@ -678,7 +678,7 @@ def test_output_limit_must_be_a_positive_whole_number(bad: Any) -> None:
 
 @pytest.mark.parametrize(
     "name", ["PATH", "HOME", "LD_PRELOAD", "DYLD_INSERT_LIBRARIES", "PYTHONHOME", "XDG_CONFIG_HOME",
-             "ORBSIM_HOME", "GODEBUG", "TMPDIR", "Path"],
+             "ORBSIM_HOME", "GODEBUG", "TMPDIR", "http_proxy"],
 )  # fmt: skip
 def test_run_env_names_that_change_orbctl_are_refused(fake_orbctl: FakeOrbctl, name: str) -> None:
     with pytest.raises(InvalidSpecError) as excinfo:
@@ -689,6 +689,13 @@ def test_run_env_names_that_change_orbctl_are_refused(fake_orbctl: FakeOrbctl, n
     assert "orbctl's own behaviour" in message
     assert SECRET not in message
     assert fake_orbctl.calls() == []
+
+
+def test_env_names_are_case_sensitive_and_go_means_only_gos_own(fake_orbctl: FakeOrbctl) -> None:
+    """``path`` is not ``PATH``; ``GOOGLE_*`` is not one of Go's runtime variables."""
+    client = OrbctlClient(str(fake_orbctl.path))
+    client.run("m1", ["true"], env={"path": "x", "GOOGLE_CLOUD_PROJECT": "p"})
+    assert len(fake_orbctl.calls()) == 1
 
 
 def test_invalid_env_name_is_one_line_without_the_value(fake_orbctl: FakeOrbctl) -> None:

@@ -35,6 +35,7 @@ class Recorder:
         command: Sequence[str],
         *,
         user: Optional[str] = None,
+        workdir: Optional[str] = None,
         timeout: Optional[float] = None,
         check: bool = True,
     ) -> CommandResult:
