@@ -176,16 +176,7 @@ def run(argv: list[str]) -> Optional[int]:
         uid, gid, home = info["uid"], info["gid"], f"/home/{user}"
     else:
         return None  # another user: looked up in the machine's /etc/passwd by the engine
-    if shell:
-        command = ["/bin/sh", "-lc", " ".join(command)]
-    elif not command:
-        command = ["/bin/sh", "-l"]
-    workdir = opts.get("workdir")
-    if workdir is None:
-        try:
-            workdir = os.getcwd()
-        except OSError:
-            workdir = "/"
+    command, workdir = command_and_workdir(opts, shell, command)
     delay = 0.0
     if not _instant(env):
         from .profile import Profile
@@ -222,3 +213,19 @@ def forwarded_env() -> dict[str, str]:
     """``runcmd.forwarded_env``: the variables named in ``ORBENV``."""
     names = [n for n in os.environ.get("ORBENV", "").split(":") if n]
     return {n: os.environ[n] for n in names if n in os.environ}
+
+
+def command_and_workdir(opts: dict[str, str], shell: bool, command: list[str]) -> tuple[list[str], str]:
+    """What ``run`` executes (``-s`` joins the words for ``sh -lc``; none: a login shell) and where:
+    ``-w``, else orbsim's own current directory (OrbStack: the Mac's), else ``/``."""
+    if shell:
+        command = ["/bin/sh", "-lc", " ".join(command)]
+    elif not command:
+        command = ["/bin/sh", "-l"]
+    workdir = opts.get("workdir")
+    if workdir is None:
+        try:
+            workdir = os.getcwd()
+        except OSError:
+            workdir = "/"
+    return command, workdir

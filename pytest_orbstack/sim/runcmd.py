@@ -19,7 +19,7 @@ from . import version as versions
 from .basic import default_machine
 from .cli import COMMANDS, Ctx, ServiceError, lookup, own_fault, vm_gate
 from .cobra import HelpRequested, Opts, UsageError
-from .fastrun import RUN_FLAGS, forwarded_env
+from .fastrun import RUN_FLAGS, command_and_workdir, forwarded_env
 from .state import Record
 
 __all__ = ["RUN_FLAGS", "cmd_run", "cmd_transfer", "forwarded_env", "parse_run"]
@@ -97,16 +97,7 @@ def cmd_run(ctx: Ctx, argv: list[str]) -> int:
 
         gate_faults(ctx, "run", [opts["machine"]] if "machine" in opts else [])
     rec = _ready_machine(ctx, opts.get("machine"), "run")
-    if shell:
-        command = ["/bin/sh", "-lc", " ".join(command)]
-    elif not command:
-        command = ["/bin/sh", "-l"]
-    workdir = opts.get("workdir")
-    if workdir is None:
-        try:
-            workdir = os.getcwd()
-        except OSError:
-            workdir = "/"
+    command, workdir = command_and_workdir(opts, shell, command)
     ctx.profile.sleep("run")
     code = ctx.engine.exec(
         ctx.mdir(rec), command, user=opts.get("user") or rec["username"], workdir=workdir, env=forwarded_env()
