@@ -3,13 +3,16 @@
 A test can kill the machine every later test of its process shares
 (``sudo kill -TERM 1``, ``orb_vm.delete()``, OrbStack quitting).  Before a
 test that uses ``orb_vm`` runs, :meth:`SharedMachine.before_test` looks at the
-machine, but only when there is a sign of trouble since the last look
+machine when there is a sign of trouble since the last look
 (:attr:`Machine.suspect`: a command that failed on orbctl's side or was ended by
 a signal, a push or pull that failed, the test stopped, started, restarted or
-deleted it; or a test that used it failed).  Without such a sign it costs
-nothing; with one, one ``orbctl info``, and one ``orbctl run`` (``cat
-/proc/1/stat``) when some plugin implements ``pytest_orbstack_machine_ready``
-(which also costs that one ``run`` when the machine is handed out).
+deleted it; or a test that used it failed).  With a sign it costs one
+``orbctl info``.  When some plugin implements ``pytest_orbstack_machine_ready``,
+what that hook started must not be lost without a sign either (``sudo kill -TERM
+1`` can return 0 just before the machine goes down, and the next ``orbctl run``
+starts it again): then every test that uses ``orb_vm`` first costs one ``orbctl
+run`` (``cat /proc/1/stat``, also run when the machine is handed out).  Without
+that hook and without a sign, it costs nothing.
 
 - Gone or being deleted: the ``orb_vm`` fixture is finished (its teardown and
   that of every fixture built on it run) and pytest makes it again for this
@@ -95,8 +98,16 @@ class SharedMachine:
     def before_test(self, provisioner: Provisioner) -> None:
         """Before a test that uses ``orb_vm``: replace, restart or re-announce the machine if needed."""
         machine = self.machine
-        if machine is None or machine.suspect is None:
+        if machine is None:
             return
+        if machine.suspect is None:
+            if not self.watch_boot or machine.deleted:
+                return
+            # A ready hook started something in the machine: a restart with no sign (a
+            # command that ended before the machine went down) would lose it unseen.
+            if boot_mark(provisioner.client, machine.name) == self.boot and self.boot is not None:
+                return
+            machine.suspect = "its init is not the one the ready hook saw"
         why, machine.suspect = machine.suspect, None
         where = f"during {self.last_test}" if self.last_test else "before this test"
         state: Optional[str] = None

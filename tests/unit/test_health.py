@@ -76,12 +76,44 @@ def test_boot_mark_is_the_init_start_time_even_with_spaces_in_its_name() -> None
     assert boot_mark(object(), "m1") is None
 
 
-def test_no_sign_no_call() -> None:
-    shared, p, _m, finished = setup()
+def test_no_sign_no_call_without_ready_hooks() -> None:
+    shared, p, _m, finished = setup(watch_boot=False)
+    p.client.boot = "900"
     for _ in range(5):
         shared.before_test(p)  # type: ignore[arg-type]
     assert p.client.calls == []
     assert finished == []
+
+
+def test_with_ready_hooks_no_sign_costs_one_run_a_test() -> None:
+    shared, p, _m, finished = setup()
+    for _ in range(3):
+        shared.before_test(p)  # type: ignore[arg-type]
+    assert p.client.calls == ["run", "run", "run"]
+    assert p.readied == []
+    assert finished == []
+
+
+def test_with_ready_hooks_a_restart_without_a_sign_is_announced_again() -> None:
+    shared, p, m, _ = setup()
+    p.client.boot = "900"  # the command that killed init exited 0; the next run started it
+    shared.before_test(p)  # type: ignore[arg-type]
+    assert p.readied == ["m1"]
+    assert m.suspect is None
+    assert "restarted before this test (its init is not the one the ready hook saw)" in events(p)[0]
+    shared.before_test(p)  # type: ignore[arg-type]
+    assert p.readied == ["m1"]
+
+
+def test_with_ready_hooks_a_machine_gone_without_a_sign_is_replaced() -> None:
+    shared, p, m, finished = setup()
+    p.client.state = None
+    p.client.run = lambda *a, **k: SimpleNamespace(  # type: ignore[method-assign]
+        stdout_dropped=0, stderr_dropped=0, returncode=1, stdout="", stderr="machine not found"
+    )
+    shared.before_test(p)  # type: ignore[arg-type]
+    assert finished == ["finished"]
+    assert m.deleted
 
 
 def test_a_gone_machine_is_replaced_once_and_named_with_the_test() -> None:
