@@ -121,6 +121,7 @@ def test_a_dead_shared_machine_is_replaced_and_a_restarted_one_announced_again(
     assert_no_leftovers()
 
 
+@pytest.mark.parametrize("ready_hook", [False, True], ids=["no-ready-hook", "ready-hook"])
 def test_a_healthy_shared_machine_costs_no_extra_call(
     pytester: pytest.Pytester,
     run_pytest: Callable[..., pytest.RunResult],
@@ -128,20 +129,27 @@ def test_a_healthy_shared_machine_costs_no_extra_call(
     assert_no_leftovers: Callable[..., None],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    ready_hook: bool,
 ) -> None:
-    """Between tests that went well, nothing is asked of orbctl (counted through a wrapper)."""
+    """Between tests that went well, nothing is asked of orbctl (counted through a wrapper); with a
+    ready hook, one `run` a test reads the init's start time, so a restart without a sign is seen."""
     calls = tmp_path / "calls.log"
     wrapper = tmp_path / "orbctl"
     wrapper.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {orbsim_env["ORBCTL"]} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("ORBCTL", str(wrapper))
-    pytester.makeconftest(HOOKS)
+    hooks = HOOKS if ready_hook else HOOKS.replace("def pytest_orbstack_machine_ready(", "def _not_a_hook(")
+    pytester.makeconftest(hooks)
     pytester.makepyfile("def test_a(orb_vm):\n    pass\n\n\ndef test_b(orb_vm):\n    pass\n")
     pytester.makepyfile(test_more="\n\n".join(f"def test_{i}(orb_vm):\n    pass" for i in range(6)))
     run_pytest("-p", "no:xdist", "--orb-clone", "never", "--orb-no-prefetch").assert_outcomes(passed=8)
     ops = calls.read_text().split()
-    # create, the readiness probes and infos, one `run` for the init's start time, delete: none per test
-    assert ops.count("run") <= 3, ops
+    # create, the readiness probes and infos, delete: none per test; with the ready hook, one
+    # `run` for the init's start time at hand-out and one before each test after the first
+    runs = [op for op in ops if op == "run"]
+    assert len(runs) <= (2 + 8 if ready_hook else 2), ops
+    if ready_hook:
+        assert len(runs) >= 8, ops
     assert ops.count("info") <= 4, ops
     print(f"orbctl calls for 8 tests on one shared machine: {len(ops)} ({ops})")
     assert_no_leftovers()
