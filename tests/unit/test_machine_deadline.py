@@ -130,7 +130,7 @@ def test_clone_start_and_readiness_share_one_deadline(tmp_path: Path) -> None:
             super().clone(old, new)
 
         def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-            if self.slow and self.machines.get(machine) == "stopped":  # the clone's first command starts it: hangs
+            if self.slow and self.machines.get(machine) == "stopped":  # its first command starts it: hangs
                 timeout = kwargs["timeout"]
                 self.run_timeouts.append(timeout)
                 clock.advance(timeout)
