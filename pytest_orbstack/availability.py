@@ -3,11 +3,16 @@
 - :func:`mark_machine_tests`: every test that uses a machine fixture gets the
   ``orb`` marker, so ``-m "not orb"`` deselects them all.
 - :func:`prepare`: once per run, on the xdist controller (or the only
-  process), before any machine is made, the ``pytest_orbstack_prepare`` hooks
-  get the orbctl in use and make its backend ready (orbsim's plugin installs
-  its packages and builds its image there, with progress on the terminal).  A
-  reason they return travels to xdist workers in ``workerinput``
-  (:data:`WORKERINPUT_KEY`): no worker asks again.
+  process), before any machine is made and only when a selected test needs
+  one, the ``pytest_orbstack_prepare`` hooks get the orbctl in use and make
+  its backend ready (orbsim's plugin installs its packages and builds its
+  image there, with progress on the terminal).
+- Under xdist the controller collects nothing: a worker whose selected tests
+  need a machine says so with a file in the run's lock directory
+  (:func:`note_wanted`) before it reports its collection, and the controller
+  prepares when it reads that report, before it hands out any test.  The
+  reason the hooks returned reaches the workers the same way
+  (:func:`write_reason`, :func:`read_reason`): no worker asks again.
 - :func:`give_up`: a machine fixture cannot have its machine for a reason
   that will not change during the run; the test errors with that one line
   (``--orb-if-unavailable error``, the default) or is skipped with it
@@ -16,7 +21,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final, NoReturn, Optional
 
 import pytest
@@ -24,20 +32,21 @@ import pytest
 __all__ = [
     "IF_UNAVAILABLE_CHOICES",
     "MACHINE_FIXTURE_NAMES",
-    "WORKERINPUT_KEY",
     "give_up",
+    "is_wanted",
     "mark_machine_tests",
+    "note_wanted",
     "prepare",
     "prepare_here",
+    "read_reason",
     "uses_machine",
+    "write_reason",
 ]
 
 #: Fixtures that need OrbStack: their tests get the ``orb`` marker.
 MACHINE_FIXTURE_NAMES: Final = ("orb_vm", "orb_vm_fresh", "orb_machines", "orb_client")
 #: ``--orb-if-unavailable`` values.
 IF_UNAVAILABLE_CHOICES: Final = ("error", "skip")
-#: ``workerinput`` key of the controller's reason why no machine can be made (or ``None``).
-WORKERINPUT_KEY: Final = "orbstack_unavailable"
 
 
 def uses_machine(item: pytest.Item) -> bool:
@@ -56,10 +65,10 @@ def mark_machine_tests(items: Sequence[pytest.Item]) -> None:
 def prepare_here(config: pytest.Config, items: Optional[Sequence[pytest.Item]]) -> bool:
     """Whether this process prepares the backend now.
 
-    ``items`` is ``None`` at session start: only an xdist controller prepares
-    then (its workers start right after and it never sees their tests), unless
-    it only collects.  After collection (``items`` given) a process without
-    xdist prepares when a selected test needs a machine.
+    ``items`` is ``None`` on an xdist controller, which collects nothing: it
+    prepares once a worker said its selected tests need a machine
+    (:func:`is_wanted`), unless it only collects.  After collection (``items``
+    given) a process without xdist prepares when a selected test needs a machine.
     """
     if hasattr(config, "workerinput") or config.option.collectonly:
         return False
@@ -81,6 +90,44 @@ def prepare(config: pytest.Config, orbctl: Optional[str]) -> Optional[str]:
     if reason is None:
         return None
     return next((line for line in str(reason).splitlines() if line.strip()), str(reason))
+
+
+def _wanted_path(lock_dir: Path, run_id: str) -> Path:
+    return lock_dir / f"orbstack-wanted-{run_id}"
+
+
+def note_wanted(lock_dir: Path, run_id: str) -> None:
+    """An xdist worker of run ``run_id`` will make machines (``lock_dir``: the run's lock directory)."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    _wanted_path(lock_dir, run_id).touch()
+
+
+def is_wanted(lock_dir: Path, run_id: str) -> bool:
+    """Whether a worker of run ``run_id`` said it will make machines (:func:`note_wanted`)."""
+    return _wanted_path(lock_dir, run_id).exists()
+
+
+def _reason_path(lock_dir: Path, run_id: str) -> Path:
+    return lock_dir / f"orbstack-prepared-{run_id}.json"
+
+
+def write_reason(lock_dir: Path, run_id: str, reason: Optional[str]) -> None:
+    """The controller prepared the backend for run ``run_id``: ``reason`` why no machine can be made,
+    or ``None``.  Written whole or not at all."""
+    path = _reason_path(lock_dir, run_id)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"reason": reason}))
+    os.replace(tmp, path)
+
+
+def read_reason(lock_dir: Path, run_id: str) -> tuple[bool, Optional[str]]:
+    """(prepared?, reason) of run ``run_id``, as :func:`write_reason` left them."""
+    try:
+        data = json.loads(_reason_path(lock_dir, run_id).read_text())
+    except (OSError, ValueError):
+        return False, None
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return True, reason if isinstance(reason, str) else None
 
 
 def give_up(reason: str, if_unavailable: str) -> NoReturn:

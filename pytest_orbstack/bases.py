@@ -51,6 +51,7 @@ import filelock
 from pytest_orbstack import cloudinit, commands
 from pytest_orbstack.diagnostics import with_logs
 from pytest_orbstack.errors import (
+    MachineDeadlineError,
     MachineNotFoundError,
     OrbctlCommandError,
     OrbctlTimeoutError,
@@ -61,7 +62,7 @@ from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import OrbVersion
 from pytest_orbstack.naming import REUSE_PREFIX
 from pytest_orbstack.ownership import try_lock
-from pytest_orbstack.provisioner import CreateSource, Made
+from pytest_orbstack.provisioner import CreateSource, Made, clone_timeout
 from pytest_orbstack.readiness import wait_ready, wake
 
 if TYPE_CHECKING:
@@ -467,23 +468,30 @@ class BaseManager:
     # --- the build ---------------------------------------------------------------------------
 
     def _build(self, spec: MachineSpec, name: str) -> str:
-        """Create ``name``, run the provision hooks on it, stop it.  Deleted again on any failure."""
+        """Create ``name``, run the provision hooks on it, stop it.  Deleted again on any failure.
+
+        A base is a machine too: its create, readiness and stop keep within its overall
+        deadline (``--orb-machine-timeout``); cloud-init and the provision hooks are not
+        charged to it (they are the user's, with their own timeouts).
+        """
         p = self._p
         start = p.clock()
+        deadline = p.deadline(name)
         p.stats.waiting(f"building base machine {name} ({spec.describe()}): create, provision hooks, stop")
         try:
-            made = CreateSource(p).make(spec, name)
+            made = CreateSource(p).make(spec, name, deadline=deadline)
         except OrbstackError as exc:
             raise BaseBuildError(spec, name, f"{type(exc).__name__}: {first_line(exc)}") from exc
         machine = Machine(p, name, spec, made.info)
         try:
-            if spec.user_data is not None:
-                cloudinit.check(machine, p.ready_timeout - made.ready_seconds, p.stats.event)
-            machine.watch_volatile()
-            p.hooks.provision(machine)
-            self._warn_volatile(machine.volatile_commands())
-            machine.run(list(SEAL), user="root", workdir="/")
-            p.with_retry(f"stop of {name}", lambda: p.client.stop(name))
+            with deadline.excluding():
+                if spec.user_data is not None:
+                    cloudinit.check(machine, p.ready_timeout - made.ready_seconds, p.stats.event)
+                machine.watch_volatile()
+                p.hooks.provision(machine)
+                self._warn_volatile(machine.volatile_commands())
+                machine.run(list(SEAL), user="root", workdir="/")
+            p.with_retry(f"stop of {name}", lambda: p.client.stop(name), deadline=deadline)
         except BaseException as exc:
             reason = f"{type(exc).__name__}: {first_line(exc)}"
             if isinstance(exc, Exception):  # the console log, gathered before the machine goes
@@ -556,8 +564,11 @@ class CloneSource:
     by its first command (``orbctl run`` starts a stopped machine), which is also the readiness probe.
 
     A clone that fails or times out is deleted; transient failures of clone and
-    start are retried like create's.  The machine is handed out already
-    provisioned (the hooks ran on the base); the ready hook still runs on it.
+    start are retried like create's.  Clone, start and readiness keep within the
+    machine's overall deadline (``--orb-machine-timeout``), which starts once the
+    base is there (the base is a machine of its own, with its own deadline).  The
+    machine is handed out already provisioned (the hooks ran on the base); the
+    ready hook still runs on it.
     """
 
     def __init__(self, provisioner: Provisioner, bases: BaseManager) -> None:
@@ -572,10 +583,20 @@ class CloneSource:
         p = self._p
         base = self.bases.base_for(spec)
         start = p.clock()
+        deadline = p.deadline(name)
+
+        def clone() -> None:
+            p.client.clone(base, name, **deadline.cap_kwargs(clone_timeout(p.client)))
+
         try:
-            p.with_retry(f"clone of {base} as {name}", lambda: p.client.clone(base, name), kind="clone")
-        except OrbctlTimeoutError:
+            p.with_retry(f"clone of {base} as {name}", clone, kind="clone", deadline=deadline)
+        except OrbctlTimeoutError as exc:
             p.delete_name(name)  # a killed clone may have left the copy behind
+            deadline.check(exc)
+            raise
+        except MachineDeadlineError:
+            with contextlib.suppress(Exception):
+                p.delete_name(name)  # a failed attempt may have left the copy behind
             raise
         except MachineNotFoundError as exc:
             raise BaseBuildError(
@@ -588,13 +609,25 @@ class CloneSource:
         try:
             # `orbctl run` starts a stopped machine: the first command is the start, and the probe
             homes: list[Optional[str]] = []
-            p.with_retry(f"start of {name}", lambda: homes.append(wake(p.client, name, p.ready_timeout)))
-            info = wait_ready(
-                p.client, name, p.ready_timeout, probed=True, home=homes[-1], clock=p.clock, sleep=p.sleep
+            p.with_retry(
+                f"start of {name}",
+                lambda: homes.append(wake(p.client, name, deadline.cap(p.ready_timeout))),
+                deadline=deadline,
             )
-        except BaseException:
+            info = wait_ready(
+                p.client,
+                name,
+                deadline.cap(p.ready_timeout),
+                probed=True,
+                home=homes[-1],
+                clock=p.clock,
+                sleep=p.sleep,
+            )
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 p.delete_name(name)
+            if isinstance(exc, OrbstackError):
+                deadline.check(exc)
             raise
         return Made(info, cloned - start, p.clock() - cloned, provisioned=True)
 

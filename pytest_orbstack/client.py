@@ -478,9 +478,10 @@ class OrbctlClient:
         if names:
             self.execute(commands.delete(*names, force=force), timeout=self.timeouts.lifecycle)
 
-    def clone(self, source: str, new: str) -> None:
+    def clone(self, source: str, new: str, *, timeout: float | None = None) -> None:
         """Clone ``source`` into a new, stopped machine ``new`` (OrbStack 2.0+)."""
-        self.execute(commands.clone(source, new, orb_version=self.version()), timeout=self.timeouts.clone)
+        argv = commands.clone(source, new, orb_version=self.version())
+        self.execute(argv, timeout=self.timeouts.clone if timeout is None else timeout)
 
     def rename(self, old: str, new: str) -> None:
         """Rename a machine."""

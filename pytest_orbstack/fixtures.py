@@ -86,6 +86,8 @@ class OrbRuntime:
         self._checked = False
         #: why no machine can be made in this run, found by the prepare step (``availability``)
         self.unavailable: Optional[str] = None
+        #: an xdist worker: the controller's prepare step is still to be read from the lock directory
+        self.reason_from_controller = False
         self._provisioner: Optional[Provisioner] = None
         #: where the clone fast path keeps its locks (set by the first fixture that needs a machine)
         self.lock_dir: Optional[Path] = None
@@ -119,6 +121,11 @@ class OrbRuntime:
 
     def problem(self) -> Optional[str]:
         """Why machines cannot be made (one line naming the fix), or ``None``.  Checked once."""
+        if self.reason_from_controller and self.lock_dir is not None:
+            prepared, reason = availability.read_reason(self.lock_dir, self.run_id)
+            if prepared:  # written before the controller handed out any test
+                self.reason_from_controller = False
+                self.unavailable = reason
         if self.unavailable is not None:
             return self.unavailable
         if self._checked:

@@ -61,9 +61,10 @@ def pytest_orbstack_make_client(config: pytest.Config) -> Optional[Any]:
 def pytest_orbstack_prepare(config: pytest.Config, orbctl: str) -> Optional[str]:
     """Make the orbctl backend ready before any machine is made; return why it cannot be, or ``None``.
 
-    Called at most once per run with the path of the orbctl in use: on the
-    xdist controller before its workers start, or, without xdist, after
-    collection when a selected test needs a machine.  Never on xdist workers,
+    Called at most once per run with the path of the orbctl in use, only
+    when a selected test needs a machine: without xdist after collection; on
+    the xdist controller once a worker reported such a test in its
+    collection, before any test is handed out.  Never on xdist workers,
     never with ``--collect-only``.  Lines written to the terminal here are
     seen before the tests start (a long first-time setup should say what it
     does and how long it has taken).

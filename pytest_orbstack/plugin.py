@@ -1,9 +1,11 @@
 """pytest entry point: options, ini values, markers, hooks, xdist wiring, ownership and reporting.
 
 Roles: without xdist the one process does everything.  With xdist the
-controller makes the run id (handed to workers in ``workerinput``), holds the
-run's lease, purges orphans at the start and this run's leftovers at the end,
-and prints; workers make, hand out and delete their own machines.
+controller makes the run id (handed to workers in ``workerinput``); once a
+worker said its selected tests need machines, it prepares the backend, holds
+the run's lease and watchdog and purges orphans, before any test is handed
+out; it purges this run's leftovers at the end and prints.  Workers make,
+hand out and delete their own machines.
 """
 
 from __future__ import annotations
@@ -89,11 +91,44 @@ class XdistHooks:
         #: workers started, and those that ended saying they made no machine
         self.started: set[str] = set()
         self.idle: set[str] = set()
+        #: the run's duties were started (a worker said it needs machines)
+        self._begun = False
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_KEY] = self._runtime.run_id
-        node.workerinput[availability.WORKERINPUT_KEY] = self._runtime.unavailable
         self.started.add(str(node.gateway.id))
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Any) -> None:
+        """A worker collected: if its selected tests need machines, prepare and start the run's duties
+        now, before xdist hands out the first test."""
+        self._begin(at_collection=True)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """A machine fixture reached only through ``request.getfixturevalue``: its worker said so
+        before its first machine; the lease and the watchdog start at its test's first report."""
+        self._begin(at_collection=False)
+
+    def _begin(self, *, at_collection: bool) -> None:
+        runtime = self._runtime
+        config = runtime.config
+        if self._begun or config.option.collectonly:
+            return
+        factory = getattr(config, "_tmp_path_factory", None)  # the workers' basetemp is under it
+        if factory is None:
+            return
+        lock_dir = factory.getbasetemp()
+        if not availability.is_wanted(lock_dir, runtime.run_id):
+            return
+        self._begun = True
+        runtime.lock_dir = lock_dir
+        if not at_collection:  # a worker makes its machines already: lease and watchdog only
+            _start_duties(config, runtime, purge=False)
+            return
+        _prepare(runtime, None)
+        availability.write_reason(lock_dir, runtime.run_id, runtime.unavailable)
+        if runtime.problem() is None:  # else every machine test errors with the problem, once each
+            runtime.start_once()  # lease, watchdog, start-up purge: the workers do not purge again
+            (lock_dir / _PURGED_FLAG).touch()
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
@@ -118,9 +153,8 @@ def pytest_configure(config: pytest.Config) -> None:
         workerinput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
         run_id = str(workerinput.get(RUN_ID_KEY) or naming.new_run_id())
         runtime = new_runtime(config, settings, run_id, str(workerinput.get("workerid", "")))
-        runtime.unavailable = workerinput.get(availability.WORKERINPUT_KEY)
-        # held until this worker's machines are torn down: see reaper.WorkerPin
-        config.stash[_pin_key] = reaper.WorkerPin.hold(run_id)
+        runtime.reason_from_controller = True
+        config.stash[_pin_key] = None  # taken before this worker's first machine (_hold_pin)
         runtime.before_first_machine = lambda: _before_first_machine(config, runtime)
     else:
         runtime = new_runtime(config, settings, naming.new_run_id(), None)
@@ -128,6 +162,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ProgressPrinter(config), "orbstack-progress")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(runtime), "orbstack-xdist")
+    if _is_worker(config):
+        config.pluginmanager.register(WorkerCollection(runtime), "orbstack-worker")
     runtime.stats.notify = functools.partial(_say_now, config, runtime.worker)
     # pytest-timeout 2.1+ (its timer hooks)
     if hasattr(config.hook, "pytest_timeout_set_timer") and settings.timeout_setup == "exclude":
@@ -211,6 +247,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     availability.mark_machine_tests(items)
 
 
+class WorkerCollection:
+    """On an xdist worker: before xdist reports the collection, say that machines are needed."""
+
+    def __init__(self, runtime: OrbRuntime) -> None:
+        self._runtime = runtime
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist's own hook sends the collection to the controller
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        config = session.config
+        if config.option.collectonly or not any(availability.uses_machine(i) for i in session.items):
+            return
+        factory = getattr(config, "_tmp_path_factory", None)
+        if factory is not None:
+            self._runtime.lock_dir = factory.getbasetemp().parent
+            availability.note_wanted(self._runtime.lock_dir, self._runtime.run_id)
+
+
 def _prepare(runtime: OrbRuntime, items: Optional[list[pytest.Item]]) -> None:
     """The backend's one-time preparation (``pytest_orbstack_prepare``), where and when it is due."""
     if not availability.prepare_here(runtime.config, items):
@@ -243,35 +296,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     runtime = config.stash.get(runtime_key, None)
     if runtime is None or config.option.collectonly:
         return
+    if _is_worker(config):
+        return  # the controller prepares and starts the duties (XdistHooks), before any test
     _prepare(runtime, session.items)  # without xdist: once the selected tests are known
     if not any(availability.uses_machine(item) for item in session.items):
         return
-    if _is_worker(config) and runtime.lock_dir is None:
-        factory = getattr(config, "_tmp_path_factory", None)  # what the tmp_path_factory fixture returns
-        if factory is None:
-            return  # the first machine fixture does it
-        runtime.lock_dir = factory.getbasetemp().parent
     if runtime.problem() is None:  # else every machine test errors with the problem, once each
         runtime.start_once()
 
 
-def _xdist_controller(config: pytest.Config) -> bool:
-    """True in the controller of an xdist run (it runs no test and collects nothing)."""
-    return not _is_worker(config) and config.pluginmanager.has_plugin("dsession")
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Nothing starts here, except in the controller of an xdist run (see :func:`_start_duties`)."""
+    """Nothing starts here: only once the selected tests are known (see :func:`_start_duties`)."""
     config = session.config
     config.stash[_lease_key] = None
     config.stash[_watchdog_key] = None
-    if _xdist_controller(config) and not config.option.collectonly:
-        runtime = get_runtime(config)
-        _prepare(runtime, None)  # the backend's preparation, before the workers start
-        # The controller does not see which tests its workers select: it holds the lease and the
-        # watchdog for them (no orbctl call); a worker does the start-up purge before its first machine.
-        _start_duties(config, runtime, purge=False)
 
 
 def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) -> None:
@@ -281,8 +320,11 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
     fixture (``orb_vm``, ``orb_vm_fresh``, ``orb_machines``, ``orb_client``),
     else by the first machine fixture reached another way; so a run that
     selects no test needing a machine (``--collect-only``, ``-k unit``,
-    ``-m "not orb"``) calls no orbctl and starts no watchdog.  ``purge=False``:
-    the xdist controller (lease and watchdog only, no orbctl call).
+    ``-m "not orb"``) calls no orbctl and starts no watchdog.  Under xdist the
+    controller calls it when a worker said its tests need machines
+    (:class:`XdistHooks`).  ``purge=False``: the xdist controller once a
+    worker makes machines already (lease and watchdog only, no orbctl call).
+    A failure stops the run with one line.
     """
     if config.stash.get(_lease_key, None) is not None:
         return
@@ -301,9 +343,7 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
                 f"cannot write the run's lease in {ownership.runs_dir()}: {exc.strerror or exc}; "
                 f"make it writable or point {ownership.STATE_DIR_ENV} at a writable directory"
             )
-        if purge:  # inside the first machine fixture: the run stops here, before any machine
-            pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
-        raise pytest.UsageError(message) from None
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)  # the run stops before any machine
     config.stash[_lease_key] = lease
     if orbctl:
         # deletes the run's machines if this process dies without finishing (docs/cleanup.md)
@@ -324,10 +364,29 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
 def _before_first_machine(config: pytest.Config, runtime: OrbRuntime) -> None:
     """What this process starts before its first machine (see :func:`_start_duties`)."""
     if _is_worker(config):
+        if runtime.lock_dir is not None:  # the controller starts the lease and the watchdog
+            availability.note_wanted(runtime.lock_dir, runtime.run_id)
+        _hold_pin(config, runtime)
         _startup_purge_once(runtime)
     else:
         _announce_version(runtime)
         _start_duties(config, runtime, purge=True)
+
+
+def _hold_pin(config: pytest.Config, runtime: OrbRuntime) -> None:
+    """An xdist worker takes its pin (see :class:`reaper.WorkerPin`) before its first machine and holds
+    it until its machines are torn down; a worker whose controller has already ended makes none."""
+    if config.stash.get(_pin_key, None) is not None:
+        return
+    try:
+        reaper.check_state_dir(ownership.state_dir())
+        config.stash[_pin_key] = reaper.WorkerPin.hold(runtime.run_id)
+    except (OSError, reaper.InsecureStateDirError) as exc:
+        pytest.fail(str(exc), pytrace=False)  # the controller stops the run for the same reason
+    if not ownership.run_is_live(runtime.run_id):  # pinned first: a watchdog purging now sees the pin
+        pytest.exit(
+            "the run's controller has ended: no machine is made", returncode=pytest.ExitCode.INTERRUPTED
+        )
 
 
 def _startup_purge_once(runtime: OrbRuntime) -> None:

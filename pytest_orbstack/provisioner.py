@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
 from pytest_orbstack import cloudinit, naming
 from pytest_orbstack.breaker import AddressBreaker
+from pytest_orbstack.deadline import Deadline
 from pytest_orbstack.deleter import BackgroundDeleter, InlineDeleter
 from pytest_orbstack.errors import (
-    MachineDeadlineError,
     MachineExistsError,
     MachineNotFoundError,
     MachineNotReadyError,
     OrbctlCommandError,
     OrbctlHungError,
     OrbctlTimeoutError,
+    OrbstackError,
     TransientOrbctlError,
     first_line,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "MachineSource",
     "MachineSpec",
     "Provisioner",
+    "clone_timeout",
 ]
 
 
@@ -125,7 +127,7 @@ class CreateSource:
     the process remembers the hang until a create succeeds, and meanwhile
     later machines fail at once (see :meth:`Provisioner.check_hung`).  No
     retry starts after the machine's overall deadline (``--orb-machine-timeout``),
-    and a create is killed at that deadline.
+    a create is killed at that deadline and readiness waits no longer than it.
     """
 
     def __init__(self, provisioner: Provisioner) -> None:
@@ -140,19 +142,12 @@ class CreateSource:
         except OrbctlCommandError:
             return True  # cannot tell: treat as existing, readiness or delete will sort it out
 
-    def _within_deadline(self, start: float) -> dict[str, float]:
-        """``timeout=`` for a create that would outlive the machine's deadline, else nothing."""
-        p = self._p
-        limit = getattr(getattr(p.client, "timeouts", None), "create", None)
-        remaining = p.machine_timeout - (p.clock() - start)
-        if isinstance(limit, (int, float)) and remaining < limit:
-            return {"timeout": max(remaining, 1.0)}
-        return {}
-
-    def make(self, spec: MachineSpec, name: str) -> Made:
+    def make(self, spec: MachineSpec, name: str, *, deadline: Optional[Deadline] = None) -> Made:
+        """Make ``name``; ``deadline``: the machine's, when it began before (a base machine's)."""
         p = self._p
         policy = p.policy
         start = p.clock()
+        deadline = deadline if deadline is not None else p.deadline(name)
         maybe_ours = False  # a previous attempt may have left the machine behind
         hung = False  # an attempt of this machine hung: one more is allowed, not two
         p.check_hung("create")
@@ -162,7 +157,7 @@ class CreateSource:
             try:
                 p.client.create(
                     spec.image, name, arch=spec.arch, user=spec.user, user_data=spec.user_data,
-                    **self._within_deadline(start),
+                    **deadline.cap_kwargs(_create_timeout(p.client)),
                 )  # fmt: skip
                 p.forget_hang("create")
             except MachineExistsError:
@@ -174,13 +169,13 @@ class CreateSource:
                 if not self._exists(name):
                     if isinstance(exc, OrbctlTimeoutError):
                         p.remember_hang("create", exc)
-                        p.check_deadline(name, start, exc)
+                        deadline.check(exc)
                         if hung:
                             raise
                         hung = True
                     if last:
                         raise
-                    p.check_deadline(name, start, exc)
+                    deadline.check(exc)
                     p.retrying(f"create of {name}", attempt, exc)
                     continue
                 adopted = True
@@ -190,20 +185,21 @@ class CreateSource:
             try:
                 # an adopted machine may be half made: no probe (it would start it) until seen running;
                 # one still `creating` (a slow image download) is waited for up to the create timeout
+                creating = _create_timeout(p.client) if adopted else None
                 info = wait_ready(
                     p.client,
                     name,
-                    p.ready_timeout,
+                    deadline.cap(p.ready_timeout),
                     started=not adopted,
-                    creating_timeout=_create_timeout(p.client) if adopted else None,
+                    creating_timeout=deadline.cap(creating) if creating is not None else None,
                     clock=p.clock,
                     sleep=p.sleep,
                 )
             except MachineNotReadyError as exc:
                 p.delete_name(name)
+                deadline.check(exc)
                 if not adopted or last:
                     raise
-                p.check_deadline(name, start, exc)
                 p.retrying(f"create of {name}", attempt, exc)
                 continue
             return Made(info, created - start, p.clock() - created)
@@ -213,6 +209,12 @@ class CreateSource:
 def _create_timeout(client: Any) -> Optional[float]:
     """The client's create timeout (``--orb-create-timeout``), if it has one."""
     value = getattr(getattr(client, "timeouts", None), "create", None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def clone_timeout(client: Any) -> Optional[float]:
+    """The client's clone timeout (``--orb-clone-timeout``), if it has one."""
+    value = getattr(getattr(client, "timeouts", None), "clone", None)
     return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -292,19 +294,28 @@ class Provisioner:
         with self._lock:
             self._hung.pop(kind, None)
 
-    def check_deadline(self, name: str, start: float, exc: BaseException) -> None:
-        """Raise :class:`MachineDeadlineError` when ``name``, begun at ``start``, is past its deadline."""
-        if self.clock() - start >= self.machine_timeout:
-            raise MachineDeadlineError(name, self.machine_timeout, first_line(exc)) from exc
+    def deadline(self, name: str) -> Deadline:
+        """The overall deadline of the machine ``name``, from now (``--orb-machine-timeout``)."""
+        return Deadline(name, self.machine_timeout, self.clock)
 
-    def with_retry(self, what: str, func: Callable[[], object], *, kind: Optional[str] = None) -> None:
+    def with_retry(
+        self,
+        what: str,
+        func: Callable[[], object],
+        *,
+        kind: Optional[str] = None,
+        deadline: Optional[Deadline] = None,
+    ) -> None:
         """``func()`` under the run's retry policy; each retry is a progress line.
 
         With ``kind`` (``clone``), a call of that kind that hung earlier fails
-        at once, and a hang now is remembered.
+        at once, and a hang now is remembered.  With a machine's ``deadline``,
+        no retry starts after it (:class:`MachineDeadlineError`).
         """
 
         def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
+            if deadline is not None:
+                deadline.check(exc)
             self.stats.event(
                 f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}", verbose=True
             )
@@ -460,7 +471,8 @@ class Provisioner:
         self.wait_ready(machine, self.ready_timeout, started=True)
 
     def clone(self, machine: Machine, name: Optional[str]) -> Machine:
-        """Clone ``machine`` (``orbctl clone``), start the copy and wait until it is ready."""
+        """Clone ``machine`` (``orbctl clone``), start the copy and wait until it is ready,
+        all within the copy's overall deadline (``--orb-machine-timeout``)."""
         new = name or self.new_name()
         copy = Machine(self, new, machine.spec)
         with self._lock:
@@ -468,11 +480,19 @@ class Provisioner:
             # source (deleting a machine that never came to be counts as done).
             self._clones.setdefault(machine.name, []).append(copy)
         start = self.clock()
-        self.with_retry(
-            f"clone of {machine.name} as {new}", lambda: self.client.clone(machine.name, new), kind="clone"
-        )
-        created = self.clock()
-        self.start(copy)
+        deadline = self.deadline(new)
+
+        def clone() -> None:
+            self.client.clone(machine.name, new, **deadline.cap_kwargs(clone_timeout(self.client)))
+
+        try:
+            self.with_retry(f"clone of {machine.name} as {new}", clone, kind="clone", deadline=deadline)
+            created = self.clock()
+            self.with_retry(f"start of {new}", lambda: self.client.start(new), deadline=deadline)
+            self.wait_ready(copy, deadline.cap(self.ready_timeout), started=True)
+        except OrbstackError as exc:
+            deadline.check(exc)
+            raise
         self.stats.record_created(created - start, self.clock() - created)
         self.stats.event(f"cloned {machine.name} as {new} in {created - start:.1f}s", verbose=True)
         return copy

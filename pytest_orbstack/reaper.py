@@ -134,7 +134,7 @@ def _workers_gone(path: Path, *, remove: bool = False) -> bool:
 class WorkerPin:
     """An xdist worker's shared lock on ``<state dir>/runs/<run id>.workers``.
 
-    Held from the worker's start until its machines are torn down.  While any
+    Held from before the worker's first machine until its machines are torn down.  While any
     worker holds it, the watchdog of a dead controller keeps purging, so a
     worker that outlives its controller cannot leave a machine behind.
     """

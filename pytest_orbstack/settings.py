@@ -51,7 +51,7 @@ DEFAULT_RETRIES: Final = 3
 #: Machines made ahead at once per process (``--orb-prefetch``), and the most it accepts.
 DEFAULT_PREFETCH: Final = 2
 MAX_PREFETCH: Final = 16
-#: The overall deadline of one machine, from its first create to ready (``--orb-machine-timeout``).
+#: The overall deadline of one machine, from its first create or clone to ready (``--orb-machine-timeout``).
 DEFAULT_MACHINE_TIMEOUT: Final = 1200.0
 #: The largest user-data file accepted: 1 MiB (it is read whole and handed to cloud-init).
 MAX_USER_DATA: Final = 1024 * 1024
@@ -402,7 +402,7 @@ _OPTIONS: Final = (
         "orb_machine_timeout",
         ("PYTEST_ORBSTACK_MACHINE_TIMEOUT",),
         _seconds,
-        "seconds one machine may take from its first create to ready, retries included "
+        "seconds one machine may take from its first create or clone to ready, retries included "
         f"(default {DEFAULT_MACHINE_TIMEOUT:g})",
         "SECONDS",
     ),

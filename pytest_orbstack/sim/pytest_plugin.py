@@ -7,9 +7,10 @@ When the orbctl a run uses is orbsim (``orbsim``, or a shim written by
 ``orbsim shims``), it installs the Debian packages orbsim needs with apt-get
 (as root, saying so), builds the machine image with progress lines (what,
 where, elapsed time) under the host-wide build lock, and checks that machines
-can be made.  pytest-orbstack calls the hook once per run, on the xdist
-controller before its workers start, so ``-n 3`` builds the image once, in
-sight, and no worker waits on a silent build.  When something is missing that
+can be made.  pytest-orbstack calls the hook once per run and only when a
+selected test needs a machine (``-n 3 -m "not orb"`` builds nothing): on the
+xdist controller before any test is handed out, so ``-n 3`` builds the image
+once, in sight, and no worker waits on a silent build.  When something is missing that
 cannot be fixed here, it returns the one line saying what to do.
 """
 

@@ -300,9 +300,38 @@ def test_nothing_is_prepared_when_no_selected_test_needs_a_machine(
     run_pytest("-p", "no:xdist", "-m", "not orb").assert_outcomes(passed=1)
     run_pytest("-p", "no:xdist", "-k", "plain").assert_outcomes(passed=1)
     run_pytest("-n", "2", "--collect-only")
+    run_pytest("-n", "2", "-m", "not orb").assert_outcomes(passed=1)
+    run_pytest("-n", "2", "-k", "plain").assert_outcomes(passed=1)
     assert not log.exists()
     run_pytest("-p", "no:xdist", "-k", "plain or client").assert_outcomes(passed=2)
     assert log.read_text().splitlines() == [os.environ["ORBCTL"]]
+    run_pytest("-n", "2", "-k", "plain or client").assert_outcomes(passed=2)
+    assert log.read_text().splitlines() == [os.environ["ORBCTL"]] * 2  # once for the run, not per worker
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="orbsim's namespace machines need root")
+def test_orbsim_builds_no_image_when_no_selected_test_needs_a_machine(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # no image, and an apt-get that would record an install: neither may be touched
+    bin_dir = _bin_without(tmp_path)
+    log = tmp_path / "apt-get.log"
+    apt_get = bin_dir / "apt-get"
+    apt_get.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexit 1\n')
+    apt_get.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("ORBSIM_IMAGE_DIR", str(tmp_path / "images"))
+    pytester.makepyfile(TESTS)
+    runs = (["-n", "3", "-m", "not orb"], ["-n", "2", "-k", "plain"], ["-p", "no:xdist", "-m", "not orb"])
+    for args in runs:
+        result = run_pytest(*args)
+        result.assert_outcomes(passed=1)
+        assert "orbsim:" not in result.stdout.str() + result.stderr.str()
+    assert not log.exists()
+    assert not (tmp_path / "images").exists()
 
 
 def test_a_prepare_hook_reason_reaches_every_worker_without_asking_again(

@@ -155,3 +155,29 @@ def test_a_machine_fails_at_its_overall_deadline(scenario: Scenario, attempt: in
     assert len(scenario.calls("create")) == 1  # later tests fail at once
     scenario.assert_no_leftovers()
     scenario.assert_watchdogs_gone()
+
+
+CLONED = """
+    def test_fresh(orb_vm_fresh):
+        orb_vm_fresh.run("true")
+"""
+
+
+@pytest.mark.parametrize(
+    "fault", ["clone=stall:120", "clone=service-timeout"], ids=["hangs", "keeps-failing"]
+)
+def test_a_clone_fails_at_its_overall_deadline(scenario: Scenario, fault: str) -> None:
+    scenario.write_tests(CLONED)
+    code, out = scenario.run(
+        "-rA", "--orb-clone", "always", "--orb-no-prefetch", "--orb-retries", "10",
+        "--orb-machine-timeout", "20", env={"ORBSIM_FAULTS": fault},
+    )  # fmt: skip
+    assert code == 1, out
+    assert "1 error" in out
+    assert "MachineDeadlineError" in out
+    assert "overall deadline of 20s (raise --orb-machine-timeout if it needs longer)" in out
+    assert "BaseBuildError" not in out  # the base was built: the clone is what ran out of time
+    clones = scenario.calls("clone")
+    assert 1 <= len(clones) < 11, clones  # a hang is killed at the deadline; no retry starts after it
+    scenario.assert_no_leftovers()
+    scenario.assert_watchdogs_gone()

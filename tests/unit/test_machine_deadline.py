@@ -1,0 +1,193 @@
+"""The overall deadline of a machine (``--orb-machine-timeout``) on the clone fast path, for
+``Machine.clone()`` and for the base itself, against the in-memory fake orbctl of test_bases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from test_bases import SPEC, FakeOrb, _err, worker
+from test_provisioner import Hooks
+
+from pytest_orbstack.bases import BaseBuildError
+from pytest_orbstack.deadline import Deadline
+from pytest_orbstack.errors import (
+    MachineDeadlineError,
+    OrbctlHungError,
+    OrbctlTimeoutError,
+    TransientOrbctlError,
+)
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.provisioner import Provisioner
+from pytest_orbstack.retry import RetryPolicy
+
+
+class Clock:
+    """A clock that only moves when told (``advance``); sleeping advances it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _timed(p: Provisioner, clock: Clock, *, machine_timeout: float, retries: int = 10) -> Provisioner:
+    p.clock, p.sleep = clock, clock.advance
+    p.machine_timeout = machine_timeout
+    p.policy = RetryPolicy(retries=retries)
+    return p
+
+
+def _base_only(orb: FakeOrb) -> None:
+    (base,) = orb.ops("create")
+    assert list(orb.machines) == [base], orb.machines  # the failed clone was deleted, the base stays
+
+
+def test_deadline_caps_timeouts_and_excludes_what_it_is_told() -> None:
+    clock = Clock()
+    deadline = Deadline("m", 100.0, clock)
+    assert deadline.cap(300.0) == 100.0
+    assert deadline.cap_kwargs(300.0) == {"timeout": 100.0}
+    assert deadline.cap_kwargs(50.0) == {}  # a call that ends before the deadline keeps its own timeout
+    with deadline.excluding():
+        clock.advance(1000.0)
+    assert deadline.remaining() == 100.0
+    clock.advance(99.5)
+    assert deadline.cap(300.0) == 1.0  # never less than a second
+    deadline.check(RuntimeError("not yet"))
+    clock.advance(0.5)
+    with pytest.raises(MachineDeadlineError, match="--orb-machine-timeout") as excinfo:
+        deadline.check(RuntimeError("the last error"))
+    assert str(excinfo.value).endswith("last error: the last error")
+
+
+def test_clone_retries_stop_at_the_machine_deadline(tmp_path: Path) -> None:
+    clock = Clock()
+
+    class SlowlyFailing(FakeOrb):
+        def clone(self, old: str, new: str) -> None:
+            self._call("clone", new)
+            clock.advance(40.0)  # every attempt takes 40 s, then fails transiently
+            raise _err(TransientOrbctlError, "clone", new, "cannot transition from stopped to cloning")
+
+    orb = SlowlyFailing()
+    p = _timed(worker(orb, tmp_path), clock, machine_timeout=60.0)
+    with pytest.raises(MachineDeadlineError) as excinfo:
+        p.obtain(SPEC)
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "overall deadline of 60s (raise --orb-machine-timeout if it needs longer)" in message
+    assert "cannot transition from stopped to cloning" in message
+    assert len(orb.ops("clone")) == 2  # the retry at 40 s ran; none at 80 s, past the 60 s deadline
+    _base_only(orb)
+
+
+def test_a_clone_is_killed_at_the_machine_deadline_and_the_hang_remembered(tmp_path: Path) -> None:
+    clock = Clock()
+
+    class Stalling(FakeOrb):
+        timeouts = SimpleNamespace(clone=300.0)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.given: list[float] = []
+
+        def clone(self, old: str, new: str, **kwargs: Any) -> None:
+            self._call("clone", new)
+            timeout = kwargs.get("timeout", self.timeouts.clone)
+            self.given.append(timeout)
+            clock.advance(timeout)  # stalls until it is killed
+            raise OrbctlTimeoutError(["orbctl", "clone", old, new], timeout)
+
+    orb = Stalling()
+    p = _timed(worker(orb, tmp_path), clock, machine_timeout=100.0)
+    with pytest.raises(MachineDeadlineError, match="--orb-machine-timeout"):
+        p.obtain(SPEC)
+    assert orb.given == [100.0]  # cut from the 300 s clone timeout to the machine's deadline
+    _base_only(orb)
+    with pytest.raises(OrbctlHungError):
+        p.obtain(SPEC)  # the next machine does not hang again
+    assert len(orb.ops("clone")) == 1
+
+
+def test_clone_start_and_readiness_share_one_deadline(tmp_path: Path) -> None:
+    clock = Clock()
+
+    class SlowStart(FakeOrb):
+        def __init__(self) -> None:
+            super().__init__()
+            self.run_timeouts: list[float] = []
+            self.slow = False
+
+        def clone(self, old: str, new: str) -> None:
+            clock.advance(50.0)
+            super().clone(old, new)
+
+        def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
+            if self.slow and self.machines.get(machine) == "stopped":  # its first command starts it: hangs
+                timeout = kwargs["timeout"]
+                self.run_timeouts.append(timeout)
+                clock.advance(timeout)
+                raise OrbctlTimeoutError(["orbctl", "run", "-m", machine], timeout)
+            return super().run(machine, command, **kwargs)
+
+    orb = SlowStart()
+    p = worker(orb, tmp_path)
+    p.obtain(SPEC)  # the base is built and a first clone is ready, on the real clock's time
+    _timed(p, clock, machine_timeout=60.0)
+    p.ready_timeout = 120.0
+    orb.slow = True
+    orb.machines = {name: state for name, state in orb.machines.items() if state == "stopped"}  # the base
+    with pytest.raises(MachineDeadlineError, match="--orb-machine-timeout"):
+        p.obtain(SPEC)
+    assert orb.run_timeouts == [10.0]  # what the 50 s clone left of 60 s, not the ready timeout
+    _base_only(orb)
+
+
+def test_machine_clone_keeps_within_the_deadline(tmp_path: Path) -> None:
+    clock = Clock()
+    orb = FakeOrb()
+    p = worker(orb, tmp_path)
+    machine: Machine = p.obtain(SPEC)
+    _timed(p, clock, machine_timeout=60.0)
+
+    def failing(old: str, new: str) -> None:
+        orb._call("clone", new)
+        clock.advance(40.0)
+        raise _err(TransientOrbctlError, "clone", new, "cannot transition from running to cloning")
+
+    orb.clone = failing  # type: ignore[method-assign]
+    with pytest.raises(MachineDeadlineError, match="overall deadline of 60s"):
+        machine.clone()
+    assert len(orb.ops("clone")) == 2 + 1  # the first test's clone, then two attempts
+
+
+def test_the_base_stop_keeps_within_the_base_deadline_and_hooks_are_not_charged(tmp_path: Path) -> None:
+    clock = Clock()
+
+    class SlowHooks(Hooks):
+        def provision(self, machine: Machine) -> None:
+            super().provision(machine)
+            clock.advance(1000.0)  # a long provision hook: the user's time, not the deadline's
+
+    class StopFails(FakeOrb):
+        def stop(self, name: str, force: bool = False) -> None:
+            self._call("stop", name)
+            clock.advance(40.0)
+            raise _err(TransientOrbctlError, "stop", name, "cannot transition from running to stopping")
+
+    orb = StopFails()
+    p = _timed(worker(orb, tmp_path, hooks=SlowHooks()), clock, machine_timeout=60.0)
+    with pytest.raises(BaseBuildError) as excinfo:
+        p.obtain(SPEC)
+    message = str(excinfo.value)
+    assert "MachineDeadlineError" in message
+    assert "raise --orb-machine-timeout if it needs longer" in message
+    assert len(orb.ops("stop")) == 2  # retried at 40 s (the hook's 1000 s not counted), not at 80 s
+    assert orb.machines == {}  # the base that did not stop is deleted
