@@ -1,0 +1,215 @@
+"""One run over several hosts: each host keeps, purges and cleans up its own machines.
+
+Two "hosts" on this one machine: xdist ``popen`` workers with an ``ORBSIM_HOME``
+and a ``PYTEST_ORBSTACK_STATE_DIR`` of their own (``--tx 2*popen//env:...``),
+as workers on two Macs have an OrbStack and a state directory each.  The
+controller has a third orbsim home, which must see no call at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from reliability_helpers import PREFIX, Scenario, poll, watchdogs_of
+
+MACHINES = """
+    import os, time
+    from pathlib import Path
+    import pytest
+
+    @pytest.mark.parametrize("i", range(int(os.environ.get("COUNT", "4"))))
+    def test_machine(i, orb_vm_fresh):
+        marker = Path(os.environ["SCENARIO_DIR"], f"ready-{os.getpid()}-{i}")
+        marker.write_text(os.environ["ORBSIM_HOME"] + " " + orb_vm_fresh.name)
+        time.sleep(float(os.environ.get("HOLD", "0.2")))
+        assert orb_vm_fresh.run(["true"]).returncode == 0
+"""
+
+
+class Host:
+    """One pretend host: its orbsim home and its state directory."""
+
+    def __init__(self, scenario: Scenario, name: str) -> None:
+        self.scenario = scenario
+        self.name = name
+        self.home = scenario.markers.parent / f"host-{name}"
+        self.state_dir = scenario.markers.parent / f"state-{name}"
+
+    def tx(self, workers: int = 2, python: str = "", **env: str) -> list[str]:
+        spec = f"{workers}*popen//env:ORBSIM_HOME={self.home}//env:PYTEST_ORBSTACK_STATE_DIR={self.state_dir}"
+        spec += f"//python={python}" if python else ""
+        spec += "".join(f"//env:{key}={value}" for key, value in env.items())
+        return ["--tx", spec]
+
+    def orbsim(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**self.scenario.env, "ORBSIM_HOME": str(self.home)}
+        env.pop("ORBSIM_FAULTS", None)
+        return subprocess.run(
+            [self.scenario.orbsim_bin, *args], env=env, capture_output=True, text=True, timeout=120, check=True
+        )
+
+    def machines(self) -> list[str]:
+        listed = json.loads(self.orbsim("list", "-f", "json").stdout)
+        return sorted(m["name"] for m in listed if m["name"].startswith(PREFIX))
+
+    def calls(self, command: str) -> list[list[str]]:
+        log = self.home / "argv.log"
+        if not log.exists():
+            return []
+        argvs = [json.loads(line)[1:] for line in log.read_text().splitlines() if line.strip()]
+        return [argv for argv in argvs if argv and argv[0] == command]
+
+    def reaper_log(self) -> str:
+        log = self.state_dir / "reaper.log"
+        return log.read_text() if log.exists() else ""
+
+    def assert_empty(self, within: float = 10.0) -> None:
+        left: list[str] = []
+
+        def empty() -> bool:
+            left[:] = self.machines()
+            return not left
+
+        assert poll(empty, within, 0.1), f"host {self.name} still lists {left}\n{self.reaper_log()}"
+
+    def cleanup(self) -> None:
+        for pid in watchdogs_of(self.state_dir):
+            os.kill(pid, signal.SIGKILL)  # started by our runs; a leftover is already a failure
+        if self.home.exists():
+            subprocess.run(
+                [self.scenario.orbsim_bin, "reset"],
+                env={**self.scenario.env, "ORBSIM_HOME": str(self.home)},
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+
+
+@pytest.fixture
+def two_hosts(scenario: Scenario) -> Iterator[tuple[Host, Host]]:
+    hosts = (Host(scenario, "a"), Host(scenario, "b"))
+    yield hosts
+    scenario.cleanup()  # the runs first: their workers may still hold machines
+    for host in hosts:
+        host.cleanup()
+
+
+def _python_without_orbsim(directory: Path) -> str:
+    """This test's Python and packages, from a directory with no orbsim beside the interpreter."""
+    venv = Path(sys.prefix)
+    (directory / "bin").mkdir(parents=True)
+    shutil.copy(venv / "pyvenv.cfg", directory / "pyvenv.cfg")
+    (directory / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    (directory / "lib").symlink_to(venv / "lib")
+    return str(directory / "bin" / "python")
+
+
+def _run_id(name: str) -> str:
+    return name[len(PREFIX) :].split("-", maxsplit=1)[0]
+
+
+def _held(scenario: Scenario) -> dict[str, set[str]]:
+    """orbsim home -> names of the machines the inner tests held."""
+    found: dict[str, set[str]] = {}
+    for marker in scenario.ready_markers():
+        home, name = marker.read_text().split()
+        found.setdefault(home, set()).add(name)
+    return found
+
+
+def test_each_host_makes_and_deletes_its_own_machines(scenario: Scenario, two_hosts: tuple[Host, Host]) -> None:
+    a, b = two_hosts
+    scenario.write_tests(MACHINES)
+    code, output = scenario.run("--dist", "load", *a.tx(), *b.tx(), "-v", env={"COUNT": "8"})
+    assert code == 0, output
+    assert "8 passed" in output
+    held = _held(scenario)
+    assert set(held) == {str(a.home), str(b.home)}, held
+    for host in (a, b):
+        names = held[str(host.home)]
+        made = {argv[-1] for argv in host.calls("create") + host.calls("clone")}
+        assert names <= made, (names, made)  # made by this host's orbctl
+        runs = {_run_id(name) for name in names}
+        assert len(runs) == 1, names  # one host run id, shared by the host's two workers
+        host.assert_empty()
+        assert not watchdogs_of(host.state_dir)
+        assert not list((host.state_dir / "runs").glob("*.json"))  # the host's lease is gone
+    assert {_run_id(n) for n in held[str(a.home)]} != {_run_id(n) for n in held[str(b.home)]}
+    assert scenario.argv_log() == []  # the controller never ran orbctl on its own host
+    summary = [line for line in output.splitlines() if line.startswith("host ")]
+    assert len(summary) == 2, output
+    for host in (a, b):
+        line = next(line for line in summary if str(host.state_dir) in line)
+        count = len(held[str(host.home)])  # the tests' machines (a base made for cloning is not counted)
+        assert f": {count} created, {count} deleted" in line, (line, count)
+
+
+def test_sigkill_of_the_controller_empties_both_hosts(scenario: Scenario, two_hosts: tuple[Host, Host]) -> None:
+    a, b = two_hosts
+    scenario.write_tests(MACHINES)
+    run = scenario.start("--dist", "load", *a.tx(1), *b.tx(1), env={"COUNT": "2", "HOLD": "120"})
+    scenario.wait_ready(2, run, within=90)
+    held = _held(scenario)
+    assert set(held) == {str(a.home), str(b.home)}, held
+    assert a.machines() and b.machines()
+    run.signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL
+    for host in (a, b):
+        host.assert_empty(within=10.0)
+    scenario.assert_group_gone(run)
+    for host in (a, b):
+        assert poll(lambda host=host: not watchdogs_of(host.state_dir), 10.0), host.reaper_log()
+
+
+def test_a_host_without_orbctl_errors_its_tests_and_the_other_host_passes(
+    scenario: Scenario, two_hosts: tuple[Host, Host]
+) -> None:
+    a, b = two_hosts
+    scenario.write_tests(MACHINES)
+    # host a: no orbctl on PATH, no ORBCTL, and no orbsim beside its python (a Mac without OrbStack)
+    python = _python_without_orbsim(scenario.markers.parent / "host-a-python")
+    no_orbctl = a.tx(1, python=python, PATH="/usr/bin:/bin", ORBCTL="")
+    code, output = scenario.run("--dist", "load", *no_orbctl, *b.tx(1), "-rE", env={"COUNT": "6"})
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("ERROR ")]
+    assert errors, output
+    assert len({line.split(" - ", 1)[1] for line in errors}) == 1, errors  # one clear message
+    assert "orbctl" in errors[0], errors
+    print(errors[0])
+    assert f"{len(errors)} error" in output and f"{6 - len(errors)} passed" in output, output
+    assert not (a.home / "argv.log").exists()  # host a has no orbctl: nothing ran there
+    assert b.calls("create") or b.calls("clone")
+    b.assert_empty()
+    assert scenario.argv_log() == []
+
+
+def test_a_dead_runs_leftover_on_b_is_purged_only_by_a_run_that_reaches_b(
+    scenario: Scenario, two_hosts: tuple[Host, Host]
+) -> None:
+    a, b = two_hosts
+    scenario.write_tests(MACHINES)
+    # a dead run's machine on host b: its owner process ended
+    owner = subprocess.Popen(["sleep", "0"])
+    owner.wait()
+    from pytest_orbstack import naming  # the names a run makes
+
+    dead = naming.machine_name(PREFIX, naming.new_run_id(owner.pid, "0"), "gw0")
+    b.orbsim("create", "ubuntu:22.04", dead)
+    calls = len(b.calls("list")) + len(b.calls("delete"))
+    code, output = scenario.run("--dist", "load", *a.tx(1), env={"COUNT": "1"})
+    assert code == 0, output
+    assert len(b.calls("list")) + len(b.calls("delete")) == calls  # a run with host a only never asks b
+    assert b.machines() == [dead]
+    code, output = scenario.run("--dist", "load", *a.tx(1), *b.tx(1), "-v", env={"COUNT": "2"})
+    assert code == 0, output
+    assert f"of dead runs: {dead}" in output
+    b.assert_empty()
+    a.assert_empty()
