@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from reliability_helpers import PREFIX, Scenario, poll, watchdogs_of
 
+from pytest_orbstack import naming
+
 MACHINES = """
     import os, time
     from pathlib import Path
@@ -53,7 +55,12 @@ class Host:
         env = {**self.scenario.env, "ORBSIM_HOME": str(self.home)}
         env.pop("ORBSIM_FAULTS", None)
         return subprocess.run(
-            [self.scenario.orbsim_bin, *args], env=env, capture_output=True, text=True, timeout=120, check=True
+            [self.scenario.orbsim_bin, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         )
 
     def machines(self) -> list[str]:
@@ -125,7 +132,9 @@ def _held(scenario: Scenario) -> dict[str, set[str]]:
     return found
 
 
-def test_each_host_makes_and_deletes_its_own_machines(scenario: Scenario, two_hosts: tuple[Host, Host]) -> None:
+def test_each_host_makes_and_deletes_its_own_machines(
+    scenario: Scenario, two_hosts: tuple[Host, Host]
+) -> None:
     a, b = two_hosts
     scenario.write_tests(MACHINES)
     code, output = scenario.run("--dist", "load", *a.tx(), *b.tx(), "-v", env={"COUNT": "8"})
@@ -152,14 +161,17 @@ def test_each_host_makes_and_deletes_its_own_machines(scenario: Scenario, two_ho
         assert f": {count} created, {count} deleted" in line, (line, count)
 
 
-def test_sigkill_of_the_controller_empties_both_hosts(scenario: Scenario, two_hosts: tuple[Host, Host]) -> None:
+def test_sigkill_of_the_controller_empties_both_hosts(
+    scenario: Scenario, two_hosts: tuple[Host, Host]
+) -> None:
     a, b = two_hosts
     scenario.write_tests(MACHINES)
     run = scenario.start("--dist", "load", *a.tx(1), *b.tx(1), env={"COUNT": "2", "HOLD": "120"})
     scenario.wait_ready(2, run, within=90)
     held = _held(scenario)
     assert set(held) == {str(a.home), str(b.home)}, held
-    assert a.machines() and b.machines()
+    assert a.machines()
+    assert b.machines()
     run.signal(signal.SIGKILL)
     assert run.wait() == -signal.SIGKILL
     for host in (a, b):
@@ -184,7 +196,8 @@ def test_a_host_without_orbctl_errors_its_tests_and_the_other_host_passes(
     assert len({line.split(" - ", 1)[1] for line in errors}) == 1, errors  # one clear message
     assert "orbctl" in errors[0], errors
     print(errors[0])
-    assert f"{len(errors)} error" in output and f"{6 - len(errors)} passed" in output, output
+    assert f"{len(errors)} error" in output, output
+    assert f"{6 - len(errors)} passed" in output, output
     assert not (a.home / "argv.log").exists()  # host a has no orbctl: nothing ran there
     assert b.calls("create") or b.calls("clone")
     b.assert_empty()
@@ -199,8 +212,6 @@ def test_a_dead_runs_leftover_on_b_is_purged_only_by_a_run_that_reaches_b(
     # a dead run's machine on host b: its owner process ended
     owner = subprocess.Popen(["sleep", "0"])
     owner.wait()
-    from pytest_orbstack import naming  # the names a run makes
-
     dead = naming.machine_name(PREFIX, naming.new_run_id(owner.pid, "0"), "gw0")
     b.orbsim("create", "ubuntu:22.04", dead)
     calls = len(b.calls("list")) + len(b.calls("delete"))
