@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 import shutil
 import signal
 import subprocess
@@ -224,3 +226,80 @@ def test_a_dead_runs_leftover_on_b_is_purged_only_by_a_run_that_reaches_b(
     assert f"of dead runs: {dead}" in output
     b.assert_empty()
     a.assert_empty()
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Path]:
+    """An sshd on 127.0.0.1 (a free port) that lets in a throwaway key; the ssh_config to reach it."""
+    program = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.access(program, os.X_OK):
+        pytest.fail("sshd is missing: install Debian's openssh-server (.ci/run does)", pytrace=False)
+    directory = tmp_path / "sshd"
+    directory.mkdir(mode=0o700)
+    for name in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / name)], check=True, timeout=30
+        )
+    shutil.copy(directory / "client_key.pub", directory / "authorized_keys")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = directory / "sshd_config"
+    config.write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {directory / 'host_key'}\n"
+        f"AuthorizedKeysFile {directory / 'authorized_keys'}\nPidFile {directory / 'sshd.pid'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UsePAM no\nStrictModes no\nLogLevel ERROR\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    log = open(directory / "sshd.log", "wb")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen([program, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+    client = directory / "ssh_config"
+    client.write_text(
+        f"Host *\n  IdentityFile {directory / 'client_key'}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as conn:
+                if conn.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert server.poll() is None, (directory / "sshd.log").read_text()
+            assert time.monotonic() < deadline, "sshd did not listen within 10 s"
+            time.sleep(0.05)
+        (directory / "port").write_text(str(port))
+        yield client
+    finally:
+        server.terminate()  # our own child, by its pid
+        server.wait(10)
+        log.close()
+
+
+def test_a_host_behind_a_real_ssh_gateway(
+    scenario: Scenario, two_hosts: tuple[Host, Host], sshd: Path
+) -> None:
+    a, b = two_hosts
+    scenario.write_tests(MACHINES)
+    port = (sshd.parent / "port").read_text()
+    env = {
+        "ORBSIM_HOME": str(b.home),
+        "PYTEST_ORBSTACK_STATE_DIR": str(b.state_dir),
+        "ORBCTL": scenario.env["ORBCTL"],
+        "SCENARIO_DIR": str(scenario.markers),
+        "PATH": os.environ["PATH"],
+    }
+    ssh = f"ssh=-p {port} root@127.0.0.1//ssh_config={sshd}//python={sys.executable}"
+    ssh += f"//chdir={scenario.pytester.path}" + "".join(f"//env:{k}={v}" for k, v in env.items())
+    code, output = scenario.run("--dist", "load", *a.tx(1), "--tx", ssh, "-v", env={"COUNT": "4"})
+    assert code == 0, output
+    assert "4 passed" in output
+    held = _held(scenario)
+    assert set(held) == {str(a.home), str(b.home)}, held
+    for host in (a, b):
+        assert held[str(host.home)] <= {argv[-1] for argv in host.calls("create") + host.calls("clone")}
+        host.assert_empty()
+    summary = [line for line in output.splitlines() if line.startswith("host ")]
+    assert len(summary) == 2, output
+    assert scenario.argv_log() == []
+    print("\n".join(summary), sorted(p.name for p in scenario.pytester.path.iterdir()))
