@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,7 +238,9 @@ def sshd(tmp_path: Path) -> Iterator[Path]:
     directory.mkdir(mode=0o700)
     for name in ("host_key", "client_key"):
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / name)], check=True, timeout=30
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / name)],
+            check=True,
+            timeout=30,
         )
     shutil.copy(directory / "client_key.pub", directory / "authorized_keys")
     with socket.socket() as probe:
