@@ -121,6 +121,15 @@ def _python_without_orbsim(directory: Path) -> str:
     return str(directory / "bin" / "python")
 
 
+def _worker_pids(scenario: Scenario, host: Host) -> set[int]:
+    """Pids of the workers whose tests held a machine of ``host`` (from the markers' names)."""
+    return {
+        int(marker.name.split("-")[1])
+        for marker in scenario.ready_markers()
+        if marker.read_text().split()[0] == str(host.home)
+    }
+
+
 def _run_id(name: str) -> str:
     return name[len(PREFIX) :].split("-", maxsplit=1)[0]
 
@@ -150,6 +159,9 @@ def test_each_host_makes_and_deletes_its_own_machines(
         assert names <= made, (names, made)  # made by this host's orbctl
         runs = {_run_id(name) for name in names}
         assert len(runs) == 1, names  # one host run id, shared by the host's two workers
+        owner = naming.owner_of(runs.pop())
+        assert owner is not None
+        assert owner[0] in _worker_pids(scenario, host)  # owned by a worker of that host
         host.assert_empty()
         assert not watchdogs_of(host.state_dir)
         assert not list((host.state_dir / "runs").glob("*.json"))  # the host's lease is gone
@@ -175,9 +187,11 @@ def test_sigkill_of_the_controller_empties_both_hosts(
     assert a.machines()
     assert b.machines()
     run.signal(signal.SIGKILL)
+    killed = time.monotonic()
     assert run.wait() == -signal.SIGKILL
     for host in (a, b):
         host.assert_empty(within=10.0)
+    print(f"both hosts empty {time.monotonic() - killed:.1f}s after the controller's SIGKILL")
     scenario.assert_group_gone(run)
     for host in (a, b):
         assert poll(lambda host=host: not watchdogs_of(host.state_dir), 10.0), host.reaper_log()
