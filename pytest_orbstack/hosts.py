@@ -135,7 +135,8 @@ class HostDuties:
 
     def forget(self) -> None:
         """The elected worker ended the host run: its election files are of no more use."""
-        for path in (_host_file(self.controller_run_id), _bases_file(self.run_id)):
+        host_file = _host_file(self.controller_run_id)
+        for path in (host_file, _bases_file(self.run_id), host_file.with_name(host_file.name + ".lock")):
             with contextlib.suppress(OSError):
                 path.unlink()
 
