@@ -65,9 +65,9 @@ class Host:
             check=True,
         )
 
-    def machines(self) -> list[str]:
+    def machines(self, prefix: str = PREFIX) -> list[str]:
         listed = json.loads(self.orbsim("list", "-f", "json").stdout)
-        return sorted(m["name"] for m in listed if m["name"].startswith(PREFIX))
+        return sorted(m["name"] for m in listed if m["name"].startswith(prefix))
 
     def calls(self, command: str) -> list[list[str]]:
         log = self.home / "argv.log"
@@ -218,6 +218,24 @@ def test_a_host_without_orbctl_errors_its_tests_and_the_other_host_passes(
     assert b.calls("create") or b.calls("clone")
     b.assert_empty()
     assert scenario.argv_log() == []
+
+
+def test_reuse_keeps_a_base_on_each_host(scenario: Scenario, two_hosts: tuple[Host, Host]) -> None:
+    a, b = two_hosts
+    scenario.write_tests(MACHINES)
+    args = ("--dist", "load", *a.tx(1), *b.tx(1), "--orb-reuse")
+    code, output = scenario.run(*args, env={"COUNT": "4"})
+    assert code == 0, output
+    kept = {host.name: host.machines(naming.REUSE_PREFIX) for host in (a, b)}
+    assert len(kept["a"]) == 1, kept  # each host built its own base, on its own OrbStack
+    assert kept["a"] == kept["b"], kept  # same spec, same name: one per host
+    creates = {host.name: len(host.calls("create")) for host in (a, b)}
+    code, output = scenario.run(*args, env={"COUNT": "4"})
+    assert code == 0, output
+    assert {host.name: len(host.calls("create")) for host in (a, b)} == creates  # both reused
+    for host in (a, b):
+        assert host.machines(naming.REUSE_PREFIX) == kept[host.name]
+        host.assert_empty()
 
 
 def test_a_dead_runs_leftover_on_b_is_purged_only_by_a_run_that_reaches_b(
