@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import socket
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -144,6 +145,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_host_key] = None
         if hosts.is_remote(workerinput):  # the run id and the pin come from this host's election
             config.stash[_pin_key] = None
+            runtime.where = f"on host {socket.gethostname()}: "
         else:
             runtime.unavailable = workerinput.get(availability.WORKERINPUT_KEY)
             # held until this worker's machines are torn down: see reaper.WorkerPin

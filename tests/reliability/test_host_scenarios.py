@@ -205,12 +205,17 @@ def test_a_host_without_orbctl_errors_its_tests_and_the_other_host_passes(
     # host a: no orbctl on PATH, no ORBCTL, and no orbsim beside its python (a Mac without OrbStack)
     python = _python_without_orbsim(scenario.markers.parent / "host-a-python")
     no_orbctl = a.tx(1, python=python, PATH="/usr/bin:/bin", ORBCTL="")
-    code, output = scenario.run("--dist", "load", *no_orbctl, *b.tx(1), "-rE", env={"COUNT": "6"})
+    code, output = scenario.run(
+        "--dist", "load", *no_orbctl, *b.tx(1), "-rE", env={"COUNT": "6", "COLUMNS": "400"}
+    )
     assert code == 1, output
     errors = [line for line in output.splitlines() if line.startswith("ERROR ")]
     assert errors, output
     assert len({line.split(" - ", 1)[1] for line in errors}) == 1, errors  # one clear message
-    assert "orbctl" in errors[0], errors
+    assert f"Failed: on host {socket.gethostname()}: orbctl not found" in errors[0], errors
+    held = _held(scenario)
+    assert list(held) == [str(b.home)], held  # every test that had a machine ran on host b
+    assert len(held[str(b.home)]) == 6 - len(errors), (held, errors)
     print(errors[0])
     assert f"{len(errors)} error" in output, output
     assert f"{6 - len(errors)} passed" in output, output
