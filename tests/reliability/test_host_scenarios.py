@@ -175,12 +175,15 @@ def test_each_host_makes_and_deletes_its_own_machines(
         assert f": {count} created, {count} deleted" in line, (line, count)
 
 
+@pytest.mark.parametrize("gateway", ["popen", "ssh"])
 def test_sigkill_of_the_controller_empties_both_hosts(
-    scenario: Scenario, two_hosts: tuple[Host, Host]
+    scenario: Scenario, two_hosts: tuple[Host, Host], gateway: str, request: pytest.FixtureRequest
 ) -> None:
     a, b = two_hosts
     scenario.write_tests(MACHINES)
-    run = scenario.start("--dist", "load", *a.tx(1), *b.tx(1), env={"COUNT": "2", "HOLD": "120"})
+    run_env = {"COUNT": "2", "HOLD": "120"}
+    tx_b = _ssh_tx(scenario, b, request.getfixturevalue("sshd"), run_env) if gateway == "ssh" else b.tx(1)
+    run = scenario.start("--dist", "load", *a.tx(1), *tx_b, env=run_env)
     scenario.wait_ready(2, run, within=90)
     held = _held(scenario)
     assert set(held) == {str(a.home), str(b.home)}, held
@@ -191,7 +194,7 @@ def test_sigkill_of_the_controller_empties_both_hosts(
     assert run.wait() == -signal.SIGKILL
     for host in (a, b):
         host.assert_empty(within=10.0)
-    print(f"both hosts empty {time.monotonic() - killed:.1f}s after the controller's SIGKILL")
+    print(f"both hosts empty {time.monotonic() - killed:.1f}s after the controller's SIGKILL ({gateway})")
     scenario.assert_group_gone(run)
     for host in (a, b):
         assert poll(lambda host=host: not watchdogs_of(host.state_dir), 10.0), host.reaper_log()
@@ -315,22 +318,32 @@ def sshd(tmp_path: Path) -> Iterator[Path]:
         log.close()
 
 
+def _ssh_tx(scenario: Scenario, host: Host, ssh_config: Path, run_env: dict[str, str]) -> list[str]:
+    """``--tx`` of one worker on ``host`` through a real ssh connection to 127.0.0.1.
+
+    An ssh session starts with a fresh environment: the run's variables go in ``env:``.
+    """
+    port = (ssh_config.parent / "port").read_text()
+    env = {
+        "ORBSIM_HOME": str(host.home),
+        "PYTEST_ORBSTACK_STATE_DIR": str(host.state_dir),
+        "ORBCTL": scenario.env["ORBCTL"],
+        "SCENARIO_DIR": str(scenario.markers),
+        "PATH": os.environ["PATH"],
+        **run_env,
+    }
+    spec = f"ssh=-p {port} root@127.0.0.1//ssh_config={ssh_config}//python={sys.executable}"
+    spec += f"//chdir={scenario.pytester.path}" + "".join(f"//env:{k}={v}" for k, v in env.items())
+    return ["--tx", spec]
+
+
 def test_a_host_behind_a_real_ssh_gateway(
     scenario: Scenario, two_hosts: tuple[Host, Host], sshd: Path
 ) -> None:
     a, b = two_hosts
     scenario.write_tests(MACHINES)
-    port = (sshd.parent / "port").read_text()
-    env = {
-        "ORBSIM_HOME": str(b.home),
-        "PYTEST_ORBSTACK_STATE_DIR": str(b.state_dir),
-        "ORBCTL": scenario.env["ORBCTL"],
-        "SCENARIO_DIR": str(scenario.markers),
-        "PATH": os.environ["PATH"],
-    }
-    ssh = f"ssh=-p {port} root@127.0.0.1//ssh_config={sshd}//python={sys.executable}"
-    ssh += f"//chdir={scenario.pytester.path}" + "".join(f"//env:{k}={v}" for k, v in env.items())
-    code, output = scenario.run("--dist", "load", *a.tx(1), "--tx", ssh, "-v", env={"COUNT": "4"})
+    ssh = _ssh_tx(scenario, b, sshd, {"COUNT": "4"})
+    code, output = scenario.run("--dist", "load", *a.tx(1), *ssh, "-v", env={"COUNT": "4"})
     assert code == 0, output
     assert "4 passed" in output
     held = _held(scenario)
