@@ -200,6 +200,30 @@ def test_sigkill_of_the_controller_empties_both_hosts(
         assert poll(lambda host=host: not watchdogs_of(host.state_dir), 10.0), host.reaper_log()
 
 
+def test_the_hosts_watchdog_deletes_its_machines_when_the_elected_worker_dies(
+    scenario: Scenario, two_hosts: tuple[Host, Host]
+) -> None:
+    a, b = two_hosts
+    scenario.write_tests(MACHINES)
+    run = scenario.start(
+        "--dist", "load", "--max-worker-restart", "0", *a.tx(1), *b.tx(1), env={"COUNT": "2", "HOLD": "120"}
+    )
+    scenario.wait_ready(2, run, within=90)
+    (worker,) = _worker_pids(scenario, a)
+    held = a.machines()
+    assert held
+    os.kill(worker, signal.SIGKILL)  # host a's only worker, started by our run
+    a.assert_empty(within=10.0)  # by host a's watchdog: nobody else there is left to do it
+    # its log line comes once it stopped purging (after its linger)
+    assert poll(lambda: "machines deleted: " in a.reaper_log(), 10.0), a.reaper_log()
+    assert all(name in a.reaper_log() for name in held), (held, a.reaper_log())
+    assert b.machines()  # host b's run goes on
+    run.signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL
+    b.assert_empty(within=10.0)
+    scenario.assert_group_gone(run)
+
+
 def test_a_host_without_orbctl_errors_its_tests_and_the_other_host_passes(
     scenario: Scenario, two_hosts: tuple[Host, Host]
 ) -> None:
