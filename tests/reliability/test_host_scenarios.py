@@ -8,6 +8,7 @@ controller has a third orbsim home, which must see no call at all.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -317,7 +318,8 @@ def sshd(tmp_path: Path) -> Iterator[Path]:
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "UsePAM no\nStrictModes no\nLogLevel ERROR\n"
     )
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     log = open(directory / "sshd.log", "wb")  # noqa: SIM115 (closed below)
     server = subprocess.Popen([program, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
     client = directory / "ssh_config"
@@ -356,7 +358,7 @@ def _ssh_tx(scenario: Scenario, host: Host, ssh_config: Path, run_env: dict[str,
         "PATH": os.environ["PATH"],
         **run_env,
     }
-    spec = f"ssh=-p {port} root@127.0.0.1//ssh_config={ssh_config}//python={sys.executable}"
+    spec = f"ssh=-p {port} {getpass.getuser()}@127.0.0.1//ssh_config={ssh_config}//python={sys.executable}"
     spec += f"//chdir={scenario.pytester.path}" + "".join(f"//env:{k}={v}" for k, v in env.items())
     return ["--tx", spec]
 
