@@ -156,6 +156,8 @@ class OrbRuntime:
         if problem is not None:
             availability.give_up(problem, self.settings.if_unavailable)
         self.start_once()
+        if self.unavailable is not None:  # found by the start (a worker on another host prepares there)
+            availability.give_up(self.unavailable, self.settings.if_unavailable)
         with self._lock:
             if self._provisioner is None:
                 self._provisioner = Provisioner(

@@ -388,9 +388,8 @@ def _join_host(config: pytest.Config, runtime: OrbRuntime) -> None:
             pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
         config.stash[_host_key] = duties
         runtime.run_id = duties.run_id
-    if duties.unavailable is not None:
-        runtime.unavailable = duties.unavailable
-        availability.give_up(duties.unavailable, runtime.settings.if_unavailable)
+    if duties.unavailable is not None:  # every machine test errors (or skips) with it
+        runtime.unavailable = runtime.where + duties.unavailable
 
 
 def _startup_purge_once(runtime: OrbRuntime) -> None:

@@ -25,6 +25,9 @@ from reliability_helpers import PREFIX, Scenario, poll, watchdogs_of
 
 from pytest_orbstack import naming
 
+#: PATH without this project's virtualenv (no orbctl, no orbsim there)
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 MACHINES = """
     import os, time
     from pathlib import Path
@@ -201,6 +204,33 @@ def test_sigkill_of_the_controller_empties_both_hosts(
         assert poll(lambda host=host: not watchdogs_of(host.state_dir), 10.0), host.reaper_log()
 
 
+def test_a_controller_without_orbstack_drives_two_hosts(
+    scenario: Scenario, two_hosts: tuple[Host, Host]
+) -> None:
+    a, b = two_hosts
+    scenario.write_tests(MACHINES)
+    # the controller: no orbctl on PATH, no ORBCTL, no orbsim beside its python (a Linux CI box)
+    python = _python_without_orbsim(scenario.markers.parent / "controller-python")
+    orbctl = {"ORBCTL": scenario.env["ORBCTL"]}
+    run = scenario.start(
+        "--dist",
+        "load",
+        *a.tx(1, **orbctl),
+        *b.tx(1, **orbctl),
+        "-v",
+        env={"COUNT": "4", "PATH": SYSTEM_PATH},
+        unset=("ORBCTL",),
+        python=python,
+    )
+    assert run.wait() == 0, run.output
+    assert "orbstack: orbctl not found (tests that need a machine will error)" in run.output  # the header
+    assert "4 passed" in run.output
+    assert set(_held(scenario)) == {str(a.home), str(b.home)}
+    for host in (a, b):
+        host.assert_empty()
+    assert len([line for line in run.output.splitlines() if line.startswith("host ")]) == 2, run.output
+
+
 def test_the_hosts_watchdog_deletes_its_machines_when_the_elected_worker_dies(
     scenario: Scenario, two_hosts: tuple[Host, Host]
 ) -> None:
@@ -232,7 +262,7 @@ def test_a_host_without_orbctl_errors_its_tests_and_the_other_host_passes(
     scenario.write_tests(MACHINES)
     # host a: no orbctl on PATH, no ORBCTL, and no orbsim beside its python (a Mac without OrbStack)
     python = _python_without_orbsim(scenario.markers.parent / "host-a-python")
-    no_orbctl = a.tx(1, python=python, PATH="/usr/bin:/bin", ORBCTL="")
+    no_orbctl = a.tx(1, python=python, PATH=SYSTEM_PATH, ORBCTL="")
     code, output = scenario.run(
         "--dist", "load", *no_orbctl, *b.tx(1), "-rE", env={"COUNT": "6", "COLUMNS": "400"}
     )
@@ -269,6 +299,28 @@ def test_reuse_keeps_a_base_on_each_host(scenario: Scenario, two_hosts: tuple[Ho
     for host in (a, b):
         assert host.machines(naming.REUSE_PREFIX) == kept[host.name]
         host.assert_empty()
+
+
+def test_a_host_whose_backend_cannot_be_prepared_errors_its_tests_once_each(
+    scenario: Scenario, two_hosts: tuple[Host, Host]
+) -> None:
+    a, b = two_hosts
+    scenario.write_tests(MACHINES)
+    no_image = {"ORBSIM_IMAGE_DIR": str(scenario.markers.parent / "no-image"), "ORBSIM_IMAGE_AUTOBUILD": "0"}
+    code, output = scenario.run(
+        "--dist", "load", *a.tx(2, **no_image), *b.tx(1), "-rE", env={"COUNT": "6", "COLUMNS": "400"}
+    )
+    assert code == 1, output
+    assert "INTERNALERROR" not in output
+    errors = [line for line in output.splitlines() if line.startswith("ERROR ")]
+    assert errors, output
+    assert len({line.split(" - ", 1)[1] for line in errors}) == 1, errors  # the elected worker's reason
+    assert f"Failed: on host {socket.gethostname()}: orbsim" in errors[0], errors
+    held = _held(scenario)
+    assert list(held) == [str(b.home)], held
+    assert len(held[str(b.home)]) == 6 - len(errors), (held, errors)
+    assert not a.calls("create")
+    b.assert_empty()
 
 
 def test_a_dead_runs_leftover_on_b_is_purged_only_by_a_run_that_reaches_b(
