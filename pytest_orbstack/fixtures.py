@@ -101,6 +101,8 @@ class OrbRuntime:
         self.before_first_machine: Optional[Callable[[], None]] = None
         #: True once a test of the run set out to use a machine (here or in an xdist worker)
         self.machines_wanted = False
+        #: put before a problem of OrbStack here: ``on host NAME: `` in a worker on another host
+        self.where = ""
         self._started = False
         #: the running test's timeout stands still inside this (pytest-timeout, see timeout.py)
         self.timeout_pause: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
@@ -150,6 +152,8 @@ class OrbRuntime:
                     f"OrbStack is not running (orbctl status: {status}): open the OrbStack app "
                     "or run 'orbctl list' (which starts it), then run the tests again"
                 )
+        if self._problem is not None:
+            self._problem = self.where + self._problem
         self._checked = True
         return self._problem
 
@@ -159,6 +163,8 @@ class OrbRuntime:
         if problem is not None:
             availability.give_up(problem, self.settings.if_unavailable)
         self.start_once()
+        if self.unavailable is not None:  # found by the start (a worker on another host prepares there)
+            availability.give_up(self.unavailable, self.settings.if_unavailable)
         with self._lock:
             if self._provisioner is None:
                 self._provisioner = Provisioner(

@@ -5,7 +5,8 @@ for example ``pytest-test-02n8kq7f1x9a-gw1-7fd0qz``.  The run id is twelve
 characters from ``[a-z0-9]``:
 
 * 5: the pid of the process that owns the run's machines (the pytest
-  process, the xdist controller under xdist), in base 36;
+  process, the xdist controller under xdist, or on another host the
+  worker elected there: see :mod:`pytest_orbstack.hosts`), in base 36;
 * 4: a fingerprint of that process's start time
   (:func:`pytest_orbstack.processes.fingerprint`);
 * 3: a serial number from a random start, so that several runs in one

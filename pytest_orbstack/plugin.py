@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import socket
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -21,7 +22,17 @@ from typing import Any, Callable, Final, Optional
 
 import pytest
 
-from pytest_orbstack import availability, bases, hookspecs, lookahead, naming, ownership, reaper, signals
+from pytest_orbstack import (
+    availability,
+    bases,
+    hookspecs,
+    hosts,
+    lookahead,
+    naming,
+    ownership,
+    reaper,
+    signals,
+)
 from pytest_orbstack.client import OrbctlClient, Timeouts
 from pytest_orbstack.diagnostics import logs_tail
 from pytest_orbstack.errors import OrbstackError, first_line
@@ -69,6 +80,8 @@ _watchdog_key: Final = pytest.StashKey[Optional[reaper.Watchdog]]()
 _pin_key: Final = pytest.StashKey[Optional[reaper.WorkerPin]]()
 _next_item_key: Final = pytest.StashKey[Optional[pytest.Item]]()
 _testinfra_key: Final = pytest.StashKey[Callable[[], OrbctlClient]]()
+#: a worker on another host than its controller: its part of that host's duties (hosts.py)
+_host_key: Final = pytest.StashKey[Optional[hosts.HostDuties]]()
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -93,9 +106,13 @@ class XdistHooks:
         self.idle: set[str] = set()
         #: the run's duties were started (a worker said it needs machines)
         self._begun = False
+        #: machine counts per host, from the workers' reports (hosts.py)
+        self.hosts: dict[tuple[str, str], hosts.HostTally] = {}
+        self._identity = hosts.identity()
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_KEY] = self._runtime.run_id
+        node.workerinput[hosts.HOST_KEY] = self._identity
         self.started.add(str(node.gateway.id))
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: Any) -> None:
@@ -136,7 +153,14 @@ class XdistHooks:
             self._runtime.stats.merge(data)
         output = getattr(node, "workeroutput", {})
         self._runtime.worker_bases.update(output.get(BASES_KEY, ()))
-        if error is not None or output.get(ACTIVE_KEY, WORKEROUTPUT_KEY not in output):
+        host = output.get(hosts.HOST_OUTPUT_KEY)
+        if host:
+            key = (str(host["hostname"]), str(host["state_dir"]))
+            tally = self.hosts.setdefault(key, hosts.HostTally(*key, remote=bool(host["remote"])))
+            tally.add(str(node.gateway.id), data or {})
+        if host["remote"] if host else error is not None and hosts.elsewhere_by_spec(node.gateway.spec):
+            self.idle.add(str(node.gateway.id))  # its host purged its machines: nothing for us to do
+        elif error is not None or output.get(ACTIVE_KEY, WORKEROUTPUT_KEY not in output):
             self._runtime.machines_wanted = True  # a worker that died says nothing: assume it made some
         else:
             self.idle.add(str(node.gateway.id))
@@ -153,8 +177,12 @@ def pytest_configure(config: pytest.Config) -> None:
         workerinput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
         run_id = str(workerinput.get(RUN_ID_KEY) or naming.new_run_id())
         runtime = new_runtime(config, settings, run_id, str(workerinput.get("workerid", "")))
-        runtime.reason_from_controller = True
-        config.stash[_pin_key] = None  # taken before this worker's first machine (_hold_pin)
+        config.stash[_host_key] = None
+        config.stash[_pin_key] = None  # taken before this worker's first machine (_hold_pin, _join_host)
+        if hosts.is_remote(workerinput):  # the run id and the pin come from this host's election
+            runtime.where = f"on host {socket.gethostname()}: "
+        else:
+            runtime.reason_from_controller = True
         runtime.before_first_machine = lambda: _before_first_machine(config, runtime)
     else:
         runtime = new_runtime(config, settings, naming.new_run_id(), None)
@@ -261,7 +289,9 @@ class WorkerCollection:
         factory = getattr(config, "_tmp_path_factory", None)
         if factory is not None:
             self._runtime.lock_dir = factory.getbasetemp().parent
-            availability.note_wanted(self._runtime.lock_dir, self._runtime.run_id)
+            if not hosts.is_remote(config.workerinput):  # type: ignore[attr-defined]
+                # the controller's duties are its own host's; another host elects its own (hosts.py)
+                availability.note_wanted(self._runtime.lock_dir, self._runtime.run_id)
 
 
 def _prepare(runtime: OrbRuntime, items: Optional[list[pytest.Item]]) -> None:
@@ -363,7 +393,9 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
 
 def _before_first_machine(config: pytest.Config, runtime: OrbRuntime) -> None:
     """What this process starts before its first machine (see :func:`_start_duties`)."""
-    if _is_worker(config):
+    if _is_worker(config) and hosts.is_remote(config.workerinput):  # type: ignore[attr-defined]
+        _join_host(config, runtime)
+    elif _is_worker(config):
         if runtime.lock_dir is not None:  # the controller starts the lease and the watchdog
             availability.note_wanted(runtime.lock_dir, runtime.run_id)
         _hold_pin(config, runtime)
@@ -387,6 +419,37 @@ def _hold_pin(config: pytest.Config, runtime: OrbRuntime) -> None:
         pytest.exit(
             "the run's controller has ended: no machine is made", returncode=pytest.ExitCode.INTERRUPTED
         )
+
+
+def _join_host(config: pytest.Config, runtime: OrbRuntime) -> None:
+    """A worker on another host than the controller: join that host's duties, or take them (hosts.py)."""
+    runtime.machines_wanted = True
+    duties = config.stash.get(_host_key, None)
+    if duties is None:
+        controller_run_id = runtime.run_id
+
+        def start(host_run_id: str) -> Optional[str]:
+            runtime.run_id = host_run_id
+            try:
+                orbctl: Optional[str] = runtime.orbctl()[0]
+            except OrbstackError:
+                orbctl = None
+            reason = availability.prepare(config, orbctl)  # this host's backend, once
+            if reason is None:
+                _announce_version(runtime)
+                _start_duties(config, runtime, purge=True)
+            return reason
+
+        try:
+            duties = hosts.elect(controller_run_id, start)
+        except (OSError, reaper.InsecureStateDirError) as exc:
+            message = str(exc) if isinstance(exc, reaper.InsecureStateDirError) else first_line(exc)
+            message = f"cannot join the run's duties on this host: {message}"
+            pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+        config.stash[_host_key] = duties
+        runtime.run_id = duties.run_id
+    if duties.unavailable is not None:  # every machine test errors (or skips) with it
+        runtime.unavailable = runtime.where + duties.unavailable
 
 
 def _startup_purge_once(runtime: OrbRuntime) -> None:
@@ -469,6 +532,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def _finish_session(config: pytest.Config, runtime: OrbRuntime) -> None:
+    duties = config.stash.get(_host_key, None) if _is_worker(config) else None
+    if duties is not None and duties.elected:  # this host's duties end once its workers are done
+        runtime.worker_bases.update(duties.wait_for_peers()[1])
+        _finish_run(config, runtime)
+        duties.forget()
     if _is_worker(config):
         data = runtime.stats.to_dict()
         tag = f"[{runtime.worker}] "  # progress lines no test report carries any more
@@ -476,10 +544,20 @@ def _finish_session(config: pytest.Config, runtime: OrbRuntime) -> None:
         config.workeroutput[WORKEROUTPUT_KEY] = data  # type: ignore[attr-defined]
         config.workeroutput[BASES_KEY] = sorted(runtime.run_bases())  # type: ignore[attr-defined]
         config.workeroutput[ACTIVE_KEY] = runtime.machines_wanted  # type: ignore[attr-defined]
+        config.workeroutput[hosts.HOST_OUTPUT_KEY] = hosts.worker_host(  # type: ignore[attr-defined]
+            hosts.is_remote(config.workerinput)  # type: ignore[attr-defined]
+        )
         pin = config.stash.get(_pin_key, None)
         if pin is not None:
             pin.release()  # after this worker's machines were torn down
+        if duties is not None and not duties.elected:
+            duties.leave(runtime.run_bases())
         return
+    _finish_run(config, runtime)
+
+
+def _finish_run(config: pytest.Config, runtime: OrbRuntime) -> None:
+    """The end of the run's duties on this host: the final purge, the watchdog, the lease."""
     lease = config.stash.get(_lease_key, None)
     if lease is None:
         return
@@ -699,3 +777,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("orbstack")
     for line in summary_lines(runtime.stats, orbctl):
         terminalreporter.line(line)
+    xdist_hooks = config.pluginmanager.get_plugin("orbstack-xdist")
+    if isinstance(xdist_hooks, XdistHooks):
+        for line in hosts.host_lines(xdist_hooks.hosts.values()):
+            terminalreporter.line(line)

@@ -59,6 +59,7 @@ __all__ = [
     "WorkerPin",
     "check_state_dir",
     "main",
+    "workers_gone",
 ]
 
 #: The watchdog's log, in the state directory.
@@ -128,6 +129,11 @@ def _workers_gone(path: Path, *, remove: bool = False) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def workers_gone(path: Path) -> bool:
+    """True when nobody holds a pin on the pin file ``path`` (``<state dir>/runs/<run id>.workers``)."""
+    return _workers_gone(path)
 
 
 @final
