@@ -16,12 +16,17 @@ sending to the old one for up to ~30 s.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
+
+from . import runner
+from .engineapi import EngineError
+from .procs import start_time
 
 BRIDGE = "orbsim0"
 SUBNET = "198.19.249"
@@ -43,7 +48,6 @@ def run_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
 @contextmanager
 def _locked(environ: Optional[Mapping[str, str]]) -> Iterator[dict[str, dict[str, object]]]:
     """The address table, read and written back under the host-wide lock."""
-    import fcntl
 
     d = run_dir(environ)
     d.mkdir(parents=True, exist_ok=True)
@@ -63,7 +67,6 @@ def _locked(environ: Optional[Mapping[str, str]]) -> Iterator[dict[str, dict[str
 
 
 def _owner_alive(entry: Mapping[str, object]) -> bool:
-    from .procs import start_time
 
     pid, start = entry.get("pid"), entry.get("start")
     if not isinstance(pid, int) or not isinstance(start, int):
@@ -83,7 +86,6 @@ def bridge_ports() -> list[str]:
 
 
 def _ip(*args: str, check: bool = True) -> None:
-    from . import runner
 
     runner.run(["ip", *args], timeout=15, check=check)
 
@@ -102,8 +104,6 @@ def attach(owner: str, pid: int, start: int, environ: Optional[Mapping[str, str]
     ``owner`` identifies the machine (its directory).  Inside the machine the
     link is ``eth0`` and ``lo`` is up.
     """
-    from . import runner
-    from .engine import EngineError
 
     with _locked(environ) as table:
         for ip, entry in list(table.items()):
