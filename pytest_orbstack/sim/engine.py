@@ -27,7 +27,7 @@ copies what is buffered and returns its exit code at once.  A background
 process the command left behind (``sh -c 'server &'``) keeps running; if it
 still holds the pipes, a detached ``cat`` per pipe reads them until it closes
 them, so it never dies of SIGPIPE and the caller sees end-of-file as soon as
-orbsim exits (details: ``runner.interactive``).  ``exec(..., replace=True)``
+orbsim exits (details: ``relay.interactive``).  ``exec(..., replace=True)``
 lets orbsim's process become the command when no copying is needed.
 
 Machines have no ``/mnt/mac``: see ``namespace.py``.

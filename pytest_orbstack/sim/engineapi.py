@@ -1,8 +1,8 @@
 """The engine interface: what the CLI and the engine's helper modules share, and nothing else.
 
-``engine.py`` chooses an engine; ``namespace.py`` and ``engine.PlainEngine`` are the
+``engine.py`` chooses an engine; ``namespace.py`` and ``plain.py`` are the
 engines.  The modules that do the namespace engine's work (``fsutil``, ``rootfs``,
-``network``, ``guest``, ``transfer``, ``nsinit``) import this module, never an engine,
+``network``, ``guest``, ``transfer``) import this module, never an engine,
 so no import runs back up: they get the engine they work for as a :class:`MachineAccess`.
 """
 

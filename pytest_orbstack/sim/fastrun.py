@@ -121,7 +121,7 @@ def _load(path: str) -> Optional[dict[str, Any]]:
 
 
 def _machine(data: dict[str, Any], ref: Optional[str]) -> Optional[dict[str, Any]]:
-    """``state.find`` / ``basic.default_machine`` (None where those report an error)."""
+    """``state.find`` / ``common.default_machine`` (None where those report an error)."""
     machines = data.get("machines")
     if not isinstance(machines, dict):
         return None

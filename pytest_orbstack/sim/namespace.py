@@ -26,7 +26,7 @@ user's uid/gid, then the image's ``/bin/sh`` changes to the working directory
 (``/`` if it is missing) and execs the command (127 if not found, as a shell).
 Where it can (root, setns), ``exec`` does the same without those programs:
 orbsim's child enters the machine itself (``enter.py``).
-Output handling: ``runner.interactive``.
+Output handling: ``relay.interactive``.
 
 Halt: SIGKILL to the init ends every process of the pid namespace at once;
 the mount namespace and its mounts vanish with the last process, the veth
