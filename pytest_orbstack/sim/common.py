@@ -18,10 +18,13 @@ from typing import Any, Optional
 from . import version as versions
 from .cobra import Command
 from .engine import get_engine
-from .engineapi import Engine
 from .faults import Fault, active, take
 from .profile import Profile
 from .state import TRANSITIONAL, Data, Record, Store, find, owner_alive, settle
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .engineapi import Engine
 
 SERVICE_PREFIX = "[-32098] "
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import signal
 import sys
 import time
 from typing import Callable, NamedTuple, Optional
@@ -227,6 +226,8 @@ def _detached(ctx: Ctx, rec: Record, work: Callable[[], int]) -> int:
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
         try:
+            import signal  # start-up time: only the download-stall fault detaches a create
+
             os.setsid()
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the caller may be gone
             os.close(read_end)

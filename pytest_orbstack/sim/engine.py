@@ -39,10 +39,14 @@ import os
 from collections.abc import Mapping
 from typing import Optional
 
-from .engineapi import NOT_ROOT, Engine, EngineError
+from .engineapi import NOT_ROOT, EngineError
 from .namespace import NamespaceEngine
 
-__all__ = ["NOT_ROOT", "Engine", "EngineError", "get_engine"]
+__all__ = ["NOT_ROOT", "EngineError", "get_engine"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .engineapi import Engine
 
 
 def get_engine(environ: Optional[Mapping[str, str]] = None) -> Engine:

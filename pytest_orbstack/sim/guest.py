@@ -32,8 +32,11 @@ from pathlib import Path
 from typing import Optional
 
 from . import fsutil, runner, ssh
-from .engineapi import MachineAccess
 from .fsutil import console
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .engineapi import MachineAccess
 
 #: Seed directory of cloud-init's NoCloud datasource.
 NOCLOUD_SEED = "var/lib/cloud/seed/nocloud"

@@ -62,7 +62,11 @@ from pathlib import Path
 from typing import Optional, cast
 
 from . import enter, fsutil, procs, relay
-from .engineapi import NOT_ROOT, EngineError, Runtime
+from .engineapi import NOT_ROOT, EngineError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .engineapi import EngineInfo, Runtime
 
 DEFAULT_UID = 501
 BOOT_TIMEOUT = 20.0
@@ -202,7 +206,8 @@ class NamespaceEngine:
             (mdir / sub).mkdir(parents=True, exist_ok=True)
         upper = mdir / "upper"
         uid, gid = fsutil.add_user(image, upper, username, DEFAULT_UID)
-        _write_json(mdir / "engine.json", {"username": username, "uid": uid, "gid": gid})
+        info: EngineInfo = {"username": username, "uid": uid, "gid": gid}
+        _write_json(mdir / "engine.json", info)
         self._write_hostname_files(upper, image, hostname)
 
     def _write_hostname_files(self, upper: Path, image: Path, hostname: str) -> None:
@@ -246,7 +251,7 @@ class NamespaceEngine:
             return None
         pid, start = rt.get("pid"), rt.get("start")
         if isinstance(pid, int) and isinstance(start, int) and procs.start_time(pid) == start:
-            return cast(Runtime, rt)
+            return cast("Runtime", rt)
         return None
 
     def running(self, mdir: Path) -> bool:

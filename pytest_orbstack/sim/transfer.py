@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Optional
 
 from . import runner
-from .engineapi import MachineAccess
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .engineapi import MachineAccess
 
 _PUSH_SCRIPT = r"""stage=$1; dest=$2; shift 2
 mkdir -m 700 -- "$stage" || exit 1

@@ -26,6 +26,7 @@ START_UP = {
     "engine": {"plain"},
     "namespace": {"guest", "network", "rootfs", "runner", "transfer", "shutil", "signal"},
     "simcmds": {"network", "rootfs", "ssh"},
+    "create": {"signal"},
     "pytest_plugin": {"shutil", "rootfs", "engine", "namespace"},
 }
 
