@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sys
 
+from . import fastrun
+
 # ``orbsim run`` starts here: only cheap modules (see fastrun.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,12 +21,10 @@ if TYPE_CHECKING:
 
 
 def _log_argv(argv: list[str]) -> None:
-    from .fastrun import dumps_strings, home_dir
-
-    root = home_dir()
+    root = fastrun.home_dir()
     try:
         os.makedirs(root, exist_ok=True)
-        line = (dumps_strings(argv) + "\n").encode()
+        line = (fastrun.dumps_strings(argv) + "\n").encode()
         fd = os.open(os.path.join(root, "argv.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one O_APPEND write per line: concurrent writers never interleave
@@ -41,18 +41,18 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
         name = "orbsim"
     _log_argv([name, *args])
     if args[:1] in (["run"], ["exec"], ["shell"]):  # run and its aliases
-        from .fastrun import run
-
-        fast = run(args[1:])
+        fast = fastrun.run(args[1:])
         if fast is not None:
             return fast
+    # Start-up time: the full CLI (json, re, typing, every command) only when the fast path declined.
     from .cli import main as cli_main
+    from .table import build_root
 
-    code = cli_main(args, name)
-    import contextlib
-
-    with contextlib.suppress(BrokenPipeError):
+    code = cli_main(args, name, build_root)
+    try:  # noqa: SIM105 - contextlib.suppress would import contextlib on the fast path too
         sys.stdout.flush()
+    except BrokenPipeError:
+        pass
     return code
 
 

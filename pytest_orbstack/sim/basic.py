@@ -3,34 +3,73 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+import time
+from typing import Any, Optional
 
 from . import version as versions
-from .cli import (
-    COMMANDS,
+from .cobra import Opts, UsageError
+from .common import (
     SERVICE_PREFIX,
     Ctx,
     Failure,
     ServiceError,
+    default_machine,
     dump_json,
     fault_error,
-    info_object,
     lookup,
     out,
-    public_record,
     reconcile,
     vm_gate,
 )
-from .cobra import Opts, UsageError
+from .faults import take
+from .images import valid_name
 from .state import Data, Record, by_name, find
+
+# --------------------------------------------------------------------------- records as orbctl shows them
+
+
+def public_record(ctx: Ctx, rec: Record) -> dict[str, Any]:
+    v = ctx.version
+    config: dict[str, Any] = {"isolated": bool(rec.get("isolated", False))}
+    if versions.config_has_username(v):
+        config["default_username"] = rec["username"]
+    if versions.has_isolated_flag(v):
+        config["isolate_network"] = bool(rec.get("isolated", False))
+        config["forward_ssh_agent"] = False
+    if versions.has_limits(v):
+        config["cpu_limit"] = rec.get("cpu_limit", 0)
+        config["memory_limit_mib"] = rec.get("memory_limit_mib", 0)
+        config["disk_limit_bytes"] = rec.get("disk_limit_bytes", 0)
+    return {
+        "id": rec["id"],
+        "name": rec["name"],
+        "image": {
+            "distro": rec["distro"],
+            "version": rec["version"],
+            "arch": rec["arch"],
+            "variant": rec["variant"],
+        },
+        "config": config,
+        "builtin": False,
+        "state": rec["state"],
+    }
+
+
+def info_object(ctx: Ctx, rec: Record) -> dict[str, Any]:
+    record = public_record(ctx, rec)
+    if not versions.info_wrapped(ctx.version):
+        return record
+    obj: dict[str, Any] = {"record": record, "disk_size": None}
+    ip = rec.get("ip4")
+    if rec["state"] == "running" and ip and not rec.get("no_ip") and time.time() >= rec.get("ip_at", 0):
+        obj["ip4"] = ip
+    return obj
 
 
 def cmd_status(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     with ctx.store.locked() as data:
         if ctx.faults:
-            from .faults import take
-
-            fault = take(data, ctx.faults, "vm", (), frozenset({"stopped", "starting"}))
+            fault = take(data["faults"], ctx.faults, "vm", (), frozenset({"stopped", "starting"}))
             if fault is not None and fault.kind == "starting":
                 out("Starting\n")
                 return 2
@@ -49,15 +88,15 @@ def cmd_version(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     return 0
 
 
-def _fmt(opts: Opts, cmd: str, default: str) -> str:
+def _fmt(ctx: Ctx, opts: Opts, default: str) -> str:
     fmt = str(opts.get("format") or default)
     if fmt not in ("text", "json"):
-        raise UsageError(f"invalid format: {fmt}", COMMANDS[cmd])
+        raise UsageError(f"invalid format: {fmt}", ctx.command)
     return fmt
 
 
 def cmd_list(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-    fmt = _fmt(opts, "list", "text")
+    fmt = _fmt(ctx, opts, "text")
     with ctx.store.locked() as data:
         fault_error(vm_gate(ctx, data, "list"), None, "listing")
         reconcile(ctx, data)
@@ -85,7 +124,7 @@ def table(rows: list[list[str]]) -> str:
 
 
 def cmd_info(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-    fmt = _fmt(opts, "info", "text")
+    fmt = _fmt(ctx, opts, "text")
     with ctx.store.locked() as data:
         fault = vm_gate(ctx, data, "info", args)
         reconcile(ctx, data)
@@ -110,8 +149,6 @@ def cmd_info(ctx: Ctx, opts: Opts, args: list[str]) -> int:
 
 
 def cmd_rename(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-    from .images import valid_name
-
     old, new = args
     with ctx.store.locked() as data:
         fault = vm_gate(ctx, data, "rename", args)
@@ -139,19 +176,6 @@ def cmd_default(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         rec = default_machine(ctx, data)
     out(rec["name"] + "\n")
     return 0
-
-
-def default_machine(ctx: Ctx, data: Data) -> Record:
-    """The default machine: the one set with ``default``, else the oldest machine."""
-    chosen = data.get("default")
-    if chosen and chosen in data["machines"]:
-        rec: Record = data["machines"][chosen]
-        return rec
-    recs = sorted(data["machines"].values(), key=lambda r: (r.get("created_at", 0), r["name"]))
-    if not recs:
-        raise ServiceError("no machines: create one with `orbctl create DISTRO`")
-    first: Record = recs[0]
-    return first
 
 
 def cmd_logs(ctx: Ctx, opts: Opts, args: list[str]) -> int:

@@ -42,6 +42,7 @@ class Command:
         nargs: tuple[int, Optional[int]] = (0, None),
         run: Optional[Callable[..., int]] = None,
         subcommands: Sequence[Command] = (),
+        disable_flag_parsing: bool = False,
     ) -> None:
         self.name = name
         self.use = use
@@ -51,6 +52,8 @@ class Command:
         self.nargs = nargs
         self.run = run
         self.subcommands = list(subcommands)
+        #: cobra's ``DisableFlagParsing``: ``run`` gets every argument as is and parses its own flags
+        self.disable_flag_parsing = disable_flag_parsing
         self.parent: Optional[Command] = None
         for sub in self.subcommands:
             sub.parent = self

@@ -1,8 +1,8 @@
 """``orbctl run`` without loading the CLI: the start-up path of the common case.
 
 Every ``orb_vm.run`` on Linux is one orbsim process, so ``orbsim run -m M CMD``
-into a running machine imports only ``os``, ``sys``, ``json``, ``enter`` and
-``runner`` (``python -X importtime`` shows it), reads the registry without its
+into a running machine imports only ``os``, ``sys``, ``time``, ``select``, ``enter`` and
+``relay`` (``python -X importtime`` shows it), reads the registry without its
 lock (``state.json`` is replaced atomically, so any read is a consistent
 snapshot) and enters the machine with setns (``enter.py``).
 
@@ -17,6 +17,16 @@ does is what ``runcmd.cmd_run`` does for a running machine.
 from __future__ import annotations
 
 import os
+import time
+
+from . import enter, relay
+
+try:  # CPython's C JSON scanner and encoder: ``import json`` loads ``re``, which costs more
+    import _json
+except ImportError:  # pragma: no cover - other interpreters
+    import json
+
+    _json = None  # type: ignore[assignment]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -82,15 +92,11 @@ class _ScanContext:
 
 def loads(text: str) -> Any:
     """``json.loads(text)`` through CPython's C scanner: ``import json`` loads ``re``, which costs more."""
-    try:
-        from _json import make_scanner
-    except ImportError:
-        import json
-
+    if _json is None:
         return json.loads(text)
     start = len(text) - len(text.lstrip(" \t\n\r"))
     try:
-        value, end = make_scanner(_ScanContext())(text, start)  # type: ignore[arg-type]
+        value, end = _json.make_scanner(_ScanContext())(text, start)  # type: ignore[arg-type]
     except StopIteration:
         raise ValueError("not JSON") from None
     if text[end:].strip(" \t\n\r"):
@@ -100,13 +106,9 @@ def loads(text: str) -> Any:
 
 def dumps_strings(items: list[str]) -> str:
     """``json.dumps(items)`` for a list of strings, without importing json."""
-    try:
-        from _json import encode_basestring_ascii
-    except ImportError:
-        import json
-
+    if _json is None:
         return json.dumps(items)
-    return "[" + ", ".join(encode_basestring_ascii(item) for item in items) + "]"
+    return "[" + ", ".join(_json.encode_basestring_ascii(item) for item in items) + "]"
 
 
 def _load(path: str) -> Optional[dict[str, Any]]:
@@ -119,7 +121,7 @@ def _load(path: str) -> Optional[dict[str, Any]]:
 
 
 def _machine(data: dict[str, Any], ref: Optional[str]) -> Optional[dict[str, Any]]:
-    """``state.find`` / ``basic.default_machine`` (None where those report an error)."""
+    """``state.find`` / ``common.default_machine`` (None where those report an error)."""
     machines = data.get("machines")
     if not isinstance(machines, dict):
         return None
@@ -144,8 +146,6 @@ def run(argv: list[str]) -> Optional[int]:
         return None
     if env.get("ORBSIM_MODE", "").strip().lower() not in ("", "namespace", "isolated"):
         return None
-    from . import enter
-
     if not enter.available():
         return None
     parsed = _parse(argv)
@@ -179,7 +179,7 @@ def run(argv: list[str]) -> Optional[int]:
     command, workdir = command_and_workdir(opts, shell, command)
     delay = 0.0
     if not _instant(env):
-        from .profile import Profile
+        from .profile import Profile  # start-up time: profile loads pathlib and typing
 
         try:
             delay = Profile.from_env().delay("run")
@@ -189,13 +189,9 @@ def run(argv: list[str]) -> Optional[int]:
     if entry is None:
         return None
     if delay > 0:
-        import time
-
         time.sleep(delay)
-    from . import runner
-
     full_env = enter.command_env(user, uid, home, forwarded_env())
-    code = runner.interactive(command, full_env, exec_ok=False, entry=entry)
+    code = relay.interactive(command, full_env, exec_ok=False, entry=entry)
     return 128 - code if code < 0 else code
 
 

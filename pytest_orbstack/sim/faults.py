@@ -56,10 +56,11 @@ Example: ``ORBSIM_FAULTS='create=setup-timeout*2; delete=conflict*1'``.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Optional
+from typing import Final, Optional
 
 OPS: Final = frozenset(
     {
@@ -156,7 +157,7 @@ def active(environ: Optional[Mapping[str, str]] = None) -> list[Fault]:
 
 
 def take(
-    data: dict[str, Any],
+    used: dict[str, int],
     faults: Sequence[Fault],
     op: str,
     names: Sequence[str] = (),
@@ -164,11 +165,8 @@ def take(
 ) -> Optional[Fault]:
     """The first rule matching ``op`` (and a name) that has calls left; uses one of its calls.
 
-    Must run while the state lock is held (``data`` is the locked registry).
+    ``used`` counts the calls each rule had (the registry's ``faults``): hold the state lock.
     """
-    import fnmatch
-
-    used: dict[str, int] = data.setdefault("faults", {})
     for fault in faults:
         if fault.op != op and not (fault.op == "any" and op not in ("vm", "status", "version")):
             continue

@@ -9,6 +9,7 @@ instead of writing through it).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import time
@@ -17,12 +18,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Optional
 
+from .engineapi import EngineError
+
 #: shadow's rule (lib/chkname.c), as OrbStack's macOS users need: ``john.doe`` and ``John`` are valid.
 _USERNAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$")
 
 
 def check_username(name: str) -> None:
-    from .engine import EngineError
 
     if not _USERNAME.match(name) or name.isdigit() or name in (".", ".."):
         raise EngineError(
@@ -33,7 +35,6 @@ def check_username(name: str) -> None:
 
 @contextmanager
 def flocked(path: Path) -> Iterator[None]:
-    import fcntl
 
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

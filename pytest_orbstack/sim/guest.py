@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
+from . import fsutil, runner, ssh
 from .fsutil import console
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .namespace import NamespaceEngine
+    from .engineapi import MachineAccess
 
 #: Seed directory of cloud-init's NoCloud datasource.
 NOCLOUD_SEED = "var/lib/cloud/seed/nocloud"
@@ -100,7 +102,6 @@ cloud-init modules --mode=final
 
 def seed_nocloud(upper: Path, *, user_data: bytes, instance_id: str, hostname: str) -> None:
     """Write the NoCloud seed (user-data, meta-data) and orbsim's cloud.cfg into a machine's upper layer."""
-    from . import fsutil
 
     meta = f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n"
     fsutil.safe_write(upper, f"{NOCLOUD_SEED}/user-data", user_data, mode=0o600)
@@ -108,15 +109,13 @@ def seed_nocloud(upper: Path, *, user_data: bytes, instance_id: str, hostname: s
     fsutil.safe_write(upper, "etc/cloud/cloud.cfg.d/90_orbsim.cfg", CLOUD_CFG.encode())
 
 
-def seeded(engine: NamespaceEngine, mdir: Path, pid: int) -> bool:
-    from . import fsutil
+def seeded(engine: MachineAccess, mdir: Path, pid: int) -> bool:
 
     return fsutil.safe_read(Path(f"/proc/{pid}/root"), f"{NOCLOUD_SEED}/meta-data") is not None
 
 
-def on_boot(engine: NamespaceEngine, mdir: Path, *, hostname: str) -> None:
+def on_boot(engine: MachineAccess, mdir: Path, *, hostname: str) -> None:
     """The boot jobs (see the module docstring); cloud-init failures only go to the console log."""
-    from . import runner, ssh
 
     try:
         keys = ssh.ensure_keys(engine.environ)
@@ -148,21 +147,20 @@ def on_boot(engine: NamespaceEngine, mdir: Path, *, hostname: str) -> None:
             )
 
 
-def renamed(engine: NamespaceEngine, mdir: Path, hostname: str) -> None:
+def renamed(engine: MachineAccess, mdir: Path, hostname: str) -> None:
     """A running machine got a new name: its ssh aliases follow."""
     _in_machine(engine, mdir, ["/bin/sh", "-c", ALIASES_SCRIPT, "orbsim-aliases", hostname], SETUP_TIMEOUT)
 
 
-def _root_write(engine: NamespaceEngine, mdir: Path, path: str, data: bytes, mode: str) -> None:
+def _root_write(engine: MachineAccess, mdir: Path, path: str, data: bytes, mode: str) -> None:
     script = 'umask 077; cat > "$1.new" && chmod "$2" "$1.new" && mv -f "$1.new" "$1"'
     _in_machine(engine, mdir, ["/bin/sh", "-c", script, "orbsim-write", path, mode], SETUP_TIMEOUT, data)
 
 
 def _in_machine(
-    engine: NamespaceEngine, mdir: Path, argv: list[str], timeout: float, input: Optional[bytes] = None
+    engine: MachineAccess, mdir: Path, argv: list[str], timeout: float, input: Optional[bytes] = None
 ) -> int:
     """Run ``argv`` as root in the machine; its output goes to the console log; the exit code."""
-    from . import runner
 
     cmd, env = engine.enter_argv(mdir, "root", "/", {}, argv)
     try:

@@ -16,18 +16,36 @@ sending to the old one for up to ~30 s.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypedDict
+
+from . import runner
+from .engineapi import EngineError
+from .procs import start_time
 
 BRIDGE = "orbsim0"
 SUBNET = "198.19.249"
 HOST_IP = f"{SUBNET}.1"
 PREFIXLEN = 24
 FIRST, LAST = 2, 254
+
+
+class Holder(TypedDict):
+    """Who holds an address in ``ips.json``: the machine (its directory), its init, its veth."""
+
+    owner: str
+    pid: int
+    start: int
+    veth: str
+
+
+#: ``ips.json``: address -> holder.
+Table = dict[str, Holder]
 
 
 def mac_for(ip: str) -> str:
@@ -41,9 +59,8 @@ def run_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
 
 
 @contextmanager
-def _locked(environ: Optional[Mapping[str, str]]) -> Iterator[dict[str, dict[str, object]]]:
+def _locked(environ: Optional[Mapping[str, str]]) -> Iterator[Table]:
     """The address table, read and written back under the host-wide lock."""
-    import fcntl
 
     d = run_dir(environ)
     d.mkdir(parents=True, exist_ok=True)
@@ -51,7 +68,7 @@ def _locked(environ: Optional[Mapping[str, str]]) -> Iterator[dict[str, dict[str
         fcntl.flock(lock, fcntl.LOCK_EX)
         table_file = d / "ips.json"
         try:
-            table: dict[str, dict[str, object]] = json.loads(table_file.read_text())
+            table: Table = json.loads(table_file.read_text())
         except (OSError, ValueError):
             table = {}
         before = json.dumps(table, sort_keys=True)
@@ -62,8 +79,7 @@ def _locked(environ: Optional[Mapping[str, str]]) -> Iterator[dict[str, dict[str
             os.replace(tmp, table_file)
 
 
-def _owner_alive(entry: Mapping[str, object]) -> bool:
-    from .procs import start_time
+def _owner_alive(entry: Holder) -> bool:
 
     pid, start = entry.get("pid"), entry.get("start")
     if not isinstance(pid, int) or not isinstance(start, int):
@@ -83,7 +99,6 @@ def bridge_ports() -> list[str]:
 
 
 def _ip(*args: str, check: bool = True) -> None:
-    from . import runner
 
     runner.run(["ip", *args], timeout=15, check=check)
 
@@ -102,8 +117,6 @@ def attach(owner: str, pid: int, start: int, environ: Optional[Mapping[str, str]
     ``owner`` identifies the machine (its directory).  Inside the machine the
     link is ``eth0`` and ``lo`` is up.
     """
-    from . import runner
-    from .engine import EngineError
 
     with _locked(environ) as table:
         for ip, entry in list(table.items()):
@@ -132,7 +145,7 @@ def attach(owner: str, pid: int, start: int, environ: Optional[Mapping[str, str]
     return ip, veth
 
 
-def _drop(table: dict[str, dict[str, object]], ip: str) -> None:
+def _drop(table: Table, ip: str) -> None:
     entry = table.pop(ip, None)
     veth = entry.get("veth") if entry else None
     if isinstance(veth, str) and veth.startswith("orbv") and link_exists(veth):
@@ -145,9 +158,6 @@ def release(owner: str, environ: Optional[Mapping[str, str]] = None) -> None:
         for ip, entry in list(table.items()):
             if entry.get("owner") == owner:
                 _drop(table, ip)
-
-
-Table = dict[str, dict[str, object]]
 
 
 def usage(environ: Optional[Mapping[str, str]] = None) -> tuple[Table, bool, list[str]]:

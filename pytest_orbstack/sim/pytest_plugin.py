@@ -39,13 +39,20 @@ def is_orbsim(orbctl: str) -> bool:
     return head.startswith(b"#!") and SHIM_MARK in head
 
 
-def make_ready(say: Callable[[str], None]) -> Optional[str]:
-    """Install what is missing, build the image if needed; ``None`` when machines can be made, else why."""
+def make_ready(say: Optional[Callable[[str], None]] = None) -> Optional[str]:
+    """Install what is missing, build the image if needed; ``None`` when machines can be made, else why.
+
+    ``say`` gets the progress lines (default: ``orbsim: LINE`` on stderr).
+    """
+    # Start-up time: pytest loads this plugin in every run, with orbsim or not; the
+    # engine (subprocess, tarfile, ...) only when orbsim is the orbctl in use.
     import shutil
 
     from . import rootfs
     from .engine import NOT_ROOT, EngineError, get_engine
     from .namespace import TOOLS
+
+    say = say or rootfs.to_stderr
 
     try:
         engine = get_engine()
@@ -68,11 +75,9 @@ def make_ready(say: Callable[[str], None]) -> Optional[str]:
 @pytest.hookimpl(optionalhook=True)
 def pytest_orbstack_prepare(config: pytest.Config, orbctl: str) -> Optional[str]:
     """pytest-orbstack's hook: make orbsim ready when it is the orbctl in use (see the module docstring)."""
-    from . import rootfs
-
     if not is_orbsim(orbctl):
         return None
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
-        return make_ready(rootfs.to_stderr)
+        return make_ready()
     return make_ready(lambda line: reporter.write_line(f"orbsim: {line}"))

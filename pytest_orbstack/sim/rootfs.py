@@ -12,14 +12,21 @@ requested distro and version).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import platform
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Callable, Optional
+
+from . import runner
+from .engineapi import EngineError
 
 #: Name of the cached image directory; bump the suffix when the recipe changes.
 IMAGE_NAME = "debian-bookworm-2"
@@ -98,8 +105,6 @@ def to_stderr(line: str) -> None:
 
 def key() -> str:
     """Changes exactly when the image must be rebuilt: name, architecture and recipe (for CI caches)."""
-    import hashlib
-    import platform
 
     recipe = json.dumps({"suite": SUITE, "mirror": MIRROR, "packages": sorted(PACKAGES)}, sort_keys=True)
     arch = platform.machine().lower() or "unknown"
@@ -126,8 +131,6 @@ def install_packages(
     fresh machine), ``apt-get update`` and the install again.  Raises
     ``EngineError`` with the one line to act on when that is impossible.
     """
-    from . import runner
-    from .engine import EngineError
 
     env = {**os.environ, **(environ or {})}
     wanted = " ".join(packages)
@@ -164,9 +167,6 @@ def build(
     be installed, or when the build fails.  Concurrent callers (on the whole
     host) wait for one build.
     """
-    import fcntl
-
-    from .engine import EngineError
 
     say: Say = progress or (lambda line: None)
     path = image_path(environ)
@@ -219,10 +219,6 @@ class _Progress:
 
 
 def _build_locked(top: Path, path: Path, say: Say, environ: Optional[Mapping[str, str]]) -> None:
-    import tempfile
-
-    from . import runner
-    from .engine import EngineError
 
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=top))
     target = work / "root"
@@ -283,10 +279,6 @@ def _finish(root: Path) -> None:
 
 def install_from(source: Path, environ: Optional[Mapping[str, str]] = None) -> Path:
     """Install an existing debootstrapped tree as the image (a copy; for development hosts)."""
-    import fcntl
-    import tempfile
-
-    from . import runner
 
     path = image_path(environ)
     top = image_dir(environ)

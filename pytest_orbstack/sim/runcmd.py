@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Optional
 
 from . import version as versions
-from .basic import default_machine
-from .cli import COMMANDS, Ctx, ServiceError, lookup, own_fault, vm_gate
-from .cobra import HelpRequested, Opts, UsageError
+from .cobra import Command, HelpRequested, Opts, UsageError
+from .common import Ctx, ServiceError, default_machine, gate_faults, lookup, own_fault, reconcile, vm_gate
 from .fastrun import RUN_FLAGS, command_and_workdir, forwarded_env
+from .lifecycle import boot, start_machines
 from .state import Record
 
-__all__ = ["RUN_FLAGS", "cmd_run", "cmd_transfer", "forwarded_env", "parse_run"]
+__all__ = ["RUN_FLAGS", "cmd_pull", "cmd_push", "cmd_run", "forwarded_env", "parse_run"]
 
 
-def parse_run(argv: list[str]) -> tuple[dict[str, str], bool, list[str]]:
+def parse_run(argv: list[str], run: Command) -> tuple[dict[str, str], bool, list[str]]:
     """(options, shell flag, command) from run's argv."""
     opts: dict[str, str] = {}
     shell = False
@@ -34,24 +35,22 @@ def parse_run(argv: list[str]) -> tuple[dict[str, str], bool, list[str]]:
         word = rest.pop(0)
         name, eq, value = word.partition("=")
         if name in ("-h", "--help"):
-            raise HelpRequested(COMMANDS["run"])
+            raise HelpRequested(run)
         if name in ("-s", "--shell") and not eq:
             shell = True
         elif name in RUN_FLAGS:
             if not eq:
                 if not rest:
-                    raise UsageError(f"flag needs an argument: {name}", COMMANDS["run"])
+                    raise UsageError(f"flag needs an argument: {name}", run)
                 value = rest.pop(0)
             opts[RUN_FLAGS[name]] = value
         else:
-            raise UsageError(f"unknown flag {word}", COMMANDS["run"])
+            raise UsageError(f"unknown flag {word}", run)
     return opts, shell, rest
 
 
 def _ready_machine(ctx: Ctx, ref: Optional[str], op: str) -> Record:
     """The machine to act on, started first if it is stopped (waits while another call starts it)."""
-    import time
-
     names = [ref] if ref else []
     fault = None
     deadline = time.monotonic() + 120
@@ -65,36 +64,28 @@ def _ready_machine(ctx: Ctx, ref: Optional[str], op: str) -> Record:
                 vm_gate(ctx, data, "", names)
             rec = lookup(ctx, data, ref) if ref else default_machine(ctx, data)
             if rec["state"] == "running" and not ctx.engine.running(ctx.mdir(rec)):
-                from .cli import reconcile
-
                 reconcile(ctx, data)
                 rec = lookup(ctx, data, rec["id"])
             busy = rec["state"] == "starting" and fault is None and time.monotonic() < deadline
             todo: list[Record] = []
             if not busy and (rec["state"] != "running" or fault is not None):
-                from .lifecycle import start_machines
-
                 start_fault = fault
                 if start_fault is None and rec["state"] == "stopped":  # a start, whoever asks for it
                     start_fault = own_fault(ctx, data, "start", [rec["name"]])
                 todo = start_machines(ctx, data, [rec], start_fault)
-            snapshot = dict(rec)
+            snapshot = rec.copy()
         if not busy:
             break
         time.sleep(0.05)
-    if todo:
-        from .lifecycle import _boot
-
-        for r in todo:
-            _boot(ctx, r)
+    for r in todo:
+        boot(ctx, r)
     return snapshot
 
 
-def cmd_run(ctx: Ctx, argv: list[str]) -> int:
-    opts, shell, command = parse_run(argv)
+def cmd_run(ctx: Ctx, _opts: Opts, argv: list[str]) -> int:
+    """``run``: its flags are parsed here (``disable_flag_parsing`` in the table)."""
+    opts, shell, command = parse_run(argv, ctx.command)
     if ctx.faults:
-        from .cli import gate_faults
-
         gate_faults(ctx, "run", [opts["machine"]] if "machine" in opts else [])
     rec = _ready_machine(ctx, opts.get("machine"), "run")
     command, workdir = command_and_workdir(opts, shell, command)
@@ -105,7 +96,15 @@ def cmd_run(ctx: Ctx, argv: list[str]) -> int:
     return code if code >= 0 else 128 - code
 
 
-def cmd_transfer(ctx: Ctx, which: str, opts: Opts, args: list[str]) -> int:
+def cmd_push(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    return _transfer(ctx, "push", opts, args)
+
+
+def cmd_pull(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+    return _transfer(ctx, "pull", opts, args)
+
+
+def _transfer(ctx: Ctx, which: str, opts: Opts, args: list[str]) -> int:
     ref = opts.get("machine")
     rec = _ready_machine(ctx, str(ref) if ref else None, which)
     sources, dest = (args, None) if len(args) == 1 else (args[:-1], args[-1])

@@ -1,15 +1,21 @@
-"""orbsim's own commands (only when invoked as ``orbsim``): shims, reset, image, timeline."""
+"""orbsim's own commands (only when invoked as ``orbsim``): shims, reset, image, timeline, ssh.
+
+Start-up time: every orbctl command loads this module (``table.py``); the image,
+ssh and network modules it uses (``hashlib``, ``tempfile``, ``socket``,
+``subprocess``) are imported by the commands that need them.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
-from .cli import Ctx, dump_json, lookup, out, reconcile
 from .cobra import Opts
+from .common import Ctx, ServiceError, dump_json, lookup, out, reconcile
 from .state import by_name, empty
 
 # ``python -I -S``: no site (an editable install's import hook alone costs more than
@@ -38,8 +44,6 @@ def shebang(python: str) -> str:
     line = f"#!{python} -IS"
     if len(line.encode()) <= SHEBANG_MAX and not any(c.isspace() for c in python):
         return line
-    import shlex
-
     return TRAMPOLINE.format(python=shlex.quote(python))
 
 
@@ -67,37 +71,34 @@ def cmd_reset(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     with ctx.store.locked() as data:
         for rec in list(data["machines"].values()):
             ctx.engine.destroy(ctx.mdir(rec))
-        data.clear()
+        data.clear()  # type: ignore[attr-defined]  # old keys of other versions go too
         data.update(empty())
     machines = ctx.store.machines_dir
     if machines.is_dir():
         for leftover in machines.iterdir():
             ctx.engine.destroy(leftover)
-    try:
-        from . import network
+    from . import network  # start-up time: see the module docstring
 
-        network.cleanup_if_unused()
-    except ImportError:
-        pass
+    network.cleanup_if_unused()
     return 0
 
 
 def cmd_image_build(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-    from . import rootfs
+    from . import rootfs  # start-up time: see the module docstring
 
     rootfs.build(force=bool(opts.get("force")), progress=rootfs.to_stderr)
     return 0
 
 
 def cmd_image_key(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-    from . import rootfs
+    from . import rootfs  # start-up time: see the module docstring
 
     out(rootfs.key() + "\n")
     return 0
 
 
 def cmd_image_status(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-    from . import rootfs
+    from . import rootfs  # start-up time: see the module docstring
 
     status = rootfs.status()
     out(dump_json(status))
@@ -115,7 +116,7 @@ def cmd_timeline(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     now = time.time()
     rows = []
     for rec in recs:
-        row = {"id": rec["id"], "name": rec["name"], "state": rec["state"]}
+        row: dict[str, object] = {"id": rec["id"], "name": rec["name"], "state": rec["state"]}
         row.update({key: rec.get(key) for key in TIMES})
         ip_at = rec.get("ip_at")
         row["ip_visible"] = (
@@ -128,7 +129,7 @@ def cmd_timeline(ctx: Ctx, opts: Opts, args: list[str]) -> int:
 
 def cmd_ssh_config(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     """Print the path of this home's ssh config (``Host orb``), making keys and config on first use."""
-    from . import ssh
+    from . import ssh  # start-up time: see the module docstring
 
     keys = ssh.ensure_keys()
     if keys is None:
@@ -140,8 +141,7 @@ def cmd_ssh_config(ctx: Ctx, opts: Opts, args: list[str]) -> int:
 
 def cmd_ssh_proxy(ctx: Ctx, opts: Opts, args: list[str]) -> int:
     """``ProxyCommand`` of the ssh config: hand ssh a socket connected to the machine's sshd."""
-    from . import ssh
-    from .cli import ServiceError
+    from . import ssh  # start-up time: see the module docstring
 
     name = ssh.machine_of(args[0])
     with ctx.store.locked() as data:

@@ -27,18 +27,20 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
+
+from . import fsutil, runner
+from .state import home
 
 PORT = 22
 CONNECT_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
-class Keys:
+class Keys(NamedTuple):
     """The files of one home's ``ssh/`` directory."""
 
     #: the directory
@@ -54,7 +56,6 @@ class Keys:
 
 
 def ssh_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
-    from .state import home
 
     return home(environ) / "ssh"
 
@@ -80,7 +81,6 @@ def config_text(d: Path, python: str) -> str:
 
 def ensure_keys(environ: Optional[Mapping[str, str]] = None) -> Optional[Keys]:
     """Make this home's keys, known_hosts and config once; None when the host has no ``ssh-keygen``."""
-    from . import fsutil, runner
 
     d = ssh_dir(environ)
     keys = Keys(d, d / "host_ed25519_key", d / "id_ed25519", d / "id_ed25519.pub", d / "config")
@@ -107,7 +107,6 @@ def ensure_keys(environ: Optional[Mapping[str, str]] = None) -> Optional[Keys]:
 
 def proxy(machine_ip: str, out_fd: int = 1) -> None:
     """Connect to the machine's sshd and pass the socket to ``ssh`` over ``out_fd`` (ProxyUseFdpass)."""
-    import socket
 
     conn = socket.create_connection((machine_ip, PORT), timeout=CONNECT_TIMEOUT)
     try:

@@ -19,23 +19,73 @@ when the owner died.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional, TypedDict, cast
 
-Record = dict[str, Any]
-Data = dict[str, Any]
+from .fastrun import home_dir
+
+
+class _Machine(TypedDict):
+    id: str
+    name: str
+    #: the image as OrbStack records it (``ubuntu``, ``jammy``, ``amd64``, ``default``/``cloud``)
+    distro: str
+    version: str
+    arch: str
+    variant: str
+    isolated: bool
+    #: the default user
+    username: str
+    created_at: float
+    #: ``running``, ``stopped`` or a transitional state (``TRANSITIONAL``)
+    state: str
+
+
+class Record(_Machine, total=False):
+    """One machine of ``state.json``, keyed by its id (a ULID)."""
+
+    #: the orbsim process that owns a transitional state, and its start time (``claim``)
+    op_pid: int
+    op_token: Optional[str]
+    #: set by a delete while the create is still running: the create gives up
+    cancel: bool
+    #: the address, and the UNIX time ``info`` starts showing it
+    ip4: Optional[str]
+    ip_at: float
+    started_at: float
+    ready_at: Optional[float]
+    stopped_at: float
+    #: started under a ``no-ip`` fault: ``info`` shows no address
+    no_ip: bool
+    cpu_limit: int
+    memory_limit_mib: int
+    disk_limit_bytes: int
+
+
+class Data(TypedDict):
+    """``state.json``: the registry of one ``$ORBSIM_HOME``."""
+
+    machines: dict[str, Record]
+    #: the id of the machine ``orbctl default`` set
+    default: Optional[str]
+    config: dict[str, str]
+    #: how many calls each ``ORBSIM_FAULTS`` rule had (by the rule's text)
+    faults: dict[str, int]
+    #: ``running``, or ``stopped`` after ``orbctl stop``
+    vm: str
+
 
 TRANSITIONAL = frozenset({"creating", "provisioning", "starting", "stopping", "deleting"})
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def home(environ: Optional[Mapping[str, str]] = None) -> Path:
-    from .fastrun import home_dir
 
     return Path(home_dir(environ))
 
@@ -101,7 +151,7 @@ class Store:
     def _load(self) -> Data:
         try:
             with open(self.path, encoding="utf-8") as fh:
-                data: Data = json.load(fh)
+                data = json.load(fh)
         except FileNotFoundError:
             return empty()
         base = empty()
@@ -118,7 +168,6 @@ class Store:
 
     @contextmanager
     def locked(self) -> Iterator[Data]:
-        import fcntl
 
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -142,7 +191,7 @@ class Store:
     def read(self) -> Data:
         """A consistent snapshot (no write-back)."""
         with self.locked() as data:
-            return json.loads(json.dumps(data))  # type: ignore[no-any-return]
+            return cast(Data, json.loads(json.dumps(data)))
 
 
 # --------------------------------------------------------------------------- lookups
@@ -150,7 +199,7 @@ class Store:
 
 def find(data: Data, ref: str) -> Optional[Record]:
     """By ID (a 26-char ULID) first, then by name."""
-    machines: dict[str, Record] = data["machines"]
+    machines = data["machines"]
     if ref in machines:
         return machines[ref]
     for rec in machines.values():

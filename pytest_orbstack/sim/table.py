@@ -1,8 +1,9 @@
-"""The command table: every orbctl command with its usage line, aliases, flags and argument rule."""
+"""The command table: every orbctl command with its usage line, aliases, flags, argument rule and handler.
+
+``__main__`` hands :func:`build_root` to ``cli.main``, which dispatches.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from . import version as versions
 from .basic import (
@@ -18,42 +19,21 @@ from .basic import (
     cmd_status,
     cmd_version,
 )
-from .cli import COMMANDS, ROOT, Ctx
-from .cobra import Command, Flag, Opts
-
-
-def _lifecycle(name: str) -> Any:
-    def call(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-        from . import lifecycle
-
-        return int(getattr(lifecycle, name)(ctx, opts, args))
-
-    return call
-
-
-def _run(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-    from .runcmd import cmd_run
-
-    return cmd_run(ctx, args)
-
-
-def _transfer(which: str) -> Any:
-    def call(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-        from .runcmd import cmd_transfer
-
-        return cmd_transfer(ctx, which, opts, args)
-
-    return call
-
-
-def _orbsim(name: str) -> Any:
-    def call(ctx: Ctx, opts: Opts, args: list[str]) -> int:
-        from . import simcmds
-
-        return int(getattr(simcmds, name)(ctx, opts, args))
-
-    return call
-
+from .cli import ROOT
+from .cobra import Command, Flag
+from .create import cmd_create
+from .lifecycle import cmd_clone, cmd_delete, cmd_restart, cmd_start, cmd_stop
+from .runcmd import cmd_pull, cmd_push, cmd_run
+from .simcmds import (
+    cmd_image_build,
+    cmd_image_key,
+    cmd_image_status,
+    cmd_reset,
+    cmd_shims,
+    cmd_ssh_config,
+    cmd_ssh_proxy,
+    cmd_timeline,
+)
 
 FMT = Flag("format", "f", "output format: text, json")
 MACHINE = Flag("machine", "m", "machine name (default: default machine)")
@@ -83,7 +63,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             aliases=("add", "new"),
             flags=create_flags,
             nargs=(1, 2),
-            run=_lifecycle("cmd_create"),
+            run=cmd_create,
         ),
         Command(
             "list",
@@ -112,7 +92,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             "start [flags] [ID/NAME]...",
             "Start OrbStack or a machine",
             flags=[Flag("all", "a", "start all machines", is_bool=True)],
-            run=_lifecycle("cmd_start"),
+            run=cmd_start,
         ),
         Command(
             "stop",
@@ -122,14 +102,14 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
                 Flag("all", "a", "stop all machines", is_bool=True),
                 Flag("force", "f", "force stop (kill)", is_bool=True),
             ],
-            run=_lifecycle("cmd_stop"),
+            run=cmd_stop,
         ),
         Command(
             "restart",
             "restart [flags] [ID/NAME]...",
             "Restart OrbStack or a machine",
             flags=[Flag("all", "a", "restart all machines", is_bool=True)],
-            run=_lifecycle("cmd_restart"),
+            run=cmd_restart,
         ),
         Command(
             "delete",
@@ -139,7 +119,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
                 Flag("force", "f", "do not ask for confirmation", is_bool=True),
                 Flag("all", "a", "delete all machines", is_bool=True),
             ],
-            run=_lifecycle("cmd_delete"),
+            run=cmd_delete,
         ),
         Command("rename", "rename OLD_NAME NEW_NAME", "Rename a machine", nargs=(2, 2), run=cmd_rename),
         Command(
@@ -147,7 +127,8 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             "run [flags] COMMAND [ARGS]...",
             "Run a command in a machine",
             aliases=("exec", "shell"),
-            run=_run,
+            run=cmd_run,
+            disable_flag_parsing=True,
         ),
         Command(
             "push",
@@ -155,7 +136,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             "Copy files to a machine",
             flags=[MACHINE],
             nargs=(1, None),
-            run=_transfer("push"),
+            run=cmd_push,
         ),
         Command(
             "pull",
@@ -163,7 +144,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             "Copy files from a machine",
             flags=[MACHINE],
             nargs=(1, None),
-            run=_transfer("pull"),
+            run=cmd_pull,
         ),
         Command(
             "logs",
@@ -210,7 +191,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
                 "clone OLD_NAME NEW_NAME",
                 "Clone a machine",
                 nargs=(2, 2),
-                run=_lifecycle("cmd_clone"),
+                run=cmd_clone,
             ),
         )
     return cmds
@@ -223,14 +204,14 @@ def _orbsim_commands() -> list[Command]:
             "shims DIR",
             "orbsim: write orbctl and orb launchers into DIR",
             nargs=(1, 1),
-            run=_orbsim("cmd_shims"),
+            run=cmd_shims,
         ),
         Command(
             "reset",
             "reset",
             "orbsim: delete every machine of this ORBSIM_HOME",
             nargs=(0, 0),
-            run=_orbsim("cmd_reset"),
+            run=cmd_reset,
         ),
         Command(
             "image",
@@ -243,21 +224,21 @@ def _orbsim_commands() -> list[Command]:
                     "build the machine image (root, ~1 min)",
                     flags=[Flag("force", None, "rebuild even if it exists", is_bool=True)],
                     nargs=(0, 0),
-                    run=_orbsim("cmd_image_build"),
+                    run=cmd_image_build,
                 ),
                 Command(
                     "status",
                     "status",
                     "show the machine image as JSON",
                     nargs=(0, 0),
-                    run=_orbsim("cmd_image_status"),
+                    run=cmd_image_status,
                 ),
                 Command(
                     "key",
                     "key",
                     "print a key that changes when the image must be rebuilt (for CI caches)",
                     nargs=(0, 0),
-                    run=_orbsim("cmd_image_key"),
+                    run=cmd_image_key,
                 ),
             ],
         ),
@@ -266,20 +247,20 @@ def _orbsim_commands() -> list[Command]:
             "ssh-config",
             "orbsim: print the path of the ssh config (Host orb) of this ORBSIM_HOME",
             nargs=(0, 0),
-            run=_orbsim("cmd_ssh_config"),
+            run=cmd_ssh_config,
         ),
         Command(
             "ssh-proxy",
             "ssh-proxy USER@MACHINE",
             "orbsim: ProxyCommand of that ssh config (ProxyUseFdpass)",
             nargs=(1, 1),
-            run=_orbsim("cmd_ssh_proxy"),
+            run=cmd_ssh_proxy,
         ),
         Command(
             "timeline",
             "timeline [ID/NAME]...",
             "orbsim: per-machine timestamps as JSON (ready_at, ...)",
-            run=_orbsim("cmd_timeline"),
+            run=cmd_timeline,
         ),
     ]
 
@@ -288,7 +269,4 @@ def build_root(prog: str, v: versions.Version) -> Command:
     subs = _orbctl_commands(v)
     if prog == "orbsim":
         subs += _orbsim_commands()
-    root = Command(ROOT, ROOT, "OrbStack command-line interface", subcommands=subs)
-    COMMANDS.clear()
-    COMMANDS.update({c.name: c for c in subs})
-    return root
+    return Command(ROOT, ROOT, "OrbStack command-line interface", subcommands=subs)

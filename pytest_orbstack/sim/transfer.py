@@ -20,15 +20,19 @@ by the names the user gave in every error line.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
+from . import runner
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import tarfile
-
-    from .namespace import NamespaceEngine
+    from .engineapi import MachineAccess
 
 _PUSH_SCRIPT = r"""stage=$1; dest=$2; shift 2
 mkdir -m 700 -- "$stage" || exit 1
@@ -59,11 +63,7 @@ def _missing(src: str) -> str:
     return f"cp: cannot stat '{src}': No such file or directory\n"
 
 
-def push(engine: NamespaceEngine, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
-    import secrets
-    import tarfile
-
-    from . import runner
+def push(engine: MachineAccess, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
 
     rc = 0
     staged: list[tuple[str, str]] = []
@@ -80,7 +80,7 @@ def push(engine: NamespaceEngine, mdir: Path, *, user: str, sources: list[str], 
         if not staged:
             return rc
         archive.seek(0)
-        cmd, env = engine._enter_argv(
+        cmd, env = engine.enter_argv(
             mdir,
             user,
             None,
@@ -107,17 +107,13 @@ def _unstage(text: str, staged: list[tuple[str, str]]) -> str:
     return text
 
 
-def pull(engine: NamespaceEngine, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
-    import shutil
-    import tarfile
-
-    from . import runner
+def pull(engine: MachineAccess, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
 
     target = dest if dest else os.getcwd()
     stage = tempfile.mkdtemp(prefix="orbsim-pull-")
     try:
         with tempfile.TemporaryFile() as archive:
-            cmd, env = engine._enter_argv(
+            cmd, env = engine.enter_argv(
                 mdir, user, None, {}, ["/bin/sh", "-c", _PULL_SCRIPT, "orbsim-pull", *sources]
             )
             res = runner.run(cmd, env=env, stdout=archive, check=False, timeout=3600)
@@ -146,7 +142,6 @@ def pull(engine: NamespaceEngine, mdir: Path, *, user: str, sources: list[str], 
 
 def _extract_safely(tar: tarfile.TarFile, stage: Path) -> set[int]:
     """Extract members that stay inside ``stage``; return the source indexes seen."""
-    import tarfile
 
     root = os.path.realpath(stage)
     seen: set[int] = set()

@@ -56,7 +56,7 @@ def text(v: Version) -> str:
 
 def version_output(v: Version) -> str:
     """What ``orbctl version`` prints (two lines)."""
-    import hashlib
+    import hashlib  # start-up time: every orbctl command loads this module, only ``version`` hashes
 
     sha = hashlib.sha1(f"orbsim {text(v)}".encode()).hexdigest()
     return f"Version: {text(v)} ({build_number(v)})\nCommit: {sha} (v{text(v)})\n"

@@ -116,7 +116,7 @@ def test_run_imports_neither_the_cli_nor_json(sim: Sim, word: str) -> None:
                 "pytest_orbstack.sim.__main__",
                 "pytest_orbstack.sim.enter",
                 "pytest_orbstack.sim.fastrun",
-                "pytest_orbstack.sim.runner",
+                "pytest_orbstack.sim.relay",
             ]
         )
     )

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pytest_orbstack.sim import engine as engine_mod
-from pytest_orbstack.sim.engine import EngineError, PlainEngine, get_engine
+from pytest_orbstack.sim.engine import EngineError, get_engine
+from pytest_orbstack.sim.plain import PlainEngine
 
 SNIPPET = """
 import json, sys

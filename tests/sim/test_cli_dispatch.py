@@ -1,0 +1,70 @@
+"""cli.main dispatches in the command tree it is handed: handlers get the command they run as."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_orbstack.sim import cli, version
+from pytest_orbstack.sim.cobra import Command, Flag, Opts, UsageError
+from pytest_orbstack.sim.common import Ctx
+
+
+def _tree(calls: list[tuple[str, Opts, list[str]]]) -> cli.BuildRoot:
+    def hello(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+        calls.append((ctx.command.path, opts, args))
+        return 7
+
+    def picky(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+        raise UsageError("no thanks", ctx.command)
+
+    def raw(ctx: Ctx, opts: Opts, args: list[str]) -> int:
+        calls.append((ctx.command.path, opts, args))
+        return 0
+
+    def build(prog: str, v: version.Version) -> Command:
+        assert v == version.current()
+        subs = [
+            Command(
+                "hello",
+                "hello NAME",
+                "Say hello",
+                flags=[Flag("loud", "l", "loudly", is_bool=True)],
+                nargs=(1, 1),
+                run=hello,
+            ),
+            Command("picky", "picky", "Refuse", nargs=(0, 0), run=picky),
+            Command("run", "run [flags] COMMAND", "Run", run=raw, disable_flag_parsing=True),
+        ]
+        return Command(cli.ROOT, cli.ROOT, "test tree", subcommands=subs)
+
+    return build
+
+
+def test_main_runs_the_handler_of_the_tree_it_is_given(capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[str, Opts, list[str]]] = []
+    build = _tree(calls)
+    assert cli.main(["hello", "-l", "world"], "orbctl", build) == 7
+    assert calls == [("orbctl hello", {"loud": True, "help": False}, ["world"])]
+    # run parses its own flags: it gets every word as is
+    assert cli.main(["run", "-m", "x", "--bogus"], "orbctl", build) == 0
+    assert calls[-1] == ("orbctl run", {}, ["-m", "x", "--bogus"])
+    # orb WORD: an unknown word is a command for run
+    assert cli.main(["uname", "-a"], "orb", build) == 0
+    assert calls[-1] == ("orbctl run", {}, ["uname", "-a"])
+    capsys.readouterr()
+
+
+def test_errors_carry_the_usage_of_the_command_being_run(capsys: pytest.CaptureFixture[str]) -> None:
+    build = _tree([])
+    assert cli.main(["picky"], "orbctl", build) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: no thanks\nUsage:\n  orbctl picky\n")
+    assert cli.main(["hello"], "orbctl", build) == 1
+    assert capsys.readouterr().err.startswith(
+        "Error: accepts 1 arg(s), received 0\nUsage:\n  orbctl hello NAME"
+    )
+    assert cli.main(["nope"], "orbctl", build) == 1
+    assert (
+        capsys.readouterr().err
+        == 'Error: unknown command "nope" for "orbctl"\nRun \'orbctl --help\' for usage.\n'
+    )
