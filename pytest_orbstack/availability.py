@@ -22,7 +22,6 @@ from typing import Final, NoReturn, Optional
 import pytest
 
 __all__ = [
-    "IF_UNAVAILABLE_CHOICES",
     "MACHINE_FIXTURE_NAMES",
     "WORKERINPUT_KEY",
     "give_up",
@@ -34,8 +33,6 @@ __all__ = [
 
 #: Fixtures that need OrbStack: their tests get the ``orb`` marker.
 MACHINE_FIXTURE_NAMES: Final = ("orb_vm", "orb_vm_fresh", "orb_machines", "orb_client")
-#: ``--orb-if-unavailable`` values.
-IF_UNAVAILABLE_CHOICES: Final = ("error", "skip")
 #: ``workerinput`` key of the controller's reason why no machine can be made (or ``None``).
 WORKERINPUT_KEY: Final = "orbstack_unavailable"
 

@@ -25,14 +25,22 @@ import pytest
 from pytest_orbstack import availability, bases, naming, ownership
 from pytest_orbstack.breaker import AddressBreaker
 from pytest_orbstack.client import find_orbctl
-from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
+from pytest_orbstack.errors import (
+    MarkerError,
+    OrbctlCommandError,
+    OrbctlNotFoundError,
+    OrbstackError,
+    first_line,
+)
 from pytest_orbstack.health import SharedMachine
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.marker import marker_overrides, spec_fields, spec_for
+from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.prefetch import PrefetchSource
-from pytest_orbstack.provisioner import MachineFactory, MachineSpec, Provisioner
+from pytest_orbstack.provisioner import MachineFactory, Provisioner
 from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy
-from pytest_orbstack.settings import MarkerError, Settings, marker_overrides, spec_fields, spec_for
+from pytest_orbstack.settings import Clone, Keep, Settings
 
 __all__ = [
     "MACHINE_FIXTURES",
@@ -226,7 +234,7 @@ class OrbRuntime:
     def _install_clone(self, provisioner: Provisioner) -> None:
         """Switch to the clone fast path (``--orb-clone``) when OrbStack has ``orbctl clone``."""
         settings = self.settings
-        if settings.clone == "never":
+        if settings.clone == Clone.NEVER:
             return
         try:
             version = self._client.version()
@@ -285,7 +293,7 @@ class OrbRuntime:
 
     def should_keep(self, machine: Machine) -> bool:
         keep = self.settings.keep
-        return keep == "always" or (keep == "failed" and machine.name in self.failed_machines)
+        return keep == Keep.ALWAYS or (keep == Keep.FAILED and machine.name in self.failed_machines)
 
     def release(self, machine: Machine) -> None:
         with self.timeout_pause():

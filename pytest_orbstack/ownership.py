@@ -186,10 +186,6 @@ class RunLease:
         self.lease = Lease(**{**self.lease.__dict__, "kept": kept})
         self._write()
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def release(self) -> None:
         """Remove the lease (left for reference if it records kept machines) and drop the lock."""
         if self._fd is None:

@@ -22,7 +22,7 @@ import pytest
 from pytest_orbstack import availability, bases, hookspecs, lookahead, naming, ownership, reaper, signals
 from pytest_orbstack.client import OrbctlClient, Timeouts
 from pytest_orbstack.diagnostics import logs_tail
-from pytest_orbstack.errors import OrbstackError, first_line
+from pytest_orbstack.errors import MarkerError, OrbstackError, first_line
 from pytest_orbstack.fixtures import (
     OrbRuntime,
     get_runtime,
@@ -35,6 +35,7 @@ from pytest_orbstack.fixtures import (
     runtime_key,
 )
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.marker import MARKER_LINE, check_marker_use, marker_overrides
 from pytest_orbstack.report import (
     EVENTS_ATTR,
     WORKEROUTPUT_KEY,
@@ -42,14 +43,7 @@ from pytest_orbstack.report import (
     machine_properties,
     summary_lines,
 )
-from pytest_orbstack.settings import (
-    MARKER_LINE,
-    MarkerError,
-    add_options,
-    check_marker_use,
-    load_settings,
-    marker_overrides,
-)
+from pytest_orbstack.settings import add_options, load_settings
 from pytest_orbstack.timeout import TimeoutPause
 
 __all__ = ["orb_client", "orb_machines", "orb_vm", "orb_vm_fresh"]

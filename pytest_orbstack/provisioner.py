@@ -31,9 +31,10 @@ from pytest_orbstack.errors import (
     TransientOrbctlError,
     first_line,
 )
+from pytest_orbstack.events import Events, Silent
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.readiness import wait_ready
-from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy, call_with_retry
 
 if TYPE_CHECKING:
@@ -47,33 +48,8 @@ __all__ = [
     "Made",
     "MachineHooks",
     "MachineSource",
-    "MachineSpec",
     "Provisioner",
 ]
-
-
-@dataclass(frozen=True)
-class MachineSpec:
-    """What a machine is made from.  Hashable: equal specs make interchangeable machines."""
-
-    #: image, ``distro[:version]`` as orbctl takes it (``ubuntu:22.04``)
-    image: str
-    #: CPU architecture, ``None`` = the host's
-    arch: Optional[str] = None
-    #: default user, ``None`` = OrbStack's default
-    user: Optional[str] = None
-    #: absolute path of a cloud-init user-data file, or ``None``
-    user_data: Optional[str] = None
-
-    def describe(self) -> str:
-        parts = [self.image]
-        if self.arch:
-            parts.append(self.arch)
-        if self.user:
-            parts.append(f"user {self.user}")
-        if self.user_data:
-            parts.append("cloud-init")
-        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -229,7 +205,7 @@ class Provisioner:
         ready_timeout: float,
         policy: RetryPolicy,
         hooks: MachineHooks,
-        stats: Optional[Stats] = None,
+        stats: Optional[Events] = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         machine_timeout: float = 1200.0,
@@ -241,7 +217,7 @@ class Provisioner:
         self.ready_timeout = ready_timeout
         self.policy = policy
         self.hooks = hooks
-        self.stats = stats if stats is not None else Stats()
+        self.stats: Events = stats if stats is not None else Silent()
         self.clock = clock
         self.sleep = sleep
         #: how machines come to exist; replace to change the strategy

@@ -19,13 +19,14 @@ from pytest_orbstack.bases import (
     hook_sources,
     install,
     provision_sources,
-    reuse_conflict,
     reused_base_name,
 )
 from pytest_orbstack.errors import MachineExistsError, MachineNotFoundError, TransientOrbctlError
 from pytest_orbstack.machine import Machine
-from pytest_orbstack.models import OrbVersion
-from pytest_orbstack.provisioner import MachineSpec, Provisioner
+from pytest_orbstack.models import MachineSpec, OrbVersion
+from pytest_orbstack.naming import reuse_conflict
+from pytest_orbstack.provisioner import Provisioner
+from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy
 
 SPEC = MachineSpec("ubuntu:22.04")
@@ -135,6 +136,7 @@ def worker(
         ready_timeout=1.0,
         policy=RetryPolicy(retries=2),
         hooks=hooks or Hooks(),
+        stats=Stats(),
         sleep=lambda s: None,
     )
     manager = install(

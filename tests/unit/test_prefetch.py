@@ -11,8 +11,9 @@ import pytest
 from test_provisioner import SPEC, FakeOrb, Hooks, make
 
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.prefetch import PrefetchSource
-from pytest_orbstack.provisioner import MachineSpec, Provisioner
+from pytest_orbstack.provisioner import Provisioner
 
 OTHER = MachineSpec("debian:12")
 

@@ -18,7 +18,9 @@ from pytest_orbstack.errors import (
     TransientOrbctlError,
 )
 from pytest_orbstack.machine import Machine
-from pytest_orbstack.provisioner import MachineSpec, Provisioner
+from pytest_orbstack.models import MachineSpec
+from pytest_orbstack.provisioner import Provisioner
+from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy
 
 SPEC = MachineSpec("ubuntu:22.04")
@@ -124,6 +126,7 @@ def make(orb: FakeOrb, hooks: Optional[Hooks] = None, retries: int = 3) -> Provi
         ready_timeout=1.0,
         policy=RetryPolicy(retries=retries),
         hooks=hooks or Hooks(),
+        stats=Stats(),
         sleep=lambda s: None,
     )
 

@@ -18,10 +18,10 @@ import pytest
 
 from pytest_orbstack import commands
 from pytest_orbstack.errors import InvalidSpecError, MachineNotFoundError
-from pytest_orbstack.machine import CommandFailedError, Machine
-from pytest_orbstack.models import MachineInfo, parse_machine_info
-from pytest_orbstack.provisioner import MachineSpec
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.models import MachineInfo, MachineSpec, parse_machine_info
 from pytest_orbstack.readiness import PROBE, wait_ready
+from pytest_orbstack.results import CommandFailedError
 
 DATA = Path(__file__).parent.parent / "data"
 RUNNING = parse_machine_info((DATA / "info_v2_running.json").read_text())
