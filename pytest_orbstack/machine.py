@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from os import PathLike
 
     from pytest_orbstack.models import MachineInfo, MachineSpec
+    from pytest_orbstack.orbctl import Orbctl
 
 __all__ = ["Machine"]
 
@@ -61,12 +62,12 @@ def _check_access(result: RunResult, method: str, path: str, user: Optional[str]
 class _Manager(Protocol):
     """What a machine needs from whoever manages its life (the provisioner)."""
 
-    client: Any
+    client: Orbctl
     ready_timeout: float
 
-    def start(self, machine: Machine) -> None: ...
+    def start(self, machine: Machine) -> MachineInfo: ...
 
-    def restart(self, machine: Machine) -> None: ...
+    def restart(self, machine: Machine) -> MachineInfo: ...
 
     def stop(self, machine: Machine, *, force: bool) -> None: ...
 
@@ -421,7 +422,7 @@ class Machine:
     def start(self) -> None:
         """Start the machine (no-op if running) and wait until it is ready."""
         self.suspect = "the test started it"
-        self._manager.start(self)
+        self._remember(self._manager.start(self))
 
     def stop(self, *, force: bool = False) -> None:
         """Stop the machine (``force``: kill at once instead of a graceful shutdown)."""
@@ -431,11 +432,13 @@ class Machine:
     def restart(self) -> None:
         """Restart the machine and wait until it is ready again."""
         self.suspect = "the test restarted it"
-        self._manager.restart(self)
+        self._remember(self._manager.restart(self))
 
     def wait_ready(self, timeout: Optional[float] = None) -> MachineInfo:
         """Wait until the machine runs, has an address and runs commands (``--orb-ready-timeout`` default)."""
-        return self._manager.wait_ready(self, self._manager.ready_timeout if timeout is None else timeout)
+        info = self._manager.wait_ready(self, self._manager.ready_timeout if timeout is None else timeout)
+        self._remember(info)
+        return info
 
     def delete(self) -> None:
         """Delete the machine now (the plugin then skips it at teardown).  Idempotent."""

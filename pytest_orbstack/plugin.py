@@ -36,6 +36,7 @@ from pytest_orbstack.fixtures import (
 )
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.marker import MARKER_LINE, check_marker_use, marker_overrides
+from pytest_orbstack.orbctl import Orbctl
 from pytest_orbstack.report import (
     EVENTS_ATTR,
     WORKEROUTPUT_KEY,
@@ -60,7 +61,7 @@ _lease_key: Final = pytest.StashKey[Optional[ownership.RunLease]]()
 _watchdog_key: Final = pytest.StashKey[Optional[reaper.Watchdog]]()
 _pin_key: Final = pytest.StashKey[Optional[reaper.WorkerPin]]()
 _next_item_key: Final = pytest.StashKey[Optional[pytest.Item]]()
-_testinfra_key: Final = pytest.StashKey[Callable[[], OrbctlClient]]()
+_testinfra_key: Final = pytest.StashKey[Callable[[], Orbctl]]()
 
 
 def _is_worker(config: pytest.Config) -> bool:

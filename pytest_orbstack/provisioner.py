@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from os import PathLike
 
     from pytest_orbstack.models import MachineInfo
+    from pytest_orbstack.orbctl import Orbctl
 
 __all__ = [
     "CreateSource",
@@ -116,7 +117,7 @@ class CreateSource:
         except OrbctlCommandError:
             return True  # cannot tell: treat as existing, readiness or delete will sort it out
 
-    def _within_deadline(self, start: float) -> dict[str, float]:
+    def _within_deadline(self, start: float) -> dict[str, Any]:
         """``timeout=`` for a create that would outlive the machine's deadline, else nothing."""
         p = self._p
         limit = getattr(getattr(p.client, "timeouts", None), "create", None)
@@ -197,7 +198,7 @@ class Provisioner:
 
     def __init__(
         self,
-        client: Any,
+        client: Orbctl,
         *,
         run_id: str,
         worker: str,
@@ -418,22 +419,20 @@ class Provisioner:
 
     def wait_ready(self, machine: Machine, timeout: float, *, started: bool = False) -> MachineInfo:
         """Wait until ``machine`` is ready; ``started``: it was just started here (see readiness)."""
-        info = wait_ready(
+        return wait_ready(
             self.client, machine.name, timeout, started=started, clock=self.clock, sleep=self.sleep
         )
-        machine._remember(info)
-        return info
 
-    def start(self, machine: Machine) -> None:
+    def start(self, machine: Machine) -> MachineInfo:
         self.with_retry(f"start of {machine.name}", lambda: self.client.start(machine.name))
-        self.wait_ready(machine, self.ready_timeout, started=True)
+        return self.wait_ready(machine, self.ready_timeout, started=True)
 
     def stop(self, machine: Machine, *, force: bool = False) -> None:
         self.with_retry(f"stop of {machine.name}", lambda: self.client.stop(machine.name, force=force))
 
-    def restart(self, machine: Machine) -> None:
+    def restart(self, machine: Machine) -> MachineInfo:
         self.with_retry(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
-        self.wait_ready(machine, self.ready_timeout, started=True)
+        return self.wait_ready(machine, self.ready_timeout, started=True)
 
     def clone(self, machine: Machine, name: Optional[str]) -> Machine:
         """Clone ``machine`` (``orbctl clone``), start the copy and wait until it is ready."""
@@ -448,10 +447,18 @@ class Provisioner:
             f"clone of {machine.name} as {new}", lambda: self.client.clone(machine.name, new), kind="clone"
         )
         created = self.clock()
-        self.start(copy)
+        copy = self._with_info(machine.name, copy, self.start(copy))
         self.stats.record_created(created - start, self.clock() - created)
         self.stats.event(f"cloned {machine.name} as {new} in {created - start:.1f}s", verbose=True)
         return copy
+
+    def _with_info(self, source: str, copy: Machine, info: MachineInfo) -> Machine:
+        """The ready clone ``copy`` of ``source`` as a handle that knows ``info``, registered in its place."""
+        ready = Machine(self, copy.name, copy.spec, info)
+        with self._lock:
+            clones = self._clones[source]
+            clones[clones.index(copy)] = ready
+        return ready
 
 
 class MachineFactory:
