@@ -13,8 +13,7 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
-from test_bases import FakeOrb, worker
-from test_provisioner import Hooks
+from fakes import FakeOrb, Hooks, worker
 
 from pytest_orbstack import cloudinit
 from pytest_orbstack.bases import SEAL, BaseBuildError, VolatileProvisionWarning

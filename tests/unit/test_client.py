@@ -30,6 +30,8 @@ from pytest_orbstack import (
     Timeouts,
     find_orbctl,
 )
+from pytest_orbstack import client as client_module
+from pytest_orbstack.client import classify
 from pytest_orbstack.errors import (
     ImageNotFoundError,
     InvalidMachineNameError,
@@ -39,8 +41,6 @@ from pytest_orbstack.errors import (
     TransientOrbctlError,
     UnsupportedFeatureError,
 )
-from pytest_orbstack import client as client_module
-from pytest_orbstack.client import classify
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.results import CommandFailedError
