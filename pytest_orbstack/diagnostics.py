@@ -2,7 +2,7 @@
 
 One ``orbctl logs NAME`` call (the client's query timeout), only when
 something failed.  ``orbctl logs`` reports its own errors on stdout with
-exit 0 (``orbctl-spec.md``), so whatever it printed is shown as it is: the
+exit 0 (``docs/orbctl.md``), so whatever it printed is shown as it is: the
 reader sees the error text where the log would be.
 """
 

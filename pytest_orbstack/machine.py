@@ -312,7 +312,7 @@ class Machine:
         return result
 
     def _raise_orbctl_failure(self, raw: Any) -> None:
-        """Raise the typed error when orbctl itself failed, not the command (see orbctl-spec).
+        """Raise the typed error when orbctl itself failed, not the command (see docs/orbctl.md).
 
         orbctl's own failures say ``[-32098] ...`` on stderr; a failure without
         any message exits 1 like a command would, so then ``info`` is asked once.

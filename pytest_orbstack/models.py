@@ -1,7 +1,7 @@
 """Value objects: the OrbStack version and machine records parsed from ``orbctl`` output, and the
 spec a machine is made from (:class:`MachineSpec`).
 
-Parsers accept every shape ``orbctl`` has printed (see ``orbctl-spec.md``):
+Parsers accept every shape ``orbctl`` has printed (see ``docs/orbctl.md``):
 
 * ``list -f json``: a JSON array of records, ``[]`` when there are none;
 * ``info NAME -f json`` on 2.0+: ``{"record": {...}, "disk_size": N|null, "ip4": ..., "ip6": ...}``,

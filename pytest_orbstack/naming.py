@@ -63,7 +63,7 @@ _TOKEN_LENGTH: Final = 6
 _RUN_ID: Final = r"[a-z0-9]{12}|[a-z0-9]{8}"
 #: What follows the prefix in a name this plugin made.
 _TAIL_RE: Final = re.compile(rf"(?:^|-)({_RUN_ID})-(?:main|gw[0-9]+)-[a-z0-9]{{6}}$")
-#: orbctl's machine name rule (see orbctl-spec.md), used to check that a prefix can start names.
+#: orbctl's machine name rule (see docs/orbctl.md), used to check that a prefix can start names.
 _NAME_RE: Final = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+$")
 #: Machine names become host names, which are limited to 63 characters.
 _MAX_NAME_LENGTH: Final = 63
