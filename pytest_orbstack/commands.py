@@ -10,7 +10,7 @@ with a one-line message saying what is allowed, so bad input never reaches
 Values are always separate argv items: a name, path or command holding
 ``; $( ) ' "`` or spaces is passed on intact, never through a shell.
 
-Image versions: the aliases of ``docs/orbctl.md`` (``ubuntu:22.04``, ``debian:12``,
+Image versions: the numeric aliases orbctl maps to codenames (``ubuntu:22.04``, ``debian:12``,
 ...) and any other token of ``[A-Za-z0-9._-]`` (starting with a letter or digit)
 are accepted; whether such a version exists is for ``orbctl`` to say
 (``image not found``), because the set of versions changes with every release.
