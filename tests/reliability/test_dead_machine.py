@@ -82,6 +82,7 @@ def test_a_restart_that_left_no_sign_runs_the_ready_hook_again(scenario: Scenari
     assert "2 passed" in out
     assert "restarted during test_scenario.py::test_a_kills_init_later" in out
     ready = path.with_name("ready.log").read_text().split()
-    assert len(ready) == 2 and ready[0] == ready[1]
+    assert len(ready) == 2
+    assert ready[0] == ready[1]
     scenario.assert_no_leftovers()
     scenario.assert_watchdogs_gone()
