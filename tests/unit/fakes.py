@@ -26,12 +26,18 @@ from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import MachineSpec, OrbVersion
 from pytest_orbstack.provisioner import Provisioner
 from pytest_orbstack.report import Stats
+from pytest_orbstack.results import RunResult
 from pytest_orbstack.retry import RetryPolicy
 
 SPEC = MachineSpec("ubuntu:22.04")
 RUN = "abcd1234"
 #: What the readiness probe prints: the default user's home.
 HOME = "/home/tester"
+
+
+def reply(code: int = 0, stdout: str = "", stderr: str = "", machine: str = "") -> RunResult:
+    """What ``orbctl run`` returns for a command that printed ``stdout``/``stderr`` and exited ``code``."""
+    return RunResult(("orbctl", "run"), code, stdout, stderr, 0.01, machine=machine)
 
 
 def err(cls: type, op: str, name: str, text: str) -> Exception:
@@ -104,9 +110,7 @@ class FakeOrb:
         if self.machines[machine] == "stopped":  # orbctl run starts a stopped machine
             self.record("run-start", machine)
             self.machines[machine] = "running"
-        return SimpleNamespace(
-            stdout_dropped=0, stderr_dropped=0, returncode=0, stdout=f"{HOME}\n", stderr="", duration=0.01
-        )
+        return reply(0, f"{HOME}\n", machine=machine)
 
     def delete(self, *names: str, force: bool = True) -> None:
         self.record("delete", names[0])

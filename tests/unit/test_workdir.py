@@ -11,10 +11,10 @@ import dataclasses
 import shlex
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
+from fakes import reply
 
 from pytest_orbstack import commands
 from pytest_orbstack.errors import InvalidSpecError, MachineNotFoundError
@@ -45,28 +45,12 @@ class FakeClient:
         if list(command) == list(PROBE):
             user = kwargs.get("user")
             if user not in self.homes:
-                return SimpleNamespace(
-                    stdout_dropped=0,
-                    stderr_dropped=0,
-                    returncode=1,
-                    stdout="",
-                    stderr="no such user",
-                    duration=0.01,
-                )
-            return SimpleNamespace(
-                stdout_dropped=0,
-                stderr_dropped=0,
-                returncode=0,
-                stdout=self.homes[user] + "\n",
-                stderr="",
-                duration=0.01,
-            )
+                return reply(1, "", "no such user")
+            return reply(0, self.homes[user] + "\n", "")
         if isinstance(self.answer, Exception):
             raise self.answer
         code, out, err = self.answer
-        return SimpleNamespace(
-            stdout_dropped=0, stderr_dropped=0, returncode=code, stdout=out, stderr=err, duration=0.01
-        )
+        return reply(code, out, err)
 
     def commands(self) -> list[dict[str, Any]]:
         return [c for c in self.calls if list(c["command"]) != list(PROBE)]
