@@ -184,7 +184,7 @@ def reused_base_name(key: str) -> str:
     return f"{REUSE_PREFIX}{key}"
 
 
-def clone_decision(mode: str, version: Optional[OrbVersion]) -> tuple[bool, Optional[str]]:
+def clone_decision(mode: Clone, version: Optional[OrbVersion]) -> tuple[bool, Optional[str]]:
     """(clone?, note) for ``--orb-clone mode`` with OrbStack ``version`` (``None``: unknown).
 
     ``note`` is the one header line that explains a fallback to ``create``.
@@ -255,7 +255,7 @@ class BaseManager:
         *,
         lock_dir: Path,
         sources: Callable[[], Sequence[str]],
-        reuse: str = Reuse.OFF,
+        reuse: Reuse = Reuse.OFF,
         state_dir: Optional[Path] = None,
         lock_timeout: float = 1800.0,
     ) -> None:
@@ -592,9 +592,9 @@ def provision_sources(hook_caller: Any) -> list[str]:
 def install(
     provisioner: Provisioner,
     *,
-    clone: str,
+    clone: Clone,
     version: Optional[OrbVersion],
-    reuse: str,
+    reuse: Reuse,
     lock_dir: Path,
     sources: Callable[[], Sequence[str]],
     state_dir: Optional[Path] = None,

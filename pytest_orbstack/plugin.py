@@ -44,7 +44,7 @@ from pytest_orbstack.report import (
     machine_properties,
     summary_lines,
 )
-from pytest_orbstack.settings import add_options, load_settings
+from pytest_orbstack.settings import Clone, add_options, load_settings
 from pytest_orbstack.timeout import TimeoutPause
 
 __all__ = ["orb_client", "orb_machines", "orb_vm", "orb_vm_fresh"]
@@ -308,7 +308,7 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
             )
         except reaper.WatchdogError as exc:
             runtime.stats.event(str(exc))
-    if purge and runtime.settings.clone == "always":  # the xdist controller calls no orbctl
+    if purge and runtime.settings.clone == Clone.ALWAYS:  # the xdist controller calls no orbctl
         _check_clone_always(runtime)
     if purge and not runtime.settings.no_purge:
         client = _usable_client(runtime)
@@ -354,7 +354,7 @@ def _check_clone_always(runtime: OrbRuntime) -> None:
     except (OrbstackError, AttributeError):
         return
     try:
-        bases.clone_decision("always", version)
+        bases.clone_decision(Clone.ALWAYS, version)
     except ValueError as exc:  # in the first machine fixture: the run stops here, before any machine
         pytest.exit(f"--orb-clone always: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
