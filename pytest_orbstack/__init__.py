@@ -12,127 +12,101 @@ TYPE_CHECKING = False  # typing is not imported at run time: orbsim starts faste
 if TYPE_CHECKING:
     from typing import Any
 
-    from pytest_orbstack.client import (
-        CommandResult,
-        OrbctlClient,
-        Timeouts,
-        find_orbctl,
-    )
+    from pytest_orbstack.client import OrbctlClient, Timeouts, find_orbctl
     from pytest_orbstack.errors import (
-        ImageNotFoundError,
-        InvalidMachineNameError,
         InvalidSpecError,
-        MachineDeadlineError,
-        MachineExistsError,
         MachineNotFoundError,
         MachineNotReadyError,
+        MarkerError,
         OrbctlCommandError,
-        OrbctlHungError,
-        OrbctlNotFoundError,
-        OrbctlParseError,
         OrbctlTimeoutError,
         OrbstackError,
         OrbStackNotRunningError,
-        TransientOrbctlError,
-        UnsupportedFeatureError,
     )
-    from pytest_orbstack.machine import (
-        CommandFailedError,
-        Machine,
-        RunResult,
-    )
-    from pytest_orbstack.models import (
-        MachineInfo,
-        OrbVersion,
-        parse_machine_info,
-        parse_machine_list,
-    )
-    from pytest_orbstack.provisioner import (
-        MachineFactory,
-        MachineSpec,
-    )
+    from pytest_orbstack.machine import Machine
+    from pytest_orbstack.models import MachineInfo, MachineSpec, OrbVersion
+    from pytest_orbstack.provisioner import MachineFactory
+    from pytest_orbstack.results import CommandFailedError, RunResult
     from pytest_orbstack.ssh import SshConfig, SshConfigError
 
 __version__ = "0.1.0"
 
+#: The public names and the module each comes from.
 _SOURCES: dict[str, str] = {
-    "CommandFailedError": "pytest_orbstack.machine",
-    "CommandResult": "pytest_orbstack.client",
-    "find_orbctl": "pytest_orbstack.client",
-    "ImageNotFoundError": "pytest_orbstack.errors",
-    "InvalidMachineNameError": "pytest_orbstack.errors",
-    "InvalidSpecError": "pytest_orbstack.errors",
+    # what a test receives from the fixtures
     "Machine": "pytest_orbstack.machine",
-    "MachineDeadlineError": "pytest_orbstack.errors",
-    "MachineExistsError": "pytest_orbstack.errors",
     "MachineFactory": "pytest_orbstack.provisioner",
+    "MachineSpec": "pytest_orbstack.models",
     "MachineInfo": "pytest_orbstack.models",
-    "MachineNotFoundError": "pytest_orbstack.errors",
-    "MachineNotReadyError": "pytest_orbstack.errors",
-    "MachineSpec": "pytest_orbstack.provisioner",
-    "OrbctlClient": "pytest_orbstack.client",
-    "OrbctlCommandError": "pytest_orbstack.errors",
-    "OrbctlHungError": "pytest_orbstack.errors",
-    "OrbctlNotFoundError": "pytest_orbstack.errors",
-    "OrbctlParseError": "pytest_orbstack.errors",
-    "OrbctlTimeoutError": "pytest_orbstack.errors",
-    "OrbstackError": "pytest_orbstack.errors",
-    "OrbStackNotRunningError": "pytest_orbstack.errors",
-    "OrbVersion": "pytest_orbstack.models",
-    "parse_machine_info": "pytest_orbstack.models",
-    "parse_machine_list": "pytest_orbstack.models",
-    "RunResult": "pytest_orbstack.machine",
+    "RunResult": "pytest_orbstack.results",
     "SshConfig": "pytest_orbstack.ssh",
-    "SshConfigError": "pytest_orbstack.ssh",
+    # the client, for those who drive orbctl directly
+    "OrbctlClient": "pytest_orbstack.client",
+    "OrbVersion": "pytest_orbstack.models",
     "Timeouts": "pytest_orbstack.client",
-    "TransientOrbctlError": "pytest_orbstack.errors",
-    "UnsupportedFeatureError": "pytest_orbstack.errors",
+    "find_orbctl": "pytest_orbstack.client",
+    # errors: all derive from OrbstackError
+    "OrbstackError": "pytest_orbstack.errors",
+    "CommandFailedError": "pytest_orbstack.results",
+    "InvalidSpecError": "pytest_orbstack.errors",
+    "MarkerError": "pytest_orbstack.errors",
+    "MachineNotReadyError": "pytest_orbstack.errors",
+    "OrbctlCommandError": "pytest_orbstack.errors",
+    "MachineNotFoundError": "pytest_orbstack.errors",
+    "OrbStackNotRunningError": "pytest_orbstack.errors",
+    "OrbctlTimeoutError": "pytest_orbstack.errors",
+    "SshConfigError": "pytest_orbstack.ssh",
+}
+
+#: Names the changelog announced before the public API was narrowed: still importable from here,
+#: no longer part of ``__all__`` (``CommandResult`` is :class:`RunResult`).
+_COMPAT: dict[str, tuple[str, str]] = {
+    "CommandResult": ("pytest_orbstack.results", "RunResult"),
+    "ImageNotFoundError": ("pytest_orbstack.errors", "ImageNotFoundError"),
+    "MachineDeadlineError": ("pytest_orbstack.errors", "MachineDeadlineError"),
+    "MachineExistsError": ("pytest_orbstack.errors", "MachineExistsError"),
+    "OrbctlHungError": ("pytest_orbstack.errors", "OrbctlHungError"),
+    "TransientOrbctlError": ("pytest_orbstack.errors", "TransientOrbctlError"),
+    "UnsupportedFeatureError": ("pytest_orbstack.errors", "UnsupportedFeatureError"),
+    "parse_machine_info": ("pytest_orbstack.models", "parse_machine_info"),
+    "parse_machine_list": ("pytest_orbstack.models", "parse_machine_list"),
 }
 
 __all__ = [
     "CommandFailedError",
-    "CommandResult",
-    "ImageNotFoundError",
-    "InvalidMachineNameError",
     "InvalidSpecError",
     "Machine",
-    "MachineDeadlineError",
-    "MachineExistsError",
     "MachineFactory",
     "MachineInfo",
     "MachineNotFoundError",
     "MachineNotReadyError",
     "MachineSpec",
+    "MarkerError",
     "OrbStackNotRunningError",
     "OrbVersion",
     "OrbctlClient",
     "OrbctlCommandError",
-    "OrbctlHungError",
-    "OrbctlNotFoundError",
-    "OrbctlParseError",
     "OrbctlTimeoutError",
     "OrbstackError",
     "RunResult",
     "SshConfig",
     "SshConfigError",
     "Timeouts",
-    "TransientOrbctlError",
-    "UnsupportedFeatureError",
     "__version__",
     "find_orbctl",
-    "parse_machine_info",
-    "parse_machine_list",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    try:
-        module = _SOURCES[name]
-    except KeyError:
-        raise AttributeError(f"module 'pytest_orbstack' has no attribute {name!r}") from None
+    if name in _SOURCES:
+        module, attribute = _SOURCES[name], name
+    elif name in _COMPAT:
+        module, attribute = _COMPAT[name]
+    else:
+        raise AttributeError(f"module 'pytest_orbstack' has no attribute {name!r}")
     import importlib  # noqa: PLC0415 - not at import time: orbsim lives in this package
 
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), attribute)
     globals()[name] = value
     return value
 

@@ -30,7 +30,6 @@ from typing import Final, NoReturn, Optional
 import pytest
 
 __all__ = [
-    "IF_UNAVAILABLE_CHOICES",
     "MACHINE_FIXTURE_NAMES",
     "give_up",
     "is_wanted",
@@ -45,8 +44,6 @@ __all__ = [
 
 #: Fixtures that need OrbStack: their tests get the ``orb`` marker.
 MACHINE_FIXTURE_NAMES: Final = ("orb_vm", "orb_vm_fresh", "orb_machines", "orb_client")
-#: ``--orb-if-unavailable`` values.
-IF_UNAVAILABLE_CHOICES: Final = ("error", "skip")
 
 
 def uses_machine(item: pytest.Item) -> bool:

@@ -64,13 +64,13 @@ from pytest_orbstack.naming import REUSE_PREFIX
 from pytest_orbstack.ownership import try_lock
 from pytest_orbstack.provisioner import CreateSource, Made, clone_timeout
 from pytest_orbstack.readiness import wait_ready, wake
+from pytest_orbstack.settings import Clone, Reuse
 
 if TYPE_CHECKING:
-    from pytest_orbstack.provisioner import MachineSpec, Provisioner
+    from pytest_orbstack.models import MachineSpec
+    from pytest_orbstack.provisioner import Provisioner
 
 __all__ = [
-    "CLONE_CHOICES",
-    "REUSE_CHOICES",
     "REUSE_PREFIX",
     "SEAL",
     "BaseBuildError",
@@ -79,7 +79,6 @@ __all__ = [
     "base_key",
     "clone_decision",
     "hook_sources",
-    "reuse_conflict",
     "install",
     "provision_sources",
     "reused_base_name",
@@ -88,10 +87,6 @@ __all__ = [
     "VolatileProvisionWarning",
 ]
 
-#: ``--orb-clone`` values: ``auto`` clones when OrbStack has ``orbctl clone`` (2.0+).
-CLONE_CHOICES: Final = ("auto", "always", "never")
-#: ``--orb-reuse`` values: ``off`` (default), ``on`` (``--orb-reuse``), ``refresh``.
-REUSE_CHOICES: Final = ("off", "on", "refresh")
 #: Name prefix of bases kept across runs (``--orb-reuse``); never a purge prefix.
 #: The first OrbStack with ``orbctl clone``.
 CLONE_SINCE: Final = commands.CLONE_SINCE
@@ -190,27 +185,17 @@ def reused_base_name(key: str) -> str:
     return f"{REUSE_PREFIX}{key}"
 
 
-def reuse_conflict(prefix: str) -> Optional[str]:
-    """Why ``--orb-reuse`` cannot be used with machine name ``prefix`` (the purge would delete bases)."""
-    if REUSE_PREFIX.startswith(prefix) or prefix.startswith(REUSE_PREFIX):
-        return (
-            f"the machine name prefix {prefix!r} overlaps the names of reused bases ({REUSE_PREFIX}...), "
-            "which the purge would then delete; use a prefix such as 'pytest-test-'"
-        )
-    return None
-
-
-def clone_decision(mode: str, version: Optional[OrbVersion]) -> tuple[bool, Optional[str]]:
+def clone_decision(mode: Clone, version: Optional[OrbVersion]) -> tuple[bool, Optional[str]]:
     """(clone?, note) for ``--orb-clone mode`` with OrbStack ``version`` (``None``: unknown).
 
     ``note`` is the one header line that explains a fallback to ``create``.
     ``always`` with a version known to be too old raises :class:`ValueError`
     (the caller turns it into a usage error).
     """
-    if mode == "never":
+    if mode == Clone.NEVER:
         return False, None
     if version is not None and version < CLONE_SINCE:
-        if mode == "always":
+        if mode == Clone.ALWAYS:
             raise ValueError(
                 f"OrbStack {version} has no 'orbctl clone' (needs {CLONE_SINCE}+); "
                 "update OrbStack or use --orb-clone auto"
@@ -271,12 +256,12 @@ class BaseManager:
         *,
         lock_dir: Path,
         sources: Callable[[], Sequence[str]],
-        reuse: str = "off",
+        reuse: Reuse = Reuse.OFF,
         state_dir: Optional[Path] = None,
         lock_timeout: float = 1800.0,
     ) -> None:
-        if reuse not in REUSE_CHOICES:
-            raise ValueError(f"reuse must be one of {', '.join(REUSE_CHOICES)}, got {reuse!r}")
+        if reuse not in tuple(Reuse):
+            raise ValueError(f"reuse must be one of {', '.join(map(str, Reuse))}, got {reuse!r}")
         self._p = provisioner
         self._lock_dir = lock_dir
         self._sources = sources
@@ -356,7 +341,7 @@ class BaseManager:
                 if record.reused:
                     self._use(key)
                 return record.name
-            reused = self.reuse != "off"
+            reused = self.reuse != Reuse.OFF
             try:
                 name = self._obtain_reused(spec, key) if reused else self._build(spec, p.new_name())
             except BaseBuildError as exc:
@@ -421,7 +406,7 @@ class BaseManager:
             state = self._state_of(spec, name)
             # Only a stopped base is a finished one: a base is renamed to its reuse name
             # after it was provisioned and stopped (below), so anything else is suspect.
-            if state is not None and self.reuse == "on" and state == "stopped":
+            if state is not None and self.reuse == Reuse.ON and state == "stopped":
                 self._use(key)
                 self._p.stats.event(f"reusing base {name} ({spec.describe()})", verbose=True)
                 return name
@@ -431,7 +416,7 @@ class BaseManager:
                 return built
             fd = self._take_over(spec, key, name)  # nobody clones from it while we rebuild
             try:
-                why = "--orb-reuse=refresh" if self.reuse == "refresh" else f"it is {state}"
+                why = "--orb-reuse=refresh" if self.reuse == Reuse.REFRESH else f"it is {state}"
                 self._p.stats.event(f"rebuilding base {name} ({why})")
                 self._p.delete_name(name)
                 built = self._build_renamed(spec, name)
@@ -640,9 +625,9 @@ def provision_sources(hook_caller: Any) -> list[str]:
 def install(
     provisioner: Provisioner,
     *,
-    clone: str,
+    clone: Clone,
     version: Optional[OrbVersion],
-    reuse: str,
+    reuse: Reuse,
     lock_dir: Path,
     sources: Callable[[], Sequence[str]],
     state_dir: Optional[Path] = None,

@@ -9,7 +9,7 @@ logger, and on a timeout kills the whole process group and raises
 A failed call becomes a typed error through :func:`classify`.
 
 Output is bounded: only the last ``output_limit`` bytes of stdout and of
-stderr are kept in memory (:attr:`CommandResult.stdout_dropped` says how many
+stderr are kept in memory (:attr:`RunResult.stdout_dropped` says how many
 bytes were dropped before them), and ``timeout`` is a deadline for the whole
 call: the output of a killed process group is collected for at most
 :data:`DRAIN_SECONDS` more, then its pipes are closed.
@@ -32,7 +32,7 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, final
 
 from pytest_orbstack import commands
@@ -49,6 +49,7 @@ from pytest_orbstack.errors import (
     TransientOrbctlError,
 )
 from pytest_orbstack.models import MachineInfo, OrbVersion, parse_machine_info, parse_machine_list
+from pytest_orbstack.results import RunResult
 
 __all__ = [
     "DEFAULT_OUTPUT_LIMIT",
@@ -161,26 +162,8 @@ def _check_timeout(value: object, field: str) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-@final
-@dataclass(frozen=True)
-class CommandResult:
-    """What one orbctl call returned."""
-
-    #: the full argv, binary first
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-    #: wall-clock seconds the call took
-    duration: float
-    #: bytes of stdout dropped before the kept tail (see ``output_limit``)
-    stdout_dropped: int = 0
-    #: bytes of stderr dropped before the kept tail
-    stderr_dropped: int = 0
-    #: stdout as printed, before decoding (for callers that need the exact bytes)
-    stdout_bytes: bytes = field(default=b"", repr=False)
-    #: stderr as printed, before decoding
-    stderr_bytes: bytes = field(default=b"", repr=False)
+#: The result of one orbctl call: the same type as a command run in a machine.
+CommandResult = RunResult
 
 
 def classify(argv: Sequence[str], returncode: int | None, stdout: str, stderr: str) -> OrbctlCommandError:
@@ -319,7 +302,7 @@ class OrbctlClient:
         env: Mapping[str, str] | None = None,
         check: bool = True,
         output_limit: int | None = None,
-    ) -> CommandResult:
+    ) -> RunResult:
         """Run ``orbctl ARGS``; the single subprocess entry point.
 
         ``env`` adds variables to the environment orbctl inherits.  With
@@ -369,7 +352,7 @@ class OrbctlClient:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-        result = CommandResult(
+        result = RunResult(
             tuple(argv),
             proc.returncode,
             out.text(),
@@ -395,10 +378,6 @@ class OrbctlClient:
             return word
         raise classify(list(result.args), result.returncode, result.stdout, result.stderr)
 
-    def is_running(self) -> bool:
-        """Whether OrbStack is running (``status`` says ``Running``)."""
-        return self.status() == "Running"
-
     def version(self) -> OrbVersion:
         """The OrbStack version (asked once per client, then cached)."""
         if self._version is None:
@@ -418,20 +397,6 @@ class OrbctlClient:
     def logs(self, machine: str, all_logs: bool = False) -> str:
         """The machine's console log."""
         return self.execute(commands.logs(machine, all_logs), timeout=self.timeouts.query).stdout
-
-    def default(self, machine: str | None = None) -> str:
-        """Set the default machine, or (no argument) return its name."""
-        return self.execute(commands.default(machine), timeout=self.timeouts.query).stdout.strip()
-
-    def config_get(self, key: str) -> str:
-        """``orbctl config get KEY``, stripped."""
-        return self.execute(commands.config_get(key), timeout=self.timeouts.query).stdout.strip()
-
-    def config_set(self, key: str, value: str) -> None:
-        """``orbctl config set KEY VALUE``."""
-        self.execute(commands.config_set(key, value), timeout=self.timeouts.query)
-
-    # --- life cycle ------------------------------------------------------------------------------
 
     def create(
         self,
@@ -501,7 +466,7 @@ class OrbctlClient:
         timeout: float | None = None,
         check: bool = True,
         output_limit: int | None = None,
-    ) -> CommandResult:
+    ) -> RunResult:
         """Run ``command`` (argv, no shell) in ``machine``.
 
         ``env`` values reach the command through orbctl's environment, their

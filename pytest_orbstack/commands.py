@@ -10,7 +10,7 @@ with a one-line message saying what is allowed, so bad input never reaches
 Values are always separate argv items: a name, path or command holding
 ``; $( ) ' "`` or spaces is passed on intact, never through a shell.
 
-Image versions: the aliases of ``orbctl-spec.md`` (``ubuntu:22.04``, ``debian:12``,
+Image versions: the numeric aliases orbctl maps to codenames (``ubuntu:22.04``, ``debian:12``,
 ...) and any other token of ``[A-Za-z0-9._-]`` (starting with a letter or digit)
 are accepted; whether such a version exists is for ``orbctl`` to say
 (``image not found``), because the set of versions changes with every release.
@@ -34,10 +34,7 @@ __all__ = [
     "RESERVED_NAMES",
     "VERSION_ALIASES",
     "clone",
-    "config_get",
-    "config_set",
     "create",
-    "default",
     "delete",
     "info",
     "list_machines",
@@ -97,39 +94,18 @@ _NAME_ALLOWED: Final = (
 
 # --- validators ----------------------------------------------------------------------------------
 
-#: Values already validated, per kind: a test suite builds many commands for the same few
-#: machines, users and images, so a set look-up spares the regular expressions.  Only valid
-#: strings are ever added; each set is cleared when it grows past _MEMO_LIMIT.
-_MEMO_LIMIT: Final = 4096
-_known_names: set[str] = set()
-_known_refs: set[str] = set()
-_known_users: set[str] = set()
-_known_images: dict[str, tuple[str, str | None]] = {}
-
-
-def _remember(memo: set[str], value: str) -> None:
-    if len(memo) >= _MEMO_LIMIT:
-        memo.clear()
-    memo.add(value)
-
 
 def validate_name(name: str, *, field: str = "machine name") -> str:
     """Return ``name`` if orbctl accepts it for a new machine, else raise ``InvalidSpecError``."""
-    if name.__class__ is str and name in _known_names:
-        return name
     if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None or name in RESERVED_NAMES:
         raise InvalidSpecError(field, name, _NAME_ALLOWED)
-    _remember(_known_names, name)
     return name
 
 
 def _machine_ref(machine: str) -> str:
     """An existing machine, by name or ID (reserved names are not checked: they never exist)."""
-    if machine.__class__ is str and machine in _known_refs:
-        return machine
     if not isinstance(machine, str) or NAME_PATTERN.fullmatch(machine) is None:
         raise InvalidSpecError("machine", machine, "a machine name or ID (letters, digits, '-', '.')")
-    _remember(_known_refs, machine)
     return machine
 
 
@@ -142,16 +118,6 @@ def _machine_refs(machines: Iterable[str], command: str) -> list[str]:
 
 def parse_image(image: str) -> tuple[str, str | None]:
     """Split ``DISTRO[:VERSION]`` into ``(distro, version or None)``, validating both."""
-    if image.__class__ is str and image in _known_images:
-        return _known_images[image]
-    parsed = _parse_image(image)
-    if len(_known_images) >= _MEMO_LIMIT:
-        _known_images.clear()
-    _known_images[image] = parsed
-    return parsed
-
-
-def _parse_image(image: str) -> tuple[str, str | None]:
     if not isinstance(image, str):
         raise InvalidSpecError("image", image, "a string DISTRO[:VERSION], e.g. 'ubuntu:22.04'")
     distro, sep, version = image.partition(":")
@@ -179,8 +145,6 @@ def validate_user(user: str) -> str:
 
     Not all digits (a uid), not ``.`` or ``..``, not starting with ``-``.
     """
-    if user.__class__ is str and user in _known_users:
-        return user
     if (
         not isinstance(user, str)
         or _USER_PATTERN.fullmatch(user) is None
@@ -193,7 +157,6 @@ def validate_user(user: str) -> str:
             "a Linux user name: up to 32 letters, digits, '_', '.', '-' (e.g. john.doe), "
             "not starting with '-', not all digits",
         )
-    _remember(_known_users, user)
     return user
 
 
@@ -388,28 +351,3 @@ def pull(machine: str, sources: Sequence[PathArg], dest: PathArg | None = None) 
 def logs(machine: str, all_logs: bool = False) -> list[str]:
     """``orbctl logs MACHINE [-a]``."""
     return ["logs", _machine_ref(machine), *(["-a"] if all_logs else [])]
-
-
-def default(machine: str | None = None) -> list[str]:
-    """``orbctl default [MACHINE]``: print or set the default machine."""
-    return ["default"] if machine is None else ["default", _machine_ref(machine)]
-
-
-def _config_key(key: str) -> str:
-    if not isinstance(key, str) or _CONFIG_KEY.fullmatch(key) is None:
-        raise InvalidSpecError(
-            "config key", key, "letters, digits, '_', '.', '-', e.g. machine.NAME.username"
-        )
-    return key
-
-
-def config_get(key: str) -> list[str]:
-    """``orbctl config get KEY``."""
-    return ["config", "get", _config_key(key)]
-
-
-def config_set(key: str, value: str) -> list[str]:
-    """``orbctl config set KEY VALUE``."""
-    if not isinstance(value, str) or not value or value.startswith("-") or "\0" in value:
-        raise InvalidSpecError("config value", value, "a non-empty string without NUL, not starting with '-'")
-    return ["config", "set", _config_key(key), value]

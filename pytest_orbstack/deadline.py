@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Callable, Final, Optional
+from typing import Any, Callable, Final, Optional
 
 from pytest_orbstack.errors import MachineDeadlineError, first_line
 
@@ -53,7 +53,7 @@ class Deadline:
         """``timeout``, or what is left of the deadline if that is less (at least 1 s)."""
         return min(timeout, max(self.remaining(), _FLOOR))
 
-    def cap_kwargs(self, timeout: Optional[float]) -> dict[str, float]:
+    def cap_kwargs(self, timeout: Optional[float]) -> dict[str, Any]:
         """``{"timeout": ...}`` for a call whose own ``timeout`` would outlive the deadline, else ``{}``."""
         if timeout is None or self.remaining() >= timeout:
             return {}

@@ -2,15 +2,18 @@
 
 One ``orbctl logs NAME`` call (the client's query timeout), only when
 something failed.  ``orbctl logs`` reports its own errors on stdout with
-exit 0 (``orbctl-spec.md``), so whatever it printed is shown as it is: the
+exit 0 (``docs/orbctl.md``), so whatever it printed is shown as it is: the
 reader sees the error text where the log would be.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from pytest_orbstack.errors import OrbstackError, first_line
+
+if TYPE_CHECKING:
+    from pytest_orbstack.orbctl import Orbctl
 
 __all__ = ["LOG_LINES", "logs_tail", "with_logs"]
 
@@ -20,7 +23,7 @@ LOG_LINES: Final = 20
 _LINE_CHARS: Final = 300
 
 
-def logs_tail(client: Any, name: str, lines: int = LOG_LINES) -> str:
+def logs_tail(client: Orbctl, name: str, lines: int = LOG_LINES) -> str:
     """The last ``lines`` lines of ``orbctl logs name``, indented; never raises an orbctl error."""
     try:
         text = str(client.logs(name))
@@ -34,6 +37,6 @@ def logs_tail(client: Any, name: str, lines: int = LOG_LINES) -> str:
     return "\n".join(f"  {line[:_LINE_CHARS]}" for line in kept)
 
 
-def with_logs(message: str, client: Any, name: str) -> str:
+def with_logs(message: str, client: Orbctl, name: str) -> str:
     """``message`` followed by the last lines of the machine's console log."""
     return f"{message}\nlast lines of orbctl logs {name}:\n{logs_tail(client, name)}"

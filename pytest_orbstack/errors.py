@@ -23,6 +23,7 @@ __all__ = [
     "MachineExistsError",
     "MachineNotFoundError",
     "MachineNotReadyError",
+    "MarkerError",
     "OrbStackNotRunningError",
     "OrbctlCommandError",
     "OrbctlHungError",
@@ -53,6 +54,10 @@ def clip_output(text: str) -> str:
 
 class OrbstackError(Exception):
     """Base class of every error raised by pytest-orbstack."""
+
+
+class MarkerError(OrbstackError):
+    """An ``@pytest.mark.orb`` marker is wrong; the message names the test and the argument."""
 
 
 class InvalidSpecError(OrbstackError, ValueError):

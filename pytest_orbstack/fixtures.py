@@ -18,21 +18,30 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Optional
+from typing import Any, Final, Optional, cast
 
 import pytest
 
 from pytest_orbstack import availability, bases, naming, ownership
 from pytest_orbstack.breaker import AddressBreaker
 from pytest_orbstack.client import find_orbctl
-from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
+from pytest_orbstack.errors import (
+    MarkerError,
+    OrbctlCommandError,
+    OrbctlNotFoundError,
+    OrbstackError,
+    first_line,
+)
 from pytest_orbstack.health import SharedMachine
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.marker import marker_overrides, spec_fields, spec_for
+from pytest_orbstack.models import MachineSpec
+from pytest_orbstack.orbctl import Orbctl
 from pytest_orbstack.prefetch import PrefetchSource
-from pytest_orbstack.provisioner import MachineFactory, MachineSpec, Provisioner
+from pytest_orbstack.provisioner import MachineFactory, Provisioner
 from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy
-from pytest_orbstack.settings import MarkerError, Settings, marker_overrides, spec_fields, spec_for
+from pytest_orbstack.settings import Clone, Keep, Settings
 
 __all__ = [
     "MACHINE_FIXTURES",
@@ -81,7 +90,7 @@ class OrbRuntime:
         #: names of machines used by a failed test (``--orb-keep failed``)
         self.failed_machines: set[str] = set()
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._client: Optional[Orbctl] = None
         self._problem: Optional[str] = None
         self._checked = False
         #: why no machine can be made in this run, found by the prepare step (``availability``)
@@ -114,7 +123,7 @@ class OrbRuntime:
         """(path, kind) of the orbctl in use (see :func:`resolve_orbctl`); may raise OrbctlNotFoundError."""
         return resolve_orbctl(self.settings)
 
-    def client(self) -> Any:
+    def client(self) -> Orbctl:
         """The orbctl client (``pytest_orbstack_make_client``), made once."""
         with self._lock:
             if self._client is None:
@@ -168,7 +177,7 @@ class OrbRuntime:
         with self._lock:
             if self._provisioner is None:
                 self._provisioner = Provisioner(
-                    self._client,
+                    cast(Orbctl, self._client),  # made by start_once
                     run_id=self.run_id,
                     worker=self.worker,
                     prefix=self.settings.prefix,
@@ -239,10 +248,10 @@ class OrbRuntime:
     def _install_clone(self, provisioner: Provisioner) -> None:
         """Switch to the clone fast path (``--orb-clone``) when OrbStack has ``orbctl clone``."""
         settings = self.settings
-        if settings.clone == "never":
+        if settings.clone == Clone.NEVER:
             return
         try:
-            version = self._client.version()
+            version = cast(Orbctl, self._client).version()
         except (OrbstackError, AttributeError):
             version = None  # cannot tell: try clone; an old OrbStack then fails with one line
         hook = self.config.hook.pytest_orbstack_provision
@@ -298,7 +307,7 @@ class OrbRuntime:
 
     def should_keep(self, machine: Machine) -> bool:
         keep = self.settings.keep
-        return keep == "always" or (keep == "failed" and machine.name in self.failed_machines)
+        return keep == Keep.ALWAYS or (keep == Keep.FAILED and machine.name in self.failed_machines)
 
     def release(self, machine: Machine) -> None:
         with self.timeout_pause():
@@ -322,7 +331,7 @@ def failure_text(exc: BaseException) -> str:
 STARTING_WAIT: Final = 15.0
 
 
-def _status(client: Any) -> str:
+def _status(client: Orbctl) -> str:
     try:
         return str(client.status()).strip() or "no answer"
     except OrbctlCommandError as exc:
@@ -374,7 +383,7 @@ def _test_spec(request: pytest.FixtureRequest, runtime: OrbRuntime) -> MachineSp
 
 
 @pytest.fixture(scope="session")
-def orb_client(request: pytest.FixtureRequest) -> Any:
+def orb_client(request: pytest.FixtureRequest) -> Orbctl:
     """The orbctl client pytest-orbstack uses (``OrbctlClient``), for direct orbctl operations.
 
     Errors with one line when OrbStack is missing or stopped.  Machines you

@@ -6,12 +6,13 @@ the arguments they need keep working.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import pytest
 
 if TYPE_CHECKING:
     from pytest_orbstack.machine import Machine
+    from pytest_orbstack.orbctl import Orbctl
 
 
 @pytest.hookspec()
@@ -48,8 +49,8 @@ def pytest_orbstack_machine_teardown(machine: Machine, config: pytest.Config) ->
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_orbstack_make_client(config: pytest.Config) -> Optional[Any]:
-    """Return the orbctl client the plugin uses (an ``OrbctlClient`` or a compatible object).
+def pytest_orbstack_make_client(config: pytest.Config) -> Optional[Orbctl]:
+    """Return the orbctl client the plugin uses (an ``OrbctlClient``, or an object with the same methods).
 
     The first non-``None`` result wins; the plugin's own implementation runs
     last and builds an ``OrbctlClient`` from ``--orb-orbctl`` and the timeouts.

@@ -8,7 +8,6 @@ import shlex
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Optional, Protocol, Union
 
@@ -17,19 +16,19 @@ from pytest_orbstack.errors import (
     MachineNotFoundError,
     OrbstackError,
     OrbStackNotRunningError,
-    clip_output,
     first_line,
 )
 from pytest_orbstack.readiness import PROBE
+from pytest_orbstack.results import CommandFailedError, CommandRecord, RunResult
 from pytest_orbstack.ssh import SshConfig, ssh_config
 
 if TYPE_CHECKING:
     from os import PathLike
 
-    from pytest_orbstack.models import MachineInfo
-    from pytest_orbstack.provisioner import MachineSpec
+    from pytest_orbstack.models import MachineInfo, MachineSpec
+    from pytest_orbstack.orbctl import Orbctl
 
-__all__ = ["CommandFailedError", "CommandRecord", "Machine", "RunResult"]
+__all__ = ["Machine"]
 
 #: How many recent commands a machine remembers for failure reports.
 HISTORY: Final = 20
@@ -43,101 +42,9 @@ _ORBCTL_SAID: Final = ("[-32098]", "machine not found", "timed out waiting for",
 Command = Union[str, Sequence[str]]
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """What a command run in a machine did."""
-
-    #: the command as run in the machine (a string command is ``["sh", "-c", command]``)
-    args: tuple[str, ...]
-    #: its exit code
-    returncode: int
-    #: its standard output
-    stdout: str
-    #: its standard error
-    stderr: str
-    #: seconds it took, including orbctl's own overhead
-    duration: float
-    #: the machine it ran in
-    machine: str = ""
-    #: bytes of stdout dropped before the kept tail (``output_limit``)
-    stdout_dropped: int = 0
-    #: bytes of stderr dropped before the kept tail
-    stderr_dropped: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """True when the command exited with 0."""
-        return self.returncode == 0
-
-    @property
-    def command(self) -> str:
-        """The command, quoted for a shell."""
-        return shlex.join(self.args)
-
-    def check_returncode(self) -> RunResult:
-        """Raise :class:`CommandFailedError` unless the command exited with 0; return ``self``."""
-        if self.returncode != 0:
-            raise CommandFailedError(self)
-        return self
-
-
 def _masked(env: Optional[Mapping[str, str]]) -> Optional[Mapping[str, str]]:
     """``env`` as a mapping whose repr shows names only (``None`` for no variables)."""
     return MaskedEnv(env) if env else None
-
-
-class CommandFailedError(OrbstackError):
-    """A command run with ``check=True`` exited with a non-zero code.
-
-    ``result`` is the :class:`RunResult`; the message shows the machine, the
-    command, the exit code and both output streams (never environment values:
-    ``secrets``, the ``env`` values of the call, are shown as ``***`` should
-    the command have printed them).
-    """
-
-    def __init__(self, result: RunResult, hint: str = "", secrets: Sequence[str] = ()) -> None:
-        self.result = result
-        self.machine = result.machine
-        self.returncode = result.returncode
-        self.stdout = result.stdout
-        self.stderr = result.stderr
-        parts = [
-            f"command failed in machine {result.machine!r} with exit code {result.returncode}",
-            f"  command: {result.command}",
-            f"  exit code: {result.returncode}",
-            _stream("stdout", result.stdout, result.stdout_dropped, secrets),
-            _stream("stderr", result.stderr, result.stderr_dropped, secrets),
-        ]
-        if hint:
-            parts.append(f"  hint: {hint}")
-        super().__init__("\n".join(parts))
-
-
-#: Values shorter than this are not masked in output (``1`` would mask every digit).
-_MIN_SECRET: Final = 4
-
-
-def _stream(label: str, text: str, dropped: int, secrets: Sequence[str]) -> str:
-    """One output line of a failure message: masked, clipped, saying what was dropped."""
-    before = f" ({dropped} earlier bytes dropped, see output_limit)" if dropped else ""
-    return f"  {label}{before}: {clip_output(_redact(text, secrets)) or '(empty)'}"
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in sorted((s for s in secrets if len(s) >= _MIN_SECRET), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-@dataclass(frozen=True)
-class CommandRecord:
-    """One entry of a machine's command history (for failure reports; no environment values)."""
-
-    command: str
-    returncode: Optional[int]
-    duration: float
-    #: why there is no exit code: the error orbctl raised, or what interrupted the command
-    note: str = ""
 
 
 def _check_access(result: RunResult, method: str, path: str, user: Optional[str]) -> RunResult:
@@ -155,12 +62,12 @@ def _check_access(result: RunResult, method: str, path: str, user: Optional[str]
 class _Manager(Protocol):
     """What a machine needs from whoever manages its life (the provisioner)."""
 
-    client: Any
+    client: Orbctl
     ready_timeout: float
 
-    def start(self, machine: Machine) -> None: ...
+    def start(self, machine: Machine) -> MachineInfo: ...
 
-    def restart(self, machine: Machine) -> None: ...
+    def restart(self, machine: Machine) -> MachineInfo: ...
 
     def stop(self, machine: Machine, *, force: bool) -> None: ...
 
@@ -392,8 +299,8 @@ class Machine:
                 self.suspect = f"orbctl failed running {shown!r}"
             raise
         result = RunResult(
-            tuple(argv), raw.returncode, raw.stdout, raw.stderr, raw.duration, self.name,
-            raw.stdout_dropped, raw.stderr_dropped,
+            tuple(argv), raw.returncode, raw.stdout, raw.stderr, raw.duration,
+            raw.stdout_dropped, raw.stderr_dropped, machine=self.name,
         )  # fmt: skip
         self._record(shown, result.returncode, result.duration)
         if _machine_trouble(result):
@@ -405,7 +312,7 @@ class Machine:
         return result
 
     def _raise_orbctl_failure(self, raw: Any) -> None:
-        """Raise the typed error when orbctl itself failed, not the command (see orbctl-spec).
+        """Raise the typed error when orbctl itself failed, not the command (see docs/orbctl.md).
 
         orbctl's own failures say ``[-32098] ...`` on stderr; a failure without
         any message exits 1 like a command would, so then ``info`` is asked once.
@@ -515,7 +422,7 @@ class Machine:
     def start(self) -> None:
         """Start the machine (no-op if running) and wait until it is ready."""
         self.suspect = "the test started it"
-        self._manager.start(self)
+        self._remember(self._manager.start(self))
 
     def stop(self, *, force: bool = False) -> None:
         """Stop the machine (``force``: kill at once instead of a graceful shutdown)."""
@@ -525,11 +432,13 @@ class Machine:
     def restart(self) -> None:
         """Restart the machine and wait until it is ready again."""
         self.suspect = "the test restarted it"
-        self._manager.restart(self)
+        self._remember(self._manager.restart(self))
 
     def wait_ready(self, timeout: Optional[float] = None) -> MachineInfo:
         """Wait until the machine runs, has an address and runs commands (``--orb-ready-timeout`` default)."""
-        return self._manager.wait_ready(self, self._manager.ready_timeout if timeout is None else timeout)
+        info = self._manager.wait_ready(self, self._manager.ready_timeout if timeout is None else timeout)
+        self._remember(info)
+        return info
 
     def delete(self) -> None:
         """Delete the machine now (the plugin then skips it at teardown).  Idempotent."""

@@ -1,6 +1,7 @@
-"""Value objects parsed from ``orbctl`` output: the OrbStack version and machine records.
+"""Value objects: the OrbStack version and machine records parsed from ``orbctl`` output, and the
+spec a machine is made from (:class:`MachineSpec`).
 
-Parsers accept every shape ``orbctl`` has printed (see ``orbctl-spec.md``):
+Parsers accept every shape ``orbctl`` has printed (see ``docs/orbctl.md``):
 
 * ``list -f json``: a JSON array of records, ``[]`` when there are none;
 * ``info NAME -f json`` on 2.0+: ``{"record": {...}, "disk_size": N|null, "ip4": ..., "ip6": ...}``,
@@ -21,7 +22,7 @@ from typing import Any, Final, final
 
 from pytest_orbstack.errors import OrbctlParseError
 
-__all__ = ["MachineInfo", "OrbVersion", "parse_machine_info", "parse_machine_list"]
+__all__ = ["MachineInfo", "MachineSpec", "OrbVersion", "parse_machine_info", "parse_machine_list"]
 
 #: ``Version: 2.0.4 (2000400)`` (first line of ``orbctl version``) or a bare ``2.0.4``.
 _VERSION_RE: Final = re.compile(
@@ -179,3 +180,27 @@ def parse_machine_info(text: str) -> MachineInfo:
     if "record" in data:
         return _record(data["record"], text, extra=data)
     return _record(data, text)
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """What a machine is made from.  Hashable: equal specs make interchangeable machines."""
+
+    #: image, ``distro[:version]`` as orbctl takes it (``ubuntu:22.04``)
+    image: str
+    #: CPU architecture, ``None`` = the host's
+    arch: str | None = None
+    #: default user, ``None`` = OrbStack's default
+    user: str | None = None
+    #: absolute path of a cloud-init user-data file, or ``None``
+    user_data: str | None = None
+
+    def describe(self) -> str:
+        parts = [self.image]
+        if self.arch:
+            parts.append(self.arch)
+        if self.user:
+            parts.append(f"user {self.user}")
+        if self.user_data:
+            parts.append("cloud-init")
+        return ", ".join(parts)

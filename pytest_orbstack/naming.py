@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import string
-from typing import Final, NamedTuple, Optional
+from typing import Final, Optional
 
 from pytest_orbstack import processes
 from pytest_orbstack.errors import InvalidSpecError
@@ -34,11 +34,10 @@ __all__ = [
     "KEPT_PREFIX",
     "kept_name",
     "REUSE_PREFIX",
-    "MachineOwner",
     "machine_name",
     "new_run_id",
     "owner_of",
-    "parse_machine_name",
+    "reuse_conflict",
     "run_id_of",
     "validate_prefix",
     "worker_tag",
@@ -64,20 +63,12 @@ _TOKEN_LENGTH: Final = 6
 #: A run id, or the eight random characters of a run id of an earlier version.
 _RUN_ID: Final = r"[a-z0-9]{12}|[a-z0-9]{8}"
 #: What follows the prefix in a name this plugin made.
-_SUFFIX_RE: Final = re.compile(rf"({_RUN_ID})-(main|gw[0-9]+)-([a-z0-9]{{6}})")
 _TAIL_RE: Final = re.compile(rf"(?:^|-)({_RUN_ID})-(?:main|gw[0-9]+)-[a-z0-9]{{6}}$")
-#: orbctl's machine name rule (see orbctl-spec.md), used to check that a prefix can start names.
+#: orbctl's machine name rule (see docs/orbctl.md), used to check that a prefix can start names.
 _NAME_RE: Final = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+$")
 #: Machine names become host names, which are limited to 63 characters.
 _MAX_NAME_LENGTH: Final = 63
 _SUFFIX_LENGTH: Final = _RUN_ID_LENGTH + 1 + len("gw999") + 1 + _TOKEN_LENGTH
-
-
-class MachineOwner(NamedTuple):
-    """Which run and which worker made a machine."""
-
-    run_id: str
-    worker: str
 
 
 def _random(length: int) -> str:
@@ -143,20 +134,6 @@ def machine_name(prefix: str, run_id: str, worker: str, token: Optional[str] = N
     return f"{prefix}{run_id}-{worker}-{token or _random(_TOKEN_LENGTH)}"
 
 
-def parse_machine_name(name: str, prefix: str) -> Optional[MachineOwner]:
-    """Who made ``name``, or ``None`` when no run of this plugin could have made it.
-
-    A name without ``prefix`` also gives ``None``: callers must check the
-    prefix themselves before treating a machine as theirs.
-    """
-    if not name.startswith(prefix):
-        return None
-    match = _SUFFIX_RE.fullmatch(name[len(prefix) :])
-    if match is None:
-        return None
-    return MachineOwner(run_id=match.group(1), worker=match.group(2))
-
-
 def run_id_of(name: str) -> Optional[str]:
     """The run id at the end of ``name``, whatever its prefix, or ``None``.
 
@@ -175,3 +152,13 @@ def kept_name(name: str) -> str:
     match = _TAIL_RE.search(name)
     tail = name[match.start(1) :] if match else name[-(_MAX_NAME_LENGTH - len(KEPT_PREFIX)) :].lstrip("-.")
     return KEPT_PREFIX + tail
+
+
+def reuse_conflict(prefix: str) -> Optional[str]:
+    """Why ``--orb-reuse`` cannot be used with machine name ``prefix`` (the purge would delete bases)."""
+    if REUSE_PREFIX.startswith(prefix) or prefix.startswith(REUSE_PREFIX):
+        return (
+            f"the machine name prefix {prefix!r} overlaps the names of reused bases ({REUSE_PREFIX}...), "
+            "which the purge would then delete; use a prefix such as 'pytest-test-'"
+        )
+    return None

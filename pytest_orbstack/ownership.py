@@ -39,7 +39,7 @@ from pytest_orbstack.naming import KEPT_PREFIX, REUSE_PREFIX, owner_of, run_id_o
 from pytest_orbstack.processes import owner_is_alive
 
 if TYPE_CHECKING:
-    from pytest_orbstack.models import MachineInfo
+    from pytest_orbstack.orbctl import Orbctl
 
 __all__ = [
     "Lease",
@@ -186,10 +186,6 @@ class RunLease:
         self.lease = Lease(**{**self.lease.__dict__, "kept": kept})
         self._write()
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def release(self) -> None:
         """Remove the lease (left for reference if it records kept machines) and drop the lock."""
         if self._fd is None:
@@ -284,14 +280,8 @@ class PurgeResult:
     error: Optional[str] = None
 
 
-class _PurgeClient(Protocol):
-    def list(self) -> list[MachineInfo]: ...
-
-    def delete(self, *names: str, force: bool = True) -> None: ...
-
-
 def purge(
-    client: _PurgeClient,
+    client: Orbctl,
     prefix: str,
     *,
     directory: Optional[Path] = None,
@@ -326,7 +316,7 @@ def purge(
     return result
 
 
-def delete_each_or_all(client: _PurgeClient, names: Sequence[str]) -> PurgeResult:
+def delete_each_or_all(client: Orbctl, names: Sequence[str]) -> PurgeResult:
     """Delete ``names`` in one call; if that fails, one call per name (a gone machine counts as deleted)."""
     if not names:
         return PurgeResult()
@@ -337,7 +327,7 @@ def delete_each_or_all(client: _PurgeClient, names: Sequence[str]) -> PurgeResul
     return PurgeResult(deleted=tuple(names))
 
 
-def _delete_one_by_one(client: _PurgeClient, names: Sequence[str]) -> PurgeResult:
+def _delete_one_by_one(client: Orbctl, names: Sequence[str]) -> PurgeResult:
     deleted: list[str] = []
     failed: list[str] = []
     errors: list[str] = []

@@ -35,7 +35,7 @@ from pytest_orbstack import (
 )
 from pytest_orbstack.client import OrbctlClient, Timeouts
 from pytest_orbstack.diagnostics import logs_tail
-from pytest_orbstack.errors import OrbstackError, first_line
+from pytest_orbstack.errors import MarkerError, OrbstackError, first_line
 from pytest_orbstack.fixtures import (
     OrbRuntime,
     get_runtime,
@@ -48,6 +48,8 @@ from pytest_orbstack.fixtures import (
     runtime_key,
 )
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.marker import MARKER_LINE, check_marker_use, marker_overrides
+from pytest_orbstack.orbctl import Orbctl
 from pytest_orbstack.report import (
     EVENTS_ATTR,
     WORKEROUTPUT_KEY,
@@ -55,14 +57,7 @@ from pytest_orbstack.report import (
     machine_properties,
     summary_lines,
 )
-from pytest_orbstack.settings import (
-    MARKER_LINE,
-    MarkerError,
-    add_options,
-    check_marker_use,
-    load_settings,
-    marker_overrides,
-)
+from pytest_orbstack.settings import Clone, add_options, load_settings
 from pytest_orbstack.timeout import TimeoutPause
 
 __all__ = ["orb_client", "orb_machines", "orb_vm", "orb_vm_fresh"]
@@ -79,7 +74,7 @@ _lease_key: Final = pytest.StashKey[Optional[ownership.RunLease]]()
 _watchdog_key: Final = pytest.StashKey[Optional[reaper.Watchdog]]()
 _pin_key: Final = pytest.StashKey[Optional[reaper.WorkerPin]]()
 _next_item_key: Final = pytest.StashKey[Optional[pytest.Item]]()
-_testinfra_key: Final = pytest.StashKey[Callable[[], OrbctlClient]]()
+_testinfra_key: Final = pytest.StashKey[Callable[[], Orbctl]]()
 #: a worker on another host than its controller: its part of that host's duties (hosts.py)
 _host_key: Final = pytest.StashKey[Optional[hosts.HostDuties]]()
 
@@ -383,7 +378,7 @@ def _start_duties(config: pytest.Config, runtime: OrbRuntime, *, purge: bool) ->
             )
         except reaper.WatchdogError as exc:
             runtime.stats.event(str(exc))
-    if purge and runtime.settings.clone == "always":  # the xdist controller calls no orbctl
+    if purge and runtime.settings.clone == Clone.ALWAYS:  # the xdist controller calls no orbctl
         _check_clone_always(runtime)
     if purge and not runtime.settings.no_purge:
         client = _usable_client(runtime)
@@ -481,7 +476,7 @@ def _check_clone_always(runtime: OrbRuntime) -> None:
     except (OrbstackError, AttributeError):
         return
     try:
-        bases.clone_decision("always", version)
+        bases.clone_decision(Clone.ALWAYS, version)
     except ValueError as exc:  # in the first machine fixture: the run stops here, before any machine
         pytest.exit(f"--orb-clone always: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 

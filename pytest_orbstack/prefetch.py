@@ -30,7 +30,8 @@ from pytest_orbstack.errors import first_line
 from pytest_orbstack.machine import Machine
 
 if TYPE_CHECKING:
-    from pytest_orbstack.provisioner import MachineSource, MachineSpec, Made, Provisioner
+    from pytest_orbstack.models import MachineSpec
+    from pytest_orbstack.provisioner import MachineSource, Made, Provisioner
 
 __all__ = ["PrefetchSource"]
 

@@ -32,15 +32,17 @@ from pytest_orbstack.errors import (
     TransientOrbctlError,
     first_line,
 )
+from pytest_orbstack.events import Events, Silent
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.readiness import wait_ready
-from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy, call_with_retry
 
 if TYPE_CHECKING:
     from os import PathLike
 
     from pytest_orbstack.models import MachineInfo
+    from pytest_orbstack.orbctl import Orbctl
 
 __all__ = [
     "CreateSource",
@@ -48,34 +50,9 @@ __all__ = [
     "Made",
     "MachineHooks",
     "MachineSource",
-    "MachineSpec",
     "Provisioner",
     "clone_timeout",
 ]
-
-
-@dataclass(frozen=True)
-class MachineSpec:
-    """What a machine is made from.  Hashable: equal specs make interchangeable machines."""
-
-    #: image, ``distro[:version]`` as orbctl takes it (``ubuntu:22.04``)
-    image: str
-    #: CPU architecture, ``None`` = the host's
-    arch: Optional[str] = None
-    #: default user, ``None`` = OrbStack's default
-    user: Optional[str] = None
-    #: absolute path of a cloud-init user-data file, or ``None``
-    user_data: Optional[str] = None
-
-    def describe(self) -> str:
-        parts = [self.image]
-        if self.arch:
-            parts.append(self.arch)
-        if self.user:
-            parts.append(f"user {self.user}")
-        if self.user_data:
-            parts.append("cloud-init")
-        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -223,7 +200,7 @@ class Provisioner:
 
     def __init__(
         self,
-        client: Any,
+        client: Orbctl,
         *,
         run_id: str,
         worker: str,
@@ -231,7 +208,7 @@ class Provisioner:
         ready_timeout: float,
         policy: RetryPolicy,
         hooks: MachineHooks,
-        stats: Optional[Stats] = None,
+        stats: Optional[Events] = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         machine_timeout: float = 1200.0,
@@ -243,7 +220,7 @@ class Provisioner:
         self.ready_timeout = ready_timeout
         self.policy = policy
         self.hooks = hooks
-        self.stats = stats if stats is not None else Stats()
+        self.stats: Events = stats if stats is not None else Silent()
         self.clock = clock
         self.sleep = sleep
         #: how machines come to exist; replace to change the strategy
@@ -453,22 +430,20 @@ class Provisioner:
 
     def wait_ready(self, machine: Machine, timeout: float, *, started: bool = False) -> MachineInfo:
         """Wait until ``machine`` is ready; ``started``: it was just started here (see readiness)."""
-        info = wait_ready(
+        return wait_ready(
             self.client, machine.name, timeout, started=started, clock=self.clock, sleep=self.sleep
         )
-        machine._remember(info)
-        return info
 
-    def start(self, machine: Machine) -> None:
+    def start(self, machine: Machine) -> MachineInfo:
         self.with_retry(f"start of {machine.name}", lambda: self.client.start(machine.name))
-        self.wait_ready(machine, self.ready_timeout, started=True)
+        return self.wait_ready(machine, self.ready_timeout, started=True)
 
     def stop(self, machine: Machine, *, force: bool = False) -> None:
         self.with_retry(f"stop of {machine.name}", lambda: self.client.stop(machine.name, force=force))
 
-    def restart(self, machine: Machine) -> None:
+    def restart(self, machine: Machine) -> MachineInfo:
         self.with_retry(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
-        self.wait_ready(machine, self.ready_timeout, started=True)
+        return self.wait_ready(machine, self.ready_timeout, started=True)
 
     def clone(self, machine: Machine, name: Optional[str]) -> Machine:
         """Clone ``machine`` (``orbctl clone``), start the copy and wait until it is ready,
@@ -489,13 +464,22 @@ class Provisioner:
             self.with_retry(f"clone of {machine.name} as {new}", clone, kind="clone", deadline=deadline)
             created = self.clock()
             self.with_retry(f"start of {new}", lambda: self.client.start(new), deadline=deadline)
-            self.wait_ready(copy, deadline.cap(self.ready_timeout), started=True)
+            info = self.wait_ready(copy, deadline.cap(self.ready_timeout), started=True)
         except OrbstackError as exc:
             deadline.check(exc)
             raise
+        copy = self._with_info(machine.name, copy, info)
         self.stats.record_created(created - start, self.clock() - created)
         self.stats.event(f"cloned {machine.name} as {new} in {created - start:.1f}s", verbose=True)
         return copy
+
+    def _with_info(self, source: str, copy: Machine, info: MachineInfo) -> Machine:
+        """The ready clone ``copy`` of ``source`` as a handle that knows ``info``, registered in its place."""
+        ready = Machine(self, copy.name, copy.spec, info)
+        with self._lock:
+            clones = self._clones[source]
+            clones[clones.index(copy)] = ready
+        return ready
 
 
 class MachineFactory:

@@ -25,7 +25,7 @@ import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Final, Optional, Protocol
+from typing import Callable, Final, Optional
 
 from pytest_orbstack.diagnostics import logs_tail
 from pytest_orbstack.errors import (
@@ -35,6 +35,7 @@ from pytest_orbstack.errors import (
     first_line,
 )
 from pytest_orbstack.models import MachineInfo
+from pytest_orbstack.orbctl import Orbctl
 
 __all__ = ["CREATING_STATES", "NO_ADDRESS", "Poll", "lacks_address", "wait_ready"]
 
@@ -64,14 +65,6 @@ class Poll:
         return min(self.cap, interval * self.factor)
 
 
-class _ReadinessClient(Protocol):
-    def info(self, name: str) -> MachineInfo: ...
-
-    def run(
-        self, machine: str, command: list[str], *, timeout: Optional[float] = ..., check: bool = ...
-    ) -> object: ...
-
-
 def _reports_ips(info: MachineInfo) -> bool:
     """False for OrbStack 1.x's ``info`` (a bare record that never shows addresses): the probe decides."""
     raw = getattr(info, "raw", None)
@@ -92,7 +85,7 @@ def lacks_address(exc: BaseException) -> bool:
     return False
 
 
-def _probe(client: _ReadinessClient, name: str, timeout: float) -> tuple[Optional[str], Optional[str]]:
+def _probe(client: Orbctl, name: str, timeout: float) -> tuple[Optional[str], Optional[str]]:
     """Run :data:`PROBE` in the machine: (``None`` on success else why it failed, the home it printed)."""
     try:
         result = client.run(name, list(PROBE), timeout=max(1.0, min(timeout, _PROBE_TIMEOUT)), check=False)
@@ -109,7 +102,7 @@ def _home_of(result: object) -> Optional[str]:
     return home if home.startswith("/") and "\n" not in home else None
 
 
-def wake(client: _ReadinessClient, name: str, timeout: float) -> Optional[str]:
+def wake(client: Orbctl, name: str, timeout: float) -> Optional[str]:
     """Run :data:`PROBE` in a stopped machine, which ``orbctl run`` starts first; the home it printed.
 
     Raises the client's typed errors (a transient one may be retried by the caller).
@@ -122,7 +115,7 @@ def _with_home(info: MachineInfo, home: Optional[str]) -> MachineInfo:
 
 
 def wait_ready(
-    client: _ReadinessClient,
+    client: Orbctl,
     name: str,
     timeout: float,
     *,
@@ -174,7 +167,7 @@ def wait_ready(
 
 
 def _wait(
-    client: _ReadinessClient,
+    client: Orbctl,
     name: str,
     timeout: float,
     *,

@@ -48,7 +48,7 @@ from pytest_orbstack.errors import OrbstackError
 from pytest_orbstack.ownership import STATE_DIR_ENV, lease_path, purge, runs_dir, state_dir, try_lock
 
 if TYPE_CHECKING:
-    from pytest_orbstack.ownership import _PurgeClient
+    from pytest_orbstack.orbctl import Orbctl
 
 __all__ = [
     "LOG_NAME",
@@ -432,7 +432,7 @@ def _reap(orbctl: str, prefix: str, directory: Path, run_id: str, settings: Watc
     start = time.monotonic()
     pins = _pins_path(directory, run_id)
     outcome = _Outcome(deleted=[])
-    client: Optional[_PurgeClient] = None
+    client: Optional[Orbctl] = None
     backoff = 0.2
     while True:
         workers_gone = _workers_gone(pins, remove=True)
@@ -458,7 +458,7 @@ def _reap(orbctl: str, prefix: str, directory: Path, run_id: str, settings: Watc
         time.sleep(0.25 if elapsed < settings.linger else 0.5)
 
 
-def _make_client(orbctl: str) -> _PurgeClient:
+def _make_client(orbctl: str) -> Orbctl:
     from pytest_orbstack.client import OrbctlClient  # noqa: PLC0415 (only the watchdog needs it)
 
     return OrbctlClient(orbctl)

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Optional
 
 if TYPE_CHECKING:
-    from pytest_orbstack.machine import CommandRecord, Machine
+    from pytest_orbstack.machine import Machine
     from pytest_orbstack.models import MachineInfo
+    from pytest_orbstack.results import CommandRecord
 
 __all__ = [
     "EVENTS_ATTR",

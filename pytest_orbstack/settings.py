@@ -1,13 +1,13 @@
-"""Options, ini values, environment variables and the ``orb`` marker, resolved once.
+"""The session's options, ini values and environment variables, resolved once into :class:`Settings`.
 
 Every setting can come from four places.  The first one that is set wins:
 
-1. the ``@pytest.mark.orb(...)`` marker (only ``image``, ``arch``, ``user``, ``user_data``,
-   and only for ``orb_vm_fresh`` / ``orb_machines``),
-2. the command line (``--orb-image``),
-3. the environment (``PYTEST_ORBSTACK_IMAGE``; the orbctl path also reads ``ORBCTL``),
-4. the ini file (``orb_image``),
-5. the default.
+1. the command line (``--orb-image``),
+2. the environment (``PYTEST_ORBSTACK_IMAGE``; the orbctl path also reads ``ORBCTL``),
+3. the ini file (``orb_image``),
+4. the default.
+
+The ``orb`` marker of a test overrides the machine spec above all of them (see ``marker.py``).
 
 A bad value raises :class:`pytest.UsageError` naming where it came from, before
 any machine is created.
@@ -15,6 +15,7 @@ any machine is created.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import shutil
@@ -25,25 +26,55 @@ from typing import Any, Callable, Final, Optional
 
 import pytest
 
-from pytest_orbstack import bases, commands
-from pytest_orbstack.availability import IF_UNAVAILABLE_CHOICES
+from pytest_orbstack import commands
 from pytest_orbstack.client import DEFAULT_OUTPUT_LIMIT
 from pytest_orbstack.errors import InvalidSpecError
-from pytest_orbstack.naming import DEFAULT_PREFIX, validate_prefix
-from pytest_orbstack.provisioner import MachineSpec
+from pytest_orbstack.models import MachineSpec
+from pytest_orbstack.naming import DEFAULT_PREFIX, REUSE_PREFIX, reuse_conflict, validate_prefix
 from pytest_orbstack.retry import MAX_RETRIES
 
 __all__ = [
-    "KEEP_CHOICES",
-    "MARKER_ARGS",
-    "MarkerError",
+    "IF_UNAVAILABLE_CHOICES",
+    "SPEC_PARSERS",
+    "Clone",
+    "Keep",
+    "Reuse",
     "Settings",
     "add_options",
-    "check_marker_use",
     "load_settings",
-    "marker_overrides",
-    "spec_for",
 ]
+
+
+class _Choice(str, enum.Enum):
+    """An option value among a few words; equal to (and printed as) the word users type."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Keep(_Choice):
+    """``--orb-keep``: which machines are kept for debugging instead of deleted."""
+
+    NEVER = "never"
+    FAILED = "failed"
+    ALWAYS = "always"
+
+
+class Clone(_Choice):
+    """``--orb-clone``: make machines by cloning a provisioned base (``auto``: when OrbStack has clone)."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class Reuse(_Choice):
+    """``--orb-reuse``: keep provisioned bases across runs (``refresh``: rebuild them first)."""
+
+    OFF = "off"
+    ON = "on"
+    REFRESH = "refresh"
+
 
 DEFAULT_IMAGE: Final = "ubuntu:22.04"
 DEFAULT_READY_TIMEOUT: Final = 120.0
@@ -70,14 +101,8 @@ _GZIP_MAGIC: Final = b"\x1f\x8b"
 #: Bounds of ``--orb-output-limit``: 1 KiB to 1 GiB.
 _OUTPUT_LIMITS: Final = (1024, 1024**3)
 _SIZE: Final = re.compile(r"\s*([0-9]+)\s*([kKmMgG]?)i?[bB]?\s*")
-KEEP_CHOICES: Final = ("never", "failed", "always")
-#: The arguments ``@pytest.mark.orb`` accepts.
-MARKER_ARGS: Final = ("image", "arch", "user", "user_data")
-MARKER_LINE: Final = (
-    "orb(image=None, arch=None, user=None, user_data=None): the machine spec of orb_vm_fresh and the "
-    "defaults of orb_machines for this test; every test using a machine fixture has it, so "
-    "-m 'not orb' deselects them (pytest-orbstack)"
-)
+#: ``--orb-if-unavailable`` values.
+IF_UNAVAILABLE_CHOICES: Final = ("error", "skip")
 #: A version given as a number: it must be one orbctl maps to a codename.
 _NUMERIC: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -97,7 +122,7 @@ class Settings:
     #: prefix of every machine name (``--orb-prefix``)
     prefix: str = DEFAULT_PREFIX
     #: ``never``, ``failed`` or ``always`` (``--orb-keep``)
-    keep: str = "never"
+    keep: Keep = Keep.NEVER
     #: seconds a machine may take to become ready (``--orb-ready-timeout``)
     ready_timeout: float = DEFAULT_READY_TIMEOUT
     #: seconds one ``orbctl create`` may take, ``None`` = the client's default (``--orb-create-timeout``)
@@ -115,9 +140,9 @@ class Settings:
     #: do not purge machines of dead runs (``--orb-no-purge``)
     no_purge: bool = False
     #: ``auto``, ``always`` or ``never``: clone machines from a provisioned base (``--orb-clone``)
-    clone: str = "auto"
+    clone: Clone = Clone.AUTO
     #: ``off``, ``on`` or ``refresh``: keep provisioned bases across runs (``--orb-reuse``)
-    reuse: str = "off"
+    reuse: Reuse = Reuse.OFF
     #: do not make the next tests' fresh machines while the current test runs (``--orb-no-prefetch``)
     no_prefetch: bool = False
     #: the most ``orb_vm_fresh`` machines made ahead at once per process (``--orb-prefetch``; 0 = off)
@@ -212,10 +237,15 @@ def _prefix(value: str, base: Path) -> str:
         raise ValueError(exc.allowed) from None  # naming's text starts with "use ..."
 
 
-def _keep(value: str, base: Path) -> str:
-    if value not in KEEP_CHOICES:
-        raise ValueError(f"expected one of {', '.join(KEEP_CHOICES)}")
-    return value
+def _choice(kind: type[_Choice], value: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"expected one of {', '.join(member.value for member in kind)}") from None
+
+
+def _keep(value: str, base: Path) -> Keep:
+    return _choice(Keep, value)  # type: ignore[no-any-return]
 
 
 def _seconds(value: str, base: Path) -> float:
@@ -277,18 +307,16 @@ def _timeout_setup(value: str, base: Path) -> str:
     return value
 
 
-def _clone(value: str, base: Path) -> str:
-    if value not in bases.CLONE_CHOICES:
-        raise ValueError(f"expected one of {', '.join(bases.CLONE_CHOICES)}")
-    return value
+def _clone(value: str, base: Path) -> Clone:
+    return _choice(Clone, value)  # type: ignore[no-any-return]
 
 
-def _reuse(value: str, base: Path) -> str:
+def _reuse(value: str, base: Path) -> Reuse:
     lowered = value.strip().lower()
     if lowered == "refresh":
-        return "refresh"
+        return Reuse.REFRESH
     try:
-        return "on" if _flag(lowered, base) else "off"
+        return Reuse.ON if _flag(lowered, base) else Reuse.OFF
     except ValueError:
         raise ValueError(
             "expected nothing, refresh, or true/false (put paths before a bare --orb-reuse, "
@@ -459,7 +487,7 @@ _OPTIONS: Final = (
         "orb_reuse",
         ("PYTEST_ORBSTACK_REUSE",),
         _reuse,
-        f"keep provisioned base machines ({bases.REUSE_PREFIX}<hash>) across runs; "
+        f"keep provisioned base machines ({REUSE_PREFIX}<hash>) across runs; "
         "--orb-reuse=refresh rebuilds them",
         "refresh",
         const="on",
@@ -504,9 +532,6 @@ _OPTIONS: Final = (
         "{exclude,include}",
     ),
 )
-
-#: Environment variable names, for the docs and the help text.
-ENV_NAMES: Final = {option.field: option.env for option in _OPTIONS}
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -572,122 +597,17 @@ def load_settings(config: pytest.Config, environ: Optional[Mapping[str, str]] = 
             raise pytest.UsageError(f"{source}: {exc}, got {value!r}") from None
         sources[option.field] = source
     settings = Settings(**values)
-    conflict = bases.reuse_conflict(settings.prefix) if settings.reuse != "off" else None
+    conflict = reuse_conflict(settings.prefix) if settings.reuse != Reuse.OFF else None
     if conflict is not None:
         raise pytest.UsageError(f"{sources['reuse']}: {conflict}")
     return settings
 
 
-class MarkerError(Exception):
-    """An ``@pytest.mark.orb`` marker is wrong; the message names the test and the argument."""
-
-
-_MARKER_PARSERS: Final[dict[str, Callable[[str, Path], Any]]] = {
+#: The validators of the spec fields a marker or ``orb_machines.create`` may set: value, base
+#: directory -> the value, or :class:`ValueError` saying what is allowed.
+SPEC_PARSERS: Final[Mapping[str, Callable[[str, Path], Any]]] = {
     "image": _image,
     "arch": _arch,
     "user": _user,
     "user_data": _user_data,
 }
-
-
-def spec_fields(values: Mapping[str, Any], base: Path) -> dict[str, Any]:
-    """Spec fields given in test code (``orb_machines.create(...)``), validated as a marker's are.
-
-    ``None`` values are left out; ``user_data`` is relative to ``base`` (the
-    test file's directory).  A bad value raises :class:`InvalidSpecError`
-    naming the field and what is allowed.
-    """
-    found: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        if not isinstance(value, str) and not (key == "user_data" and isinstance(value, os.PathLike)):
-            kind = "a str or a path" if key == "user_data" else "a str"
-            raise InvalidSpecError(key, value, f"expected {kind}, got {type(value).__name__}")
-        try:
-            found[key] = _MARKER_PARSERS[key](os.fspath(value), base)
-        except (TypeError, ValueError) as exc:
-            raise InvalidSpecError(key, value, str(exc)) from None
-    return found
-
-
-#: Fixtures whose machines an ``orb`` marker shapes.
-MARKED_FIXTURES: Final = ("orb_vm_fresh", "orb_machines")
-
-
-def check_marker_use(item: pytest.Item) -> None:
-    """An ``orb`` marker with arguments on a test that only uses ``orb_vm`` is a :class:`MarkerError`.
-
-    ``orb_vm`` is shared by the whole worker and made from the options, so
-    such a marker would be silently ignored.  Markers of a class or module
-    apply to many tests and are left alone.
-    """
-    fixtures = getattr(item, "fixturenames", ())
-    if "orb_vm" not in fixtures or any(name in fixtures for name in MARKED_FIXTURES):
-        return
-    if any(mark.name == "orb" and mark.kwargs for mark in item.own_markers):
-        raise MarkerError(
-            f"{item.nodeid}: @pytest.mark.orb does not apply to orb_vm (one machine shared by the "
-            "worker, made from the --orb-* options); use orb_vm_fresh or orb_machines, or the options"
-        )
-
-
-def marker_overrides(item: pytest.Item) -> dict[str, Any]:
-    """The spec fields set by ``orb`` markers on ``item`` (closest marker wins), validated.
-
-    Raises :class:`MarkerError` for a positional argument, an unknown argument,
-    an argument given twice at one level (two ``orb`` markers on one function)
-    or a bad value.  ``user_data`` paths are relative to the test file's directory.
-    """
-    found: dict[str, Any] = {}
-    checked: list[Any] = []
-    base = Path(str(item.path)).parent
-    for node, mark in item.iter_markers_with_node("orb"):
-        if mark.args:
-            raise MarkerError(
-                f"{item.nodeid}: @pytest.mark.orb takes keyword arguments only "
-                f"({', '.join(MARKER_ARGS)}), got positional {mark.args!r}"
-            )
-        if node not in checked:
-            _check_same_level(item, node)
-            checked.append(node)
-        for key, value in mark.kwargs.items():
-            if key not in MARKER_ARGS:
-                raise MarkerError(
-                    f"{item.nodeid}: @pytest.mark.orb got an unknown argument {key!r}; "
-                    f"allowed: {', '.join(MARKER_ARGS)}"
-                )
-            if key in found or value is None:
-                continue  # a closer marker already set it
-            try:
-                found.update(spec_fields({key: value}, base))
-            except InvalidSpecError as exc:
-                where = f"{item.nodeid}: @pytest.mark.orb({key}={value!r})"
-                raise MarkerError(f"{where}: {exc.allowed}") from None
-    return found
-
-
-def _check_same_level(item: pytest.Item, node: Any) -> None:
-    """Two ``orb`` markers on the same node may not set the same argument."""
-    seen: dict[str, int] = {}
-    for other in node.own_markers:
-        if other.name != "orb":
-            continue
-        for key in other.kwargs:
-            seen[key] = seen.get(key, 0) + 1
-    twice = sorted(key for key, count in seen.items() if count > 1)
-    if twice:
-        raise MarkerError(
-            f"{item.nodeid}: @pytest.mark.orb argument {twice[0]!r} is given twice (duplicate orb markers)"
-        )
-
-
-def spec_for(settings: Settings, overrides: Mapping[str, Any]) -> MachineSpec:
-    """The spec of a machine for a test: marker values over the run's settings."""
-    base = settings.spec
-    return MachineSpec(
-        image=overrides.get("image", base.image),
-        arch=overrides.get("arch", base.arch),
-        user=overrides.get("user", base.user),
-        user_data=overrides.get("user_data", base.user_data),
-    )

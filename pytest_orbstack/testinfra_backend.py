@@ -30,6 +30,7 @@ from testinfra.backend import base
 from pytest_orbstack import commands
 from pytest_orbstack.client import OrbctlClient, classify, find_orbctl, orbctl_failure
 from pytest_orbstack.errors import InvalidSpecError, MachineNotFoundError, OrbctlCommandError
+from pytest_orbstack.orbctl import Orbctl
 
 __all__ = ["BACKEND_PATH", "NAME", "OrbBackend", "OrbHostError", "host_for", "use_client"]
 
@@ -49,10 +50,10 @@ def _default_client() -> OrbctlClient:
 
 
 #: the one factory in use (a list so that :func:`use_client` can swap it without ``global``)
-_client_factory: list[Callable[[], OrbctlClient]] = [_default_client]
+_client_factory: list[Callable[[], Orbctl]] = [_default_client]
 
 
-def use_client(factory: Optional[Callable[[], OrbctlClient]]) -> Callable[[], OrbctlClient]:
+def use_client(factory: Optional[Callable[[], Orbctl]]) -> Callable[[], Orbctl]:
     """Make ``orb://`` hosts built from a host spec use ``factory()``'s client; return the previous factory.
 
     ``None`` restores the default: the orbctl of ``$ORBCTL``, else ``orbctl`` on PATH.
@@ -112,7 +113,7 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         self,
         hostspec: str,
         *args: Any,
-        client: Optional[OrbctlClient] = None,
+        client: Optional[Orbctl] = None,
         timeout: Union[str, float, None] = None,
         on_command: Optional[Recorder] = None,
         workdir: Optional[Callable[[], str]] = None,
@@ -133,7 +134,7 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
         super().__init__(name, *args, **kwargs)
 
     @property
-    def client(self) -> OrbctlClient:
+    def client(self) -> Orbctl:
         """The orbctl client commands go through (made on first use)."""
         if self._client is None:
             self._client = _client_factory[0]()
@@ -203,7 +204,7 @@ class OrbBackend(base.BaseBackend):  # type: ignore[misc]
 
 
 def host_for(
-    client: OrbctlClient,
+    client: Orbctl,
     machine: str,
     user: Optional[str] = None,
     on_command: Optional[Recorder] = None,

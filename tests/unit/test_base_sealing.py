@@ -13,14 +13,15 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
-from test_bases import FakeOrb, worker
-from test_provisioner import Hooks
+from fakes import FakeOrb, Hooks, worker
 
 from pytest_orbstack import cloudinit
 from pytest_orbstack.bases import SEAL, BaseBuildError, VolatileProvisionWarning
 from pytest_orbstack.errors import OrbctlTimeoutError
 from pytest_orbstack.machine import Machine
-from pytest_orbstack.provisioner import MachineSpec, Provisioner
+from pytest_orbstack.models import MachineSpec
+from pytest_orbstack.provisioner import Provisioner
+from pytest_orbstack.report import Stats
 from pytest_orbstack.retry import RetryPolicy
 
 FAILED_STATUS = "status: error\nextended_status: error - done\nerrors:\n\t('scripts_user', RuntimeError())\n"
@@ -66,6 +67,7 @@ def _create_only(orb: RunningOrb, hooks: Optional[Hooks] = None) -> Provisioner:
         ready_timeout=1.0,
         policy=RetryPolicy(retries=0),
         hooks=hooks or Hooks(),
+        stats=Stats(),
         sleep=lambda s: None,
     )
 

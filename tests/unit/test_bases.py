@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
-from test_provisioner import Hooks
+from fakes import RUN, SPEC, FakeOrb, Hooks, built, err, worker
 
 from pytest_orbstack.bases import (
     BaseBuildError,
@@ -19,144 +19,14 @@ from pytest_orbstack.bases import (
     hook_sources,
     install,
     provision_sources,
-    reuse_conflict,
     reused_base_name,
 )
-from pytest_orbstack.errors import MachineExistsError, MachineNotFoundError, TransientOrbctlError
+from pytest_orbstack.errors import TransientOrbctlError
 from pytest_orbstack.machine import Machine
-from pytest_orbstack.models import OrbVersion
-from pytest_orbstack.provisioner import MachineSpec, Provisioner
+from pytest_orbstack.models import MachineSpec, OrbVersion
+from pytest_orbstack.naming import reuse_conflict
+from pytest_orbstack.provisioner import Provisioner
 from pytest_orbstack.retry import RetryPolicy
-
-SPEC = MachineSpec("ubuntu:22.04")
-RUN = "abcd1234"
-
-
-def _err(cls: type, op: str, name: str, text: str) -> Exception:
-    return cls(["orbctl", op, name], 1, "", text)
-
-
-class FakeOrb:
-    """Machines in a dict (name -> state); every call is recorded as (op, first name)."""
-
-    def __init__(self) -> None:
-        self.machines: dict[str, str] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.clone_faults: list[Exception] = []
-        self._lock = threading.Lock()
-
-    def _call(self, op: str, name: str) -> None:
-        with self._lock:
-            self.calls.append((op, name))
-
-    def ops(self, op: str) -> list[str]:
-        return [name for o, name in self.calls if o == op]
-
-    def create(self, image: str, name: str, **kwargs: Any) -> None:
-        self._call("create", name)
-        if name in self.machines:
-            raise _err(MachineExistsError, "create", name, "machine already exists")
-        self.machines[name] = "running"
-
-    def list(self) -> list[Any]:
-        self._call("list", "")
-        return [SimpleNamespace(name=n, state=s) for n, s in sorted(self.machines.items())]
-
-    def info(self, name: str) -> Any:
-        if name not in self.machines:
-            raise _err(MachineNotFoundError, "info", name, f"machine not found: '{name}'")
-        state = self.machines[name]
-        return SimpleNamespace(
-            name=name, id="01ID", state=state, ip4="198.19.249.9" if state == "running" else None
-        )
-
-    def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-        if machine not in self.machines:
-            raise _err(MachineNotFoundError, "run", machine, f"machine not found: '{machine}'")
-        if self.machines[machine] == "stopped":  # orbctl run starts a stopped machine
-            self._call("run-start", machine)
-            self.machines[machine] = "running"
-        return SimpleNamespace(
-            stdout_dropped=0,
-            stderr_dropped=0,
-            returncode=0,
-            stdout="/home/tester\n",
-            stderr="",
-            duration=0.01,
-        )
-
-    def delete(self, *names: str, force: bool = True) -> None:
-        self._call("delete", names[0])
-        for name in names:
-            if name not in self.machines:
-                raise _err(MachineNotFoundError, "delete", name, f"machine not found: '{name}'")
-        for name in names:
-            del self.machines[name]
-
-    def start(self, name: str) -> None:
-        self._call("start", name)
-        self.machines[name] = "running"
-
-    def stop(self, name: str, force: bool = False) -> None:
-        self._call("stop", name)
-        self.machines[name] = "stopped"
-
-    def rename(self, old: str, new: str) -> None:
-        self._call("rename", new)
-        if new in self.machines:
-            raise _err(MachineExistsError, "rename", new, "machine already exists")
-        self.machines[new] = self.machines.pop(old)
-
-    def clone(self, old: str, new: str) -> None:
-        self._call("clone", new)
-        if self.clone_faults:
-            raise self.clone_faults.pop(0)
-        if old not in self.machines:
-            raise _err(MachineNotFoundError, "clone", old, f"machine not found: '{old}'")
-        self.machines[new] = "stopped"
-
-
-def worker(
-    orb: FakeOrb,
-    lock_dir: Path,
-    *,
-    name: str = "gw0",
-    hooks: Optional[Hooks] = None,
-    reuse: str = "off",
-    run_id: str = RUN,
-    sources: tuple[str, ...] = ("def hook(): pass",),
-) -> Provisioner:
-    """A provisioner of one (simulated) worker with the clone fast path installed."""
-    p = Provisioner(
-        orb,
-        run_id=run_id,
-        worker=name,
-        prefix="pytest-test-",
-        ready_timeout=1.0,
-        policy=RetryPolicy(retries=2),
-        hooks=hooks or Hooks(),
-        sleep=lambda s: None,
-    )
-    manager = install(
-        p,
-        clone="auto",
-        version=OrbVersion(2, 0, 4),
-        reuse=reuse,
-        lock_dir=lock_dir,
-        sources=lambda: sources,
-        state_dir=lock_dir / "state",
-    )
-    assert isinstance(p.source, CloneSource)
-    assert manager is p.source.bases
-    return p
-
-
-def built(p: Provisioner) -> list[str]:
-    assert isinstance(p.source, CloneSource)
-    return p.source.bases.built
-
-
-# --- keys ----------------------------------------------------------------------------------------
 
 
 def test_key_is_stable_and_covers_every_part_of_the_spec(tmp_path: Path) -> None:
@@ -330,7 +200,7 @@ def test_a_clone_that_fails_to_start_is_deleted(tmp_path: Path) -> None:
 
 def test_transient_clone_failures_are_retried(tmp_path: Path) -> None:
     orb = FakeOrb()
-    orb.clone_faults = [_err(TransientOrbctlError, "clone", "x", "cannot transition from stopped to cloning")]
+    orb.clone_faults = [err(TransientOrbctlError, "clone", "x", "cannot transition from stopped to cloning")]
     p = worker(orb, tmp_path)
     machine = p.obtain(SPEC)
     assert len(orb.ops("clone")) == 2
@@ -497,7 +367,7 @@ class _StopsBadly(FakeOrb):
         self.after_stop = after_stop
 
     def stop(self, name: str, force: bool = False) -> None:
-        self._call("stop", name)
+        self.record("stop", name)
         if self.after_stop is None:
             del self.machines[name]
         else:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_provisioner import SPEC, FakeOrb, _err, make
+from fakes import SPEC, FakeOrb, err, make
 
 from pytest_orbstack.breaker import THRESHOLD, AddressBreaker, NoAddressError
 from pytest_orbstack.errors import MachineNotReadyError, TransientOrbctlError
@@ -16,7 +16,7 @@ MISSING = "[-32098] create 'm': setup: machine didn't start in 30s (missing IP a
 
 
 def no_ip_create() -> Exception:
-    return _err(TransientOrbctlError, "create", "m", MISSING)
+    return err(TransientOrbctlError, "create", "m", MISSING)
 
 
 def no_ip_ready() -> Exception:
@@ -27,7 +27,7 @@ def test_what_counts_as_no_address() -> None:
     assert lacks_address(no_ip_create())
     assert lacks_address(no_ip_ready())
     assert not lacks_address(MachineNotReadyError("m", 1.0, "creating", f"{NO_ADDRESS}"))  # not running
-    assert not lacks_address(_err(TransientOrbctlError, "create", "m", "502 Bad Gateway"))
+    assert not lacks_address(err(TransientOrbctlError, "create", "m", "502 Bad Gateway"))
     assert not lacks_address(RuntimeError("missing IP address"))
 
 
@@ -58,7 +58,7 @@ def test_a_ready_machine_resets_the_count_and_other_failures_do_not_count() -> N
     breaker.succeeded()
     for _ in range(THRESHOLD - 1):
         breaker.failed(no_ip_create(), "ubuntu:22.04")
-        breaker.failed(_err(TransientOrbctlError, "create", "m", "502 Bad Gateway"), "ubuntu:22.04")
+        breaker.failed(err(TransientOrbctlError, "create", "m", "502 Bad Gateway"), "ubuntu:22.04")
     breaker.check()
     assert not breaker.tripped
 
@@ -78,7 +78,7 @@ class NoIpOrb(FakeOrb):
 
     def create(self, image: str, name: str, **kwargs: Any) -> None:
         self.creates += 1
-        raise _err(TransientOrbctlError, "create", name, MISSING)
+        raise err(TransientOrbctlError, "create", name, MISSING)
 
 
 def test_provisioner_stops_creating_once_tripped() -> None:

@@ -20,27 +20,30 @@ import pytest
 
 from pytest_orbstack import (
     CommandResult,
-    ImageNotFoundError,
-    InvalidMachineNameError,
     InvalidSpecError,
-    MachineExistsError,
     MachineNotFoundError,
     OrbctlClient,
     OrbctlCommandError,
-    OrbctlNotFoundError,
-    OrbctlParseError,
     OrbctlTimeoutError,
     OrbStackNotRunningError,
     OrbVersion,
     Timeouts,
-    TransientOrbctlError,
-    UnsupportedFeatureError,
     find_orbctl,
 )
 from pytest_orbstack import client as client_module
 from pytest_orbstack.client import classify
-from pytest_orbstack.machine import CommandFailedError, Machine
-from pytest_orbstack.provisioner import MachineSpec
+from pytest_orbstack.errors import (
+    ImageNotFoundError,
+    InvalidMachineNameError,
+    MachineExistsError,
+    OrbctlNotFoundError,
+    OrbctlParseError,
+    TransientOrbctlError,
+    UnsupportedFeatureError,
+)
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.models import MachineSpec
+from pytest_orbstack.results import CommandFailedError
 
 if TYPE_CHECKING:
     from conftest import FakeOrbctl
@@ -266,9 +269,6 @@ def test_each_operation_uses_its_timeout() -> None:
     client.list()
     client.info("m1")
     client.logs("m1")
-    client.config_get("k")
-    client.config_set("k", "v")
-    client.default()
     client.create("ubuntu", "m1")
     client.start("m1")
     client.stop("m1")
@@ -283,7 +283,7 @@ def test_each_operation_uses_its_timeout() -> None:
     client.create("ubuntu", "m4", timeout=8)
     got = [(args[0], timeout) for args, timeout, _ in client.calls]
     assert got == [
-        ("status", 1), ("list", 1), ("info", 1), ("logs", 1), ("config", 1), ("config", 1), ("default", 1),
+        ("status", 1), ("list", 1), ("info", 1), ("logs", 1),
         ("create", 3), ("start", 2), ("stop", 2), ("restart", 2), ("delete", 2), ("rename", 2),
         ("version", 1), ("clone", 4), ("run", 5), ("push", 5), ("pull", 5), ("run", 7), ("create", 8),
     ]  # fmt: skip
@@ -413,7 +413,6 @@ def test_status_returns_the_word(fake_orbctl: FakeOrbctl, code: int, word: str) 
     fake_orbctl.answer("status", stdout=word + "\n", code=code)
     client = OrbctlClient(str(fake_orbctl.path))
     assert client.status() == word
-    assert client.is_running() is (word == "Running")
 
 
 def test_status_raises_on_other_failures(fake_orbctl: FakeOrbctl) -> None:
@@ -472,8 +471,6 @@ def test_create_refuses_before_running_orbctl(fake_orbctl: FakeOrbctl, tmp_path:
 
 def test_lifecycle_commands(fake_orbctl: FakeOrbctl) -> None:
     fake_orbctl.answer("version", stdout="Version: 2.0.4 (2000400)\n")
-    fake_orbctl.answer("default", stdout="m1\n")
-    fake_orbctl.answer("config", stdout="alice\n")
     fake_orbctl.answer("logs", stdout="boot ok\n")
     client = OrbctlClient(str(fake_orbctl.path))
     client.start("m1", "m2")
@@ -485,17 +482,12 @@ def test_lifecycle_commands(fake_orbctl: FakeOrbctl) -> None:
     client.rename("m3", "m4")
     client.push("m1", ["/tmp/a b"], "dest")
     client.pull("m1", ["/etc/hostname"], "/tmp")
-    assert client.default() == "m1"
-    client.default("m1")
-    assert client.config_get("machine.m1.username") == "alice"
-    client.config_set("machine.m1.username", "bob")
     assert client.logs("m1", all_logs=True) == "boot ok\n"
     assert fake_orbctl.argvs() == [
         ["start", "m1", "m2"], ["stop", "-f", "m1"], ["restart", "m1"], ["delete", "-f", "m1", "m2"],
         ["version"], ["clone", "m1", "m3"], ["rename", "m3", "m4"],
         ["push", "-m", "m1", "/tmp/a b", "dest"], ["pull", "-m", "m1", "/etc/hostname", "/tmp"],
-        ["default"], ["default", "m1"], ["config", "get", "machine.m1.username"],
-        ["config", "set", "machine.m1.username", "bob"], ["logs", "m1", "-a"],
+        ["logs", "m1", "-a"],
     ]  # fmt: skip
 
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
+from fakes import reply
 
 from pytest_orbstack.errors import MachineNotFoundError, OrbStackNotRunningError
 from pytest_orbstack.health import SharedMachine, boot_mark
@@ -29,9 +30,7 @@ class FakeClient:
     def run(self, name: str, command: list[str], **kwargs: Any) -> Any:
         self.calls.append("run")
         assert command == ["cat", "/proc/1/stat"]
-        return SimpleNamespace(
-            stdout_dropped=0, stderr_dropped=0, returncode=0, stdout=STAT.format(start=self.boot), stderr=""
-        )
+        return reply(0, STAT.format(start=self.boot), "")
 
 
 class FakeProvisioner:
@@ -69,9 +68,7 @@ def test_boot_mark_is_the_init_start_time_even_with_spaces_in_its_name() -> None
     client = FakeClient()
     client.boot = "4242"
     assert boot_mark(client, "m1") == "4242"
-    client.run = lambda *a, **k: SimpleNamespace(
-        stdout_dropped=0, stderr_dropped=0, returncode=0, stdout="1 (my init) S 0", stderr=""
-    )  # type: ignore[method-assign]
+    client.run = lambda *a, **k: reply(0, "1 (my init) S 0", "")  # type: ignore[method-assign]
     assert boot_mark(client, "m1") is None
     assert boot_mark(object(), "m1") is None
 
@@ -108,9 +105,7 @@ def test_with_ready_hooks_a_restart_without_a_sign_is_announced_again() -> None:
 def test_with_ready_hooks_a_machine_gone_without_a_sign_is_replaced() -> None:
     shared, p, m, finished = setup()
     p.client.state = None
-    p.client.run = lambda *a, **k: SimpleNamespace(  # type: ignore[method-assign]
-        stdout_dropped=0, stderr_dropped=0, returncode=1, stdout="", stderr="machine not found"
-    )
+    p.client.run = lambda *a, **k: reply(1, "", "machine not found")  # type: ignore[method-assign]
     shared.before_test(p)  # type: ignore[arg-type]
     assert finished == ["finished"]
     assert m.deleted

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from pytest_orbstack import MachineInfo, OrbctlParseError, OrbVersion, parse_machine_info, parse_machine_list
+from pytest_orbstack import MachineInfo, OrbVersion
+from pytest_orbstack.errors import OrbctlParseError
+from pytest_orbstack.models import parse_machine_info, parse_machine_list
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

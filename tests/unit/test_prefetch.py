@@ -8,11 +8,12 @@ from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 import pytest
-from test_provisioner import SPEC, FakeOrb, Hooks, make
+from fakes import SPEC, FakeOrb, Hooks, make
 
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.prefetch import PrefetchSource
-from pytest_orbstack.provisioner import MachineSpec, Provisioner
+from pytest_orbstack.provisioner import Provisioner
 
 OTHER = MachineSpec("debian:12")
 
@@ -86,7 +87,7 @@ def test_nothing_is_made_ahead_for_a_spec_not_made_yet() -> None:
     first = p.obtain(SPEC)
     assert orb.created_by[first.name] == threading.current_thread().name
     p.close()  # waits for anything made ahead: there must be nothing
-    assert orb.calls.count("create") == 1
+    assert orb.count("create") == 1
     assert (p.stats.created, p.stats.deleted) == (1, 0)
 
 
@@ -102,7 +103,7 @@ def test_prepare_asks_for_a_count_per_spec_not_a_machine_per_call() -> None:
     taken = p.obtain(OTHER)
     assert orb.created_by[taken.name].startswith("orb-prefetch")
     p.close()  # waits for everything made ahead, then deletes what nobody took
-    assert orb.calls.count("create") == 4  # two now, one of each spec ahead, however often prepared
+    assert orb.count("create") == 4  # two now, one of each spec ahead, however often prepared
     assert set(orb.machines) == made | {taken.name}  # the unused SPEC machine was deleted
 
 
@@ -115,7 +116,7 @@ def test_a_request_waits_for_the_machine_being_made_instead_of_making_another() 
     threading.Timer(0.2, orb.gate.set).start()
     machine = p.obtain(SPEC)
     assert orb.created_by[machine.name].startswith("orb-prefetch")
-    assert orb.calls.count("create") == 2
+    assert orb.count("create") == 2
     p.close()
     assert set(orb.machines) == {first.name, machine.name}
 
@@ -126,7 +127,7 @@ def test_a_failed_prefetch_is_reported_and_the_machine_made_now() -> None:
     first = p.obtain(SPEC)
     orb.create_faults = ["bad-image"]
     source.prepare(SPEC)
-    _until(lambda: orb.calls.count("create") == 2)
+    _until(lambda: orb.count("create") == 2)
     machine = p.obtain(SPEC)
     assert orb.created_by[machine.name] == threading.current_thread().name
     assert any("a prefetched machine failed" in line for _, line in p.stats.take_events())
@@ -146,7 +147,7 @@ def test_close_waits_for_machines_being_made_and_deletes_them() -> None:
     assert set(orb.machines) == made
     assert (p.stats.created, p.stats.deleted) == (4, 2)
     source.prepare(SPEC)  # after close: nothing is made ahead (the pool is shut: it would raise)
-    assert orb.calls.count("create") == 4
+    assert orb.count("create") == 4
 
 
 def test_interrupted_wait_still_deletes_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,5 +185,5 @@ def test_count_and_limit_bound_the_machines_made_ahead() -> None:
     assert all(orb.created_by[m.name].startswith("orb-prefetch") for m in (first, second))
     assert source.ahead == 1
     p.close()
-    assert orb.calls.count("create") == 5  # two now, three ahead; the unused OTHER one was deleted
+    assert orb.count("create") == 5  # two now, three ahead; the unused OTHER one was deleted
     assert set(orb.machines) == made | {first.name, second.name}

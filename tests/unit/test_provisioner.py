@@ -3,129 +3,22 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
 import pytest
+from fakes import SPEC, FakeOrb, Hooks, err, make
 
 from pytest_orbstack.errors import (
     ImageNotFoundError,
     MachineDeadlineError,
     MachineExistsError,
-    MachineNotFoundError,
     MachineNotReadyError,
+    OrbctlCommandError,
     OrbctlHungError,
     OrbctlTimeoutError,
     TransientOrbctlError,
 )
-from pytest_orbstack.machine import Machine
-from pytest_orbstack.provisioner import MachineSpec, Provisioner
-from pytest_orbstack.retry import RetryPolicy
-
-SPEC = MachineSpec("ubuntu:22.04")
-
-
-def _err(cls: type, op: str, name: str, text: str) -> Exception:
-    return cls(["orbctl", op, name], 1, "", text)
-
-
-class FakeOrb:
-    """Machines in a dict; ``create_faults``/``delete_faults``: what the next calls do instead."""
-
-    def __init__(self) -> None:
-        self.machines: dict[str, str] = {}
-        self.create_faults: list[str] = []
-        self.delete_faults: list[Exception] = []
-        self.calls: list[str] = []
-
-    def create(self, image: str, name: str, **kwargs: Any) -> None:
-        self.calls.append("create")
-        fault = self.create_faults.pop(0) if self.create_faults else None
-        if fault == "transient":
-            raise _err(TransientOrbctlError, "create", name, "download status: 502 Bad Gateway")
-        if fault == "transient-keep":
-            self.machines[name] = "running"
-            raise _err(TransientOrbctlError, "create", name, "setup: machine didn't start in 30s")
-        if fault == "hang-made":
-            self.machines[name] = "running"
-            raise OrbctlTimeoutError(["orbctl", "create", name], 3)
-        if fault == "hang-nothing":
-            raise OrbctlTimeoutError(["orbctl", "create", name], 3)
-        if fault == "hang-dead":
-            self.machines[name] = "stopped"
-            raise OrbctlTimeoutError(["orbctl", "create", name], 3)
-        if fault == "bad-image":
-            raise _err(ImageNotFoundError, "create", name, "image not found")
-        if name in self.machines:
-            raise _err(MachineExistsError, "create", name, "machine already exists")
-        self.machines[name] = "running"
-
-    def list(self) -> list[Any]:
-        self.calls.append("list")
-        return [SimpleNamespace(name=n, state=s) for n, s in sorted(self.machines.items())]
-
-    def info(self, name: str) -> Any:
-        if name not in self.machines:
-            raise _err(MachineNotFoundError, "info", name, f"machine not found: '{name}'")
-        state = self.machines[name]
-        return SimpleNamespace(
-            name=name, id="01ID", state=state, ip4="198.19.249.9" if state == "running" else None
-        )
-
-    def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-        return SimpleNamespace(
-            stdout_dropped=0, stderr_dropped=0, returncode=0, stdout="", stderr="", duration=0.01
-        )
-
-    def delete(self, *names: str, force: bool = True) -> None:
-        self.calls.append("delete")
-        if self.delete_faults:
-            raise self.delete_faults.pop(0)
-        for name in names:
-            if name not in self.machines:
-                raise _err(MachineNotFoundError, "delete", name, f"machine not found: '{name}'")
-        for name in names:
-            del self.machines[name]
-
-    def start(self, name: str) -> None:
-        self.machines[name] = "running"
-
-    clone_fault: Optional[Exception] = None
-
-    def clone(self, old: str, new: str) -> None:
-        self.machines[new] = "stopped"
-        if self.clone_fault is not None:
-            fault, self.clone_fault = self.clone_fault, None
-            raise fault
-
-
-class Hooks:
-    def __init__(self, fail_provision: bool = False) -> None:
-        self.events: list[tuple[str, str]] = []
-        self.fail_provision = fail_provision
-
-    def provision(self, machine: Machine) -> None:
-        self.events.append(("provision", machine.name))
-        if self.fail_provision:
-            raise RuntimeError("provisioning failed")
-
-    def ready(self, machine: Machine) -> None:
-        self.events.append(("ready", machine.name))
-
-    def teardown(self, machine: Machine) -> None:
-        self.events.append(("teardown", machine.name))
-
-
-def make(orb: FakeOrb, hooks: Optional[Hooks] = None, retries: int = 3) -> Provisioner:
-    return Provisioner(
-        orb,
-        run_id="abcd1234",
-        worker="gw0",
-        prefix="pytest-test-",
-        ready_timeout=1.0,
-        policy=RetryPolicy(retries=retries),
-        hooks=hooks or Hooks(),
-        sleep=lambda s: None,
-    )
+from pytest_orbstack.naming import kept_name
 
 
 def test_obtain_runs_hooks_and_names_the_machine() -> None:
@@ -141,7 +34,7 @@ def test_transient_create_failures_are_retried() -> None:
     orb.create_faults = ["transient", "transient"]
     p = make(orb)
     machine = p.obtain(SPEC)
-    assert orb.calls.count("create") == 3
+    assert orb.count("create") == 3
     assert list(orb.machines) == [machine.name]
     assert any("retrying create" in e for _, e in p.stats.take_events())
 
@@ -151,7 +44,7 @@ def test_transient_failures_beyond_retries_raise() -> None:
     orb.create_faults = ["transient"] * 5
     with pytest.raises(TransientOrbctlError):
         make(orb, retries=2).obtain(SPEC)
-    assert orb.calls.count("create") == 3
+    assert orb.count("create") == 3
     assert orb.machines == {}
 
 
@@ -160,7 +53,7 @@ def test_permanent_create_error_is_not_retried() -> None:
     orb.create_faults = ["bad-image"]
     with pytest.raises(ImageNotFoundError):
         make(orb).obtain(SPEC)
-    assert orb.calls.count("create") == 1
+    assert orb.count("create") == 1
 
 
 @pytest.mark.parametrize("fault", ["hang-made", "transient-keep"])
@@ -169,7 +62,7 @@ def test_failed_create_whose_machine_exists_is_adopted(fault: str) -> None:
     orb.create_faults = [fault]
     p = make(orb)
     machine = p.obtain(SPEC)
-    assert orb.calls.count("create") == 1
+    assert orb.count("create") == 1
     assert list(orb.machines) == [machine.name]
     assert any("adopting" in e for _, e in p.stats.take_events())
 
@@ -179,10 +72,10 @@ def test_hung_create_that_left_nothing_is_retried_and_exists_error_means_adopt()
     orb.create_faults = ["hang-nothing"]
     p = make(orb)
     machine = p.obtain(SPEC)
-    assert orb.calls.count("create") == 2
+    assert orb.count("create") == 2
     assert list(orb.machines) == [machine.name]
     p.obtain(SPEC)  # the retry succeeded: the hang was a one-off, later creates go ahead
-    assert orb.calls.count("create") == 3
+    assert orb.count("create") == 3
 
 
 def test_a_create_that_hangs_twice_is_not_repeated_for_later_machines() -> None:
@@ -191,10 +84,10 @@ def test_a_create_that_hangs_twice_is_not_repeated_for_later_machines() -> None:
     p = make(orb)
     with pytest.raises(OrbctlTimeoutError):
         p.obtain(SPEC)
-    assert orb.calls.count("create") == 2  # retried once, not --orb-retries times
+    assert orb.count("create") == 2  # retried once, not --orb-retries times
     with pytest.raises(OrbctlHungError) as excinfo:
         p.obtain(SPEC)  # a later test fails at once, with one line
-    assert orb.calls.count("create") == 2
+    assert orb.count("create") == 2
     message = str(excinfo.value)
     assert "\n" not in message
     assert "not trying orbctl create again in this run: an earlier one hung (orbctl create" in message
@@ -221,7 +114,7 @@ def test_a_create_retry_never_starts_after_the_machine_deadline() -> None:
     assert "60s" in message
     assert "502 Bad Gateway" in message
     assert "\n" not in message
-    assert orb.calls.count("create") == 2  # the retry at 40 s ran; none at 80 s, past the 60 s deadline
+    assert orb.count("create") == 2  # the retry at 40 s ran; none at 80 s, past the 60 s deadline
 
 
 def test_a_create_is_killed_at_the_machine_deadline() -> None:
@@ -235,7 +128,7 @@ def test_a_create_is_killed_at_the_machine_deadline() -> None:
             self.given: list[float] = []
 
         def create(self, image: str, name: str, **kwargs: Any) -> None:
-            self.calls.append("create")
+            self.record("create", name)
             timeout = kwargs.get("timeout", self.timeouts.create)
             self.given.append(timeout)
             now[0] += timeout  # the create stalls until it is killed
@@ -252,7 +145,7 @@ def test_a_create_is_killed_at_the_machine_deadline() -> None:
     assert "\n" not in str(excinfo.value)
     with pytest.raises(OrbctlHungError):
         p.obtain(SPEC)  # the hang is remembered all the same
-    assert orb.calls.count("create") == 2
+    assert orb.count("create") == 2
 
 
 def test_machine_stop_is_retried_like_every_lifecycle_call() -> None:
@@ -262,7 +155,7 @@ def test_machine_stop_is_retried_like_every_lifecycle_call() -> None:
         def stop(self, name: str, force: bool = False) -> None:
             self.stops += 1
             if self.stops == 1:
-                raise _err(TransientOrbctlError, "stop", name, "cannot transition from starting to stopping")
+                raise err(TransientOrbctlError, "stop", name, "cannot transition from starting to stopping")
             self.machines[name] = "stopped"
 
     orb = ConflictOnce()
@@ -278,8 +171,8 @@ def test_hung_create_whose_machine_never_gets_ready_is_deleted_and_retried() -> 
     orb = FakeOrb()
     orb.create_faults = ["hang-dead"]
     machine = make(orb).obtain(SPEC)
-    assert orb.calls.count("create") == 2
-    assert orb.calls.count("delete") == 1
+    assert orb.count("create") == 2
+    assert orb.count("delete") == 1
     assert orb.machines == {machine.name: "running"}
 
 
@@ -288,7 +181,7 @@ def test_a_half_made_machine_is_not_woken_by_the_readiness_probe() -> None:
 
     class WakingOrb(FakeOrb):
         def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-            self.calls.append(f"run {machine}")
+            self.record("run", machine)
             if self.machines.get(machine) == "stopped":
                 self.machines[machine] = "running"
             return super().run(machine, command, **kwargs)
@@ -296,9 +189,9 @@ def test_a_half_made_machine_is_not_woken_by_the_readiness_probe() -> None:
     orb = WakingOrb()
     orb.create_faults = ["hang-dead"]
     machine = make(orb).obtain(SPEC)
-    probed = {call.split()[1] for call in orb.calls if call.startswith("run ")}
+    probed = set(orb.ops("run"))
     assert probed == {machine.name}  # only the machine of the second, clean create was probed
-    assert orb.calls.count("delete") == 1
+    assert orb.count("delete") == 1
 
 
 def test_machine_exists_on_a_first_attempt_is_not_adopted() -> None:
@@ -331,7 +224,7 @@ def test_release_deletes_with_retries_and_is_idempotent() -> None:
     orb, hooks = FakeOrb(), Hooks()
     p = make(orb, hooks)
     machine = p.obtain(SPEC)
-    orb.delete_faults = [_err(TransientOrbctlError, "delete", machine.name, "cannot transition")]
+    orb.delete_faults = [err(TransientOrbctlError, "delete", machine.name, "cannot transition")]
     p.release(machine, keep=False)
     assert orb.machines == {}
     assert machine.deleted
@@ -355,19 +248,33 @@ def test_failed_delete_is_recorded_not_raised() -> None:
     orb = FakeOrb()
     p = make(orb, retries=1)
     machine = p.obtain(SPEC)
-    orb.delete_faults = [_err(TransientOrbctlError, "delete", machine.name, "cannot transition")] * 2
+    orb.delete_faults = [err(TransientOrbctlError, "delete", machine.name, "cannot transition")] * 2
     p.release(machine, keep=False)
     assert machine.name in p.stats.failed_deletes
     assert list(orb.machines) == [machine.name]
 
 
-def test_keep_leaves_the_machine() -> None:
+def test_keep_leaves_the_machine_under_the_kept_prefix() -> None:
     orb = FakeOrb()
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    p.release(machine, keep=True)
+    assert list(orb.machines) == [kept_name(machine.name)]
+    assert p.stats.kept == [kept_name(machine.name)]
+
+
+def test_keep_leaves_the_machine_under_its_name_when_the_rename_fails() -> None:
+    class NoRename(FakeOrb):
+        def rename(self, old: str, new: str) -> None:
+            raise err(OrbctlCommandError, "rename", old, "rename failed")
+
+    orb = NoRename()
     p = make(orb)
     machine = p.obtain(SPEC)
     p.release(machine, keep=True)
     assert list(orb.machines) == [machine.name]
     assert p.stats.kept == [machine.name]
+    assert any("renaming it to" in line for _, line in p.stats.take_events())
 
 
 def test_clone_is_started_and_released_with_its_source() -> None:
@@ -385,7 +292,7 @@ def test_a_clone_that_hangs_half_way_is_still_deleted_with_its_source() -> None:
     orb = FakeOrb()
     p = make(orb)
     machine = p.obtain(SPEC)
-    orb.clone_fault = OrbctlTimeoutError(["orbctl", "clone", machine.name, "x"], 3)
+    orb.clone_faults = [OrbctlTimeoutError(["orbctl", "clone", machine.name, "x"], 3)]
     with pytest.raises(OrbctlTimeoutError):
         machine.clone("pytest-test-abcd1234-gw0-copy01")
     assert "pytest-test-abcd1234-gw0-copy01" in orb.machines  # made although the call hung
@@ -400,7 +307,7 @@ def test_a_transient_clone_failure_is_retried() -> None:
     orb = FakeOrb()
     p = make(orb)
     machine = p.obtain(SPEC)
-    orb.clone_fault = _err(TransientOrbctlError, "clone", machine.name, "cannot transition from creating")
+    orb.clone_faults = [err(TransientOrbctlError, "clone", machine.name, "cannot transition from creating")]
     copy = machine.clone()
     assert orb.machines[copy.name] == "running"
     p.release(machine, keep=False)

@@ -10,8 +10,8 @@ import pytest
 
 from pytest_orbstack.diagnostics import LOG_LINES, logs_tail, with_logs
 from pytest_orbstack.errors import MachineNotFoundError, MachineNotReadyError
-from pytest_orbstack.machine import CommandRecord
 from pytest_orbstack.report import Stats, failure_section, machine_properties
+from pytest_orbstack.results import CommandRecord
 from pytest_orbstack.timeout import TimeoutPause
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from pytest_orbstack.errors import InvalidSpecError
-from pytest_orbstack.provisioner import MachineSpec
-from pytest_orbstack.settings import Settings, load_settings, spec_fields, spec_for
+from pytest_orbstack.marker import spec_fields, spec_for
+from pytest_orbstack.models import MachineSpec
+from pytest_orbstack.settings import Settings, load_settings
 
 
 def test_defaults(pytester: pytest.Pytester) -> None:

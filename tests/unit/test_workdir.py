@@ -11,17 +11,17 @@ import dataclasses
 import shlex
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
+from fakes import reply
 
 from pytest_orbstack import commands
 from pytest_orbstack.errors import InvalidSpecError, MachineNotFoundError
-from pytest_orbstack.machine import CommandFailedError, Machine
-from pytest_orbstack.models import MachineInfo, parse_machine_info
-from pytest_orbstack.provisioner import MachineSpec
+from pytest_orbstack.machine import Machine
+from pytest_orbstack.models import MachineInfo, MachineSpec, parse_machine_info
 from pytest_orbstack.readiness import PROBE, wait_ready
+from pytest_orbstack.results import CommandFailedError
 
 DATA = Path(__file__).parent.parent / "data"
 RUNNING = parse_machine_info((DATA / "info_v2_running.json").read_text())
@@ -45,28 +45,12 @@ class FakeClient:
         if list(command) == list(PROBE):
             user = kwargs.get("user")
             if user not in self.homes:
-                return SimpleNamespace(
-                    stdout_dropped=0,
-                    stderr_dropped=0,
-                    returncode=1,
-                    stdout="",
-                    stderr="no such user",
-                    duration=0.01,
-                )
-            return SimpleNamespace(
-                stdout_dropped=0,
-                stderr_dropped=0,
-                returncode=0,
-                stdout=self.homes[user] + "\n",
-                stderr="",
-                duration=0.01,
-            )
+                return reply(1, "", "no such user")
+            return reply(0, self.homes[user] + "\n", "")
         if isinstance(self.answer, Exception):
             raise self.answer
         code, out, err = self.answer
-        return SimpleNamespace(
-            stdout_dropped=0, stderr_dropped=0, returncode=code, stdout=out, stderr=err, duration=0.01
-        )
+        return reply(code, out, err)
 
     def commands(self) -> list[dict[str, Any]]:
         return [c for c in self.calls if list(c["command"]) != list(PROBE)]
