@@ -24,6 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "settings": ("settings",),
     "lifecycle": (
         "readiness",
+        "deadline",
         "cloudinit",
         "breaker",
         "deleter",
@@ -34,6 +35,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "prefetch",
         "ownership",
         "reaper",
+        "hosts",
         "testinfra_backend",
     ),
     "pytest": (

@@ -1,5 +1,5 @@
 """The overall deadline of a machine (``--orb-machine-timeout``) on the clone fast path, for
-``Machine.clone()`` and for the base itself, against the in-memory fake orbctl of test_bases."""
+``Machine.clone()`` and for the base itself, against the shared in-memory fake orbctl (fakes.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_bases import SPEC, FakeOrb, _err, worker
-from test_provisioner import Hooks
+from fakes import SPEC, FakeOrb, Hooks, err, worker
 
 from pytest_orbstack.bases import BaseBuildError
 from pytest_orbstack.deadline import Deadline
@@ -72,9 +71,9 @@ def test_clone_retries_stop_at_the_machine_deadline(tmp_path: Path) -> None:
 
     class SlowlyFailing(FakeOrb):
         def clone(self, old: str, new: str) -> None:
-            self._call("clone", new)
+            self.record("clone", new)
             clock.advance(40.0)  # every attempt takes 40 s, then fails transiently
-            raise _err(TransientOrbctlError, "clone", new, "cannot transition from stopped to cloning")
+            raise err(TransientOrbctlError, "clone", new, "cannot transition from stopped to cloning")
 
     orb = SlowlyFailing()
     p = _timed(worker(orb, tmp_path), clock, machine_timeout=60.0)
@@ -99,7 +98,7 @@ def test_a_clone_is_killed_at_the_machine_deadline_and_the_hang_remembered(tmp_p
             self.given: list[float] = []
 
         def clone(self, old: str, new: str, **kwargs: Any) -> None:
-            self._call("clone", new)
+            self.record("clone", new)
             timeout = kwargs.get("timeout", self.timeouts.clone)
             self.given.append(timeout)
             clock.advance(timeout)  # stalls until it is killed
@@ -158,9 +157,9 @@ def test_machine_clone_keeps_within_the_deadline(tmp_path: Path) -> None:
     _timed(p, clock, machine_timeout=60.0)
 
     def failing(old: str, new: str) -> None:
-        orb._call("clone", new)
+        orb.record("clone", new)
         clock.advance(40.0)
-        raise _err(TransientOrbctlError, "clone", new, "cannot transition from running to cloning")
+        raise err(TransientOrbctlError, "clone", new, "cannot transition from running to cloning")
 
     orb.clone = failing  # type: ignore[method-assign]
     with pytest.raises(MachineDeadlineError, match="overall deadline of 60s"):
@@ -178,9 +177,9 @@ def test_the_base_stop_keeps_within_the_base_deadline_and_hooks_are_not_charged(
 
     class StopFails(FakeOrb):
         def stop(self, name: str, force: bool = False) -> None:
-            self._call("stop", name)
+            self.record("stop", name)
             clock.advance(40.0)
-            raise _err(TransientOrbctlError, "stop", name, "cannot transition from running to stopping")
+            raise err(TransientOrbctlError, "stop", name, "cannot transition from running to stopping")
 
     orb = StopFails()
     p = _timed(worker(orb, tmp_path, hooks=SlowHooks()), clock, machine_timeout=60.0)
