@@ -65,8 +65,10 @@ def pytest_orbstack_prepare(config: pytest.Config, orbctl: str) -> Optional[str]
     Called at most once per run with the path of the orbctl in use, only
     when a selected test needs a machine: without xdist after collection; on
     the xdist controller once a worker reported such a test in its
-    collection, before any test is handed out.  Never on xdist workers,
-    never with ``--collect-only``.  Lines written to the terminal here are
+    collection, before any test is handed out; on another host than the
+    controller's (xdist gateways), by the worker elected there, for that
+    host's orbctl.  Never on the other xdist workers, never with
+    ``--collect-only``.  Lines written to the terminal here are
     seen before the tests start (a long first-time setup should say what it
     does and how long it has taken).
 

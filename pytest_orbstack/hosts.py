@@ -160,7 +160,15 @@ def elect(controller_run_id: str, start: Callable[[str], Optional[str]]) -> Host
     path = _host_file(controller_run_id)
     with filelock.FileLock(str(path) + ".lock", timeout=_ELECTION_TIMEOUT):
         known = _read(path)
-        if known is not None and ownership.run_is_live(known[0]):
+        pin: Optional[reaper.WorkerPin] = None
+        if known is not None:
+            # pinned before the check: a watchdog purging the moment the elected worker dies sees
+            # the pin; a dead host run is left (its pin released) and its duties taken over
+            pin = reaper.WorkerPin.hold(known[0])
+            if not ownership.run_is_live(known[0]):
+                pin.release()
+                pin = None
+        if known is not None and pin is not None:
             run_id, unavailable = known
             elected = False
         else:
@@ -170,7 +178,7 @@ def elect(controller_run_id: str, start: Callable[[str], Optional[str]]) -> Host
             tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"run_id": run_id, "unavailable": unavailable}))
             os.replace(tmp, path)
-        pin = reaper.WorkerPin.hold(run_id)  # before the first machine
+            pin = reaper.WorkerPin.hold(run_id)  # before the first machine
     return HostDuties(controller_run_id, run_id, elected, unavailable, pin)
 
 

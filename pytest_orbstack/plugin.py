@@ -322,7 +322,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if runtime is None or config.option.collectonly:
         return
     if _is_worker(config):
-        return  # the controller prepares and starts the duties (XdistHooks), before any test
+        # On the controller's host the controller prepares and starts the duties (XdistHooks),
+        # before any test; on another host this worker joins (or is elected for) that host's now.
+        if (
+            hosts.is_remote(config.workerinput)  # type: ignore[attr-defined]
+            and any(availability.uses_machine(item) for item in session.items)
+            and runtime.problem() is None
+        ):
+            runtime.start_once()
+        return
     _prepare(runtime, session.items)  # without xdist: once the selected tests are known
     if not any(availability.uses_machine(item) for item in session.items):
         return

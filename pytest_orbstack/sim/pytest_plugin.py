@@ -9,8 +9,9 @@ When the orbctl a run uses is orbsim (``orbsim``, or a shim written by
 where, elapsed time) under the host-wide build lock, and checks that machines
 can be made.  pytest-orbstack calls the hook once per run and only when a
 selected test needs a machine (``-n 3 -m "not orb"`` builds nothing): on the
-xdist controller before any test is handed out, so ``-n 3`` builds the image
-once, in sight, and no worker waits on a silent build.  When something is missing that
+xdist controller before any test is handed out (on another host, by the worker
+elected there), so ``-n 3`` builds the image once, in sight, and no worker
+waits on a silent build.  When something is missing that
 cannot be fixed here, it returns the one line saying what to do.
 """
 
