@@ -3,8 +3,9 @@
 - :func:`mark_machine_tests`: every test that uses a machine fixture gets the
   ``orb`` marker, so ``-m "not orb"`` deselects them all.
 - :func:`prepare`: once per run, on the xdist controller (or the only
-  process; on another host, by the worker elected there: hosts.py), before any machine is made and only when a selected test needs
-  one, the ``pytest_orbstack_prepare`` hooks get the orbctl in use and make
+  process; on another host, by the worker elected there: hosts.py),
+  before any machine is made and only when a selected test needs one,
+  the ``pytest_orbstack_prepare`` hooks get the orbctl in use and make
   its backend ready (orbsim's plugin installs its packages and builds its
   image there, with progress on the terminal).
 - Under xdist the controller collects nothing: a worker whose selected tests
