@@ -9,7 +9,10 @@ found``.  Tests that need a real executable use the ``fake_orbctl`` fixture inst
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -23,7 +26,7 @@ from pytest_orbstack.errors import (
     TransientOrbctlError,
 )
 from pytest_orbstack.machine import Machine
-from pytest_orbstack.models import MachineSpec, OrbVersion
+from pytest_orbstack.models import MachineInfo, MachineSpec, OrbVersion, parse_machine_info
 from pytest_orbstack.provisioner import Provisioner
 from pytest_orbstack.report import Stats
 from pytest_orbstack.results import RunResult
@@ -231,3 +234,108 @@ def built(p: Provisioner) -> list[str]:
 
 
 # --- keys ----------------------------------------------------------------------------------------
+# --- a client scripted verb by verb, every call recorded -----------------------------------------
+
+#: ``orbctl info`` of a running machine (``m1``), read from a recorded reply.
+RUNNING = parse_machine_info((Path(__file__).parent.parent / "data" / "info_v2_running.json").read_text())
+
+
+def info(state: str, ip4: Optional[str] = None, name: str = "m1") -> MachineInfo:
+    """What ``orbctl info`` says of ``name`` in ``state`` with address ``ip4``."""
+    return dataclasses.replace(RUNNING, name=name, state=state, ip4=ip4)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call a client received: its verb, positional arguments and keywords."""
+
+    verb: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    @property
+    def command(self) -> list[str]:
+        """The command of a ``run`` call."""
+        return list(self.args[1])
+
+
+def in_turn(*answers: Any) -> Callable[..., Any]:
+    """A handler giving ``answers`` one a call, the last one repeating; an exception is raised."""
+    queue, lock = list(answers), threading.Lock()
+
+    def answer(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            item = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    return answer
+
+
+class ScriptedOrb(FakeOrb):
+    """A :class:`FakeOrb` whose verbs can be scripted, recording every call in :attr:`received`.
+
+    ``script(verb, *answers)``: successive calls of ``verb`` get these answers, the last one
+    repeating; an exception among them is raised.  ``on(verb, handler)``: ``handler`` answers
+    with the call's arguments.  An unscripted verb behaves as :class:`FakeOrb` does (``logs``
+    says nothing, ``push`` and ``pull`` copy nothing).  ``running`` names machines that exist.
+    """
+
+    def __init__(self, *running: str) -> None:
+        super().__init__()
+        self.machines.update(dict.fromkeys(running, "running"))
+        self.received: list[Call] = []
+        self._handlers: dict[str, Callable[..., Any]] = {}
+
+    def script(self, verb: str, *answers: Any) -> ScriptedOrb:
+        return self.on(verb, in_turn(*answers))
+
+    def on(self, verb: str, handler: Callable[..., Any]) -> ScriptedOrb:
+        self._handlers[verb] = handler
+        return self
+
+    def asked(self, verb: str) -> list[Call]:
+        """The calls of ``verb`` received so far, in order."""
+        with self._lock:
+            return [call for call in self.received if call.verb == verb]
+
+    def verbs(self) -> list[str]:
+        """The verbs of all calls received so far, in order."""
+        with self._lock:
+            return [call.verb for call in self.received]
+
+    def _answer(self, verb: str, default: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.received.append(Call(verb, args, kwargs))
+        return self._handlers.get(verb, default)(*args, **kwargs)
+
+    def info(self, name: str) -> Any:
+        return self._answer("info", super().info, name)
+
+    def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> Any:
+        return self._answer("run", super().run, machine, command, **kwargs)
+
+    def logs(self, machine: str, **kwargs: Any) -> Any:
+        return self._answer("logs", lambda *args, **kwargs: "", machine, **kwargs)
+
+    def push(self, machine: str, sources: Sequence[str], dest: Optional[str] = None) -> None:
+        self._answer("push", lambda *args: None, machine, sources, dest)
+
+    def pull(self, machine: str, sources: Sequence[str], dest: Optional[str] = None) -> None:
+        self._answer("pull", lambda *args: None, machine, sources, dest)
+
+
+class Manager:
+    """What a :class:`Machine` asks of the provisioner, over ``client``: its client and ready timeout."""
+
+    def __init__(self, client: Any, ready_timeout: float = 10.0) -> None:
+        self.client = client
+        self.ready_timeout = ready_timeout
+
+
+def machine_on(
+    client: Any, name: str = "m1", spec: MachineSpec = SPEC, info: Optional[MachineInfo] = None
+) -> Machine:
+    """A :class:`Machine` handle driven through ``client``."""
+    return Machine(Manager(client), name, spec, info)  # type: ignore[arg-type]

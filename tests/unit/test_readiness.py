@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import pytest
+from fakes import ScriptedOrb, in_turn, info, reply
 
 from pytest_orbstack.errors import MachineNotFoundError, MachineNotReadyError, OrbctlTimeoutError
+from pytest_orbstack.models import MachineInfo
 from pytest_orbstack.readiness import PROBE, Poll, wait_ready
 
 
@@ -27,63 +27,51 @@ class FakeClock:
         self.now += seconds
 
 
-def info(state: str, ip4: Optional[str] = None) -> SimpleNamespace:
-    return SimpleNamespace(name="m1", state=state, ip4=ip4)
+def probes(*codes: Union[int, Exception]) -> Any:
+    """A ``run`` handler answering the readiness probe with these exit codes (the last one repeats)."""
+    answer = in_turn(*(reply(code) if isinstance(code, int) else code for code in codes))
 
-
-@dataclass
-class FakeClient:
-    """Scripted answers: successive ``info`` results and ``run true`` exit codes (the last one repeats)."""
-
-    infos: list[Union[SimpleNamespace, Exception]]
-    probes: list[Union[int, Exception]] = field(default_factory=lambda: [0])
-    info_calls: int = 0
-    probe_calls: int = 0
-
-    def info(self, name: str) -> Any:
-        item = self.infos[min(self.info_calls, len(self.infos) - 1)]
-        self.info_calls += 1
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    def run(
-        self, machine: str, command: list[str], *, timeout: Optional[float] = None, check: bool = True
-    ) -> Any:
+    def probe(machine: str, command: list[str], **kwargs: Any) -> Any:
         assert command == list(PROBE)
-        assert check is False
-        assert timeout is not None
-        assert timeout > 0
-        item = self.probes[min(self.probe_calls, len(self.probes) - 1)]
-        self.probe_calls += 1
-        if isinstance(item, Exception):
-            raise item
-        return SimpleNamespace(returncode=item)
+        assert kwargs["check"] is False
+        assert kwargs["timeout"] > 0
+        return answer()
+
+    return probe
+
+
+def scripted(
+    infos: list[Union[MachineInfo, Exception]], probe_codes: tuple[Union[int, Exception], ...] = (0,)
+) -> ScriptedOrb:
+    """Successive ``info`` answers and probe exit codes, each list's last one repeating."""
+    return ScriptedOrb().script("info", *infos).on("run", probes(*probe_codes))
+
+
+def asked(client: ScriptedOrb) -> tuple[int, int]:
+    """How many ``info`` calls and probes ``client`` received."""
+    return len(client.asked("info")), len(client.asked("run"))
 
 
 def test_ready_at_once_without_sleeping() -> None:
     clock = FakeClock()
-    client = FakeClient([info("running", "198.19.249.2")])
+    client = scripted([info("running", "198.19.249.2")])
     result = wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
     assert result.ip4 == "198.19.249.2"
     assert clock.sleeps == []
-    assert client.probe_calls == 1
+    assert asked(client)[1] == 1
 
 
 def test_waits_for_running_and_address_with_growing_interval() -> None:
     clock = FakeClock()
-    client = FakeClient(
-        [info("creating"), info("starting"), info("running"), info("running", "198.19.249.3")]
-    )
+    client = scripted([info("creating"), info("starting"), info("running"), info("running", "198.19.249.3")])
     wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
-    assert client.info_calls == 4
-    assert client.probe_calls == 1  # no probe before an address
+    assert asked(client) == (4, 1)  # no probe before an address
     assert clock.sleeps == pytest.approx([0.05, 0.075, 0.1125])
 
 
 def test_interval_is_capped() -> None:
     clock = FakeClock()
-    client = FakeClient([info("starting")] * 30 + [info("running", "198.19.249.3")])
+    client = scripted([info("starting")] * 30 + [info("running", "198.19.249.3")])
     wait_ready(client, "m1", 60, clock=clock, sleep=clock.sleep, poll=Poll(initial=0.05, factor=2, cap=1.0))
     assert max(clock.sleeps) == 1.0
     assert clock.sleeps[:3] == [0.05, 0.1, 0.2]
@@ -92,14 +80,14 @@ def test_interval_is_capped() -> None:
 def test_probe_failure_keeps_polling() -> None:
     clock = FakeClock()
     timeout_error = OrbctlTimeoutError(["orbctl", "run", "-m", "m1", "true"], 5)
-    client = FakeClient([info("running", "198.19.249.3")], probes=[1, timeout_error, 0])
+    client = scripted([info("running", "198.19.249.3")], probe_codes=(1, timeout_error, 0))
     wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
-    assert client.probe_calls == 3
+    assert asked(client)[1] == 3
 
 
 def test_deadline_names_machine_time_and_last_state() -> None:
     clock = FakeClock()
-    client = FakeClient([info("starting")])
+    client = scripted([info("starting")])
     with pytest.raises(MachineNotReadyError) as excinfo:
         wait_ready(client, "m1", 5, clock=clock, sleep=clock.sleep)
     err = excinfo.value
@@ -114,7 +102,7 @@ def test_deadline_names_machine_time_and_last_state() -> None:
 
 def test_stopped_machine_fails_fast() -> None:
     clock = FakeClock()
-    client = FakeClient([info("starting"), info("stopped")])
+    client = scripted([info("starting"), info("stopped")])
     with pytest.raises(MachineNotReadyError) as excinfo:
         wait_ready(client, "m1", 100, clock=clock, sleep=clock.sleep)
     assert excinfo.value.last_state == "stopped"
@@ -124,102 +112,93 @@ def test_stopped_machine_fails_fast() -> None:
 def test_vanished_machine_fails_fast() -> None:
     clock = FakeClock()
     gone = MachineNotFoundError(["orbctl", "info", "m1"], 1, "", "[-32098] machine not found: 'm1'")
-    client = FakeClient([info("starting"), gone])
+    client = scripted([info("starting"), gone])
     with pytest.raises(MachineNotReadyError) as excinfo:
         wait_ready(client, "m1", 100, clock=clock, sleep=clock.sleep)
     assert "vanished" in str(excinfo.value)
     assert excinfo.value.last_state == "starting"
 
 
-class OverlapClient(FakeClient):
-    """``info`` answers only once a probe has started: a client that runs them one after the other fails."""
-
-    def __init__(self, infos: list[Union[SimpleNamespace, Exception]]) -> None:
-        super().__init__(infos)
-        self.probing = threading.Event()
-        self.overlapped: list[bool] = []
-
-    def info(self, name: str) -> Any:
-        if self.overlapped or self.info_calls > 0:  # from the second info on, a probe must be under way
-            self.overlapped.append(self.probing.wait(timeout=5))
-            self.probing.clear()
-        else:
-            self.overlapped.append(False)
-        return super().info(name)
-
-    def run(
-        self, machine: str, command: list[str], *, timeout: Optional[float] = None, check: bool = True
-    ) -> Any:
-        self.probing.set()
-        return super().run(machine, command, timeout=timeout, check=check)
-
-
 def test_probe_runs_alongside_info_once_the_machine_was_seen_running() -> None:
+    """``info`` answers only once a probe has started: a client that runs them one after the other fails."""
     clock = FakeClock()
-    client = OverlapClient([info("running"), info("running", "198.19.249.3")])
+    probing = threading.Event()
+    overlapped: list[bool] = []
+    answer_info = in_turn(info("running"), info("running", "198.19.249.3"))
+    probe = probes(0)
+
+    def info_beside_probe(name: str) -> Any:
+        if overlapped:  # from the second info on, a probe must be under way
+            overlapped.append(probing.wait(timeout=5))
+            probing.clear()
+        else:
+            overlapped.append(False)
+        return answer_info()
+
+    def run(machine: str, command: list[str], **kwargs: Any) -> Any:
+        probing.set()
+        return probe(machine, command, **kwargs)
+
+    client = ScriptedOrb().on("info", info_beside_probe).on("run", run)
     wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
-    assert client.overlapped == [False, True]  # first info alone (state unknown), then info + probe
-    assert client.probe_calls == 1
+    assert overlapped == [False, True]  # first info alone (state unknown), then info + probe
+    assert asked(client)[1] == 1
 
 
 def test_just_started_machine_is_probed_from_the_first_round() -> None:
     clock = FakeClock()
-    client = FakeClient([info("running", "198.19.249.3")])
     probing = threading.Event()
-    plain_run = client.run
+    probe = probes(0)
 
     def run(machine: str, command: list[str], **kwargs: Any) -> Any:
         probing.set()
-        return plain_run(machine, command, **kwargs)
-
-    plain_info = client.info
+        return probe(machine, command, **kwargs)
 
     def info_after_probe(name: str) -> Any:
         assert probing.wait(timeout=5), "the probe did not start alongside the first info"
-        return plain_info(name)
+        return info("running", "198.19.249.3")
 
-    client.run = run  # type: ignore[method-assign]
-    client.info = info_after_probe  # type: ignore[method-assign]
+    client = ScriptedOrb().on("run", run).on("info", info_after_probe)
     assert wait_ready(client, "m1", 10, started=True, clock=clock, sleep=clock.sleep).ip4 == "198.19.249.3"
-    assert (client.info_calls, client.probe_calls, clock.sleeps) == (1, 1, [])
+    assert (*asked(client), clock.sleeps) == (1, 1, [])
 
 
 def test_stopped_machine_is_never_probed_unless_just_started() -> None:
     """``orbctl run`` starts a stopped machine: waiting on one must fail, not wake it."""
     clock = FakeClock()
-    client = FakeClient([info("stopped")])
+    client = scripted([info("stopped")])
     with pytest.raises(MachineNotReadyError, match="stopped"):
         wait_ready(client, "m1", 10, clock=clock, sleep=clock.sleep)
-    assert client.probe_calls == 0
+    assert asked(client)[1] == 0
 
 
 def test_a_probe_in_flight_is_waited_for_before_sleeping() -> None:
     clock = FakeClock()
-    client = FakeClient([info("running"), info("running"), info("running", "198.19.249.3")])
+    client = scripted([info("running"), info("running"), info("running", "198.19.249.3")])
     in_flight = threading.Event()
-    plain_run = client.run
+    probe = probes(0)
 
     def slow_run(machine: str, command: list[str], **kwargs: Any) -> Any:
         in_flight.set()
         time.sleep(0.05)  # outlasts the info it runs beside
         in_flight.clear()
-        return plain_run(machine, command, **kwargs)
+        return probe(machine, command, **kwargs)
 
     def sleep(seconds: float) -> None:
         assert not in_flight.is_set(), "slept with a probe still running"
         clock.sleep(seconds)
 
-    client.run = slow_run  # type: ignore[method-assign]
+    client.on("run", slow_run)
     wait_ready(client, "m1", 10, clock=clock, sleep=sleep)
     # round 2 probes beside info (state seen running) and waits for it; its success is
     # remembered, so round 3, which sees the address, needs no second probe
-    assert (client.info_calls, client.probe_calls, len(clock.sleeps)) == (3, 1, 2)
+    assert (*asked(client), len(clock.sleeps)) == (3, 1, 2)
 
 
 def test_a_just_started_machine_never_seen_says_so() -> None:
     clock = FakeClock()
     broken = OrbctlTimeoutError(["orbctl", "info", "m1"], 5)
-    client = FakeClient([broken], probes=[0])
+    client = scripted([broken], probe_codes=(0,))
     with pytest.raises(MachineNotReadyError, match="never seen") as excinfo:
         wait_ready(client, "m1", 3, started=True, clock=clock, sleep=clock.sleep)
     assert excinfo.value.last_state is None
@@ -228,17 +207,17 @@ def test_a_just_started_machine_never_seen_says_so() -> None:
 def test_an_error_does_not_wait_for_the_probe_in_flight() -> None:
     """The machine is found stopped while the probe still runs: the error comes at once."""
     clock = FakeClock()
-    client = FakeClient([info("stopped")])
+    client = scripted([info("stopped")])
     released, done = threading.Event(), threading.Event()
     outcome: list[bool] = []
-    plain_run = client.run
+    probe = probes(0)
 
     def stuck_run(machine: str, command: list[str], **kwargs: Any) -> Any:
         outcome.append(released.wait(timeout=10))  # False if wait_ready waited for it
         done.set()
-        return plain_run(machine, command, **kwargs)
+        return probe(machine, command, **kwargs)
 
-    client.run = stuck_run  # type: ignore[method-assign]
+    client.on("run", stuck_run)
     with pytest.raises(MachineNotReadyError, match="stopped"):
         wait_ready(client, "m1", 10, started=True, clock=clock, sleep=clock.sleep)
     released.set()
@@ -248,17 +227,16 @@ def test_an_error_does_not_wait_for_the_probe_in_flight() -> None:
 
 def test_a_machine_a_command_just_ran_in_is_not_probed_again() -> None:
     clock = FakeClock()
-    client = FakeClient([info("running"), info("running", "198.19.249.2")])
+    client = scripted([info("running"), info("running", "198.19.249.2")])
     result = wait_ready(client, "m1", 10, probed=True, clock=clock, sleep=clock.sleep)
     assert result.ip4 == "198.19.249.2"
-    assert client.probe_calls == 0
-    assert client.info_calls == 2
+    assert asked(client) == (2, 0)
 
 
 def test_a_machine_still_creating_is_waited_for_up_to_the_creating_timeout() -> None:
     clock = FakeClock()
     creating = [info("creating")] * 200
-    client = FakeClient([*creating, info("provisioning"), info("running", "198.19.249.4")])
+    client = scripted([*creating, info("provisioning"), info("running", "198.19.249.4")])
     result = wait_ready(client, "m1", 5, creating_timeout=300, clock=clock, sleep=clock.sleep)
     assert result.ip4 == "198.19.249.4"
     assert clock.now - 100.0 > 5  # longer than the ready timeout alone
@@ -266,7 +244,7 @@ def test_a_machine_still_creating_is_waited_for_up_to_the_creating_timeout() -> 
 
 def test_the_ready_timeout_counts_from_leaving_creation() -> None:
     clock = FakeClock()
-    client = FakeClient([info("creating")] * 50 + [info("running")])  # never an address
+    client = scripted([info("creating")] * 50 + [info("running")])  # never an address
     with pytest.raises(MachineNotReadyError, match="no IPv4 address yet") as caught:
         wait_ready(client, "m1", 5, creating_timeout=300, clock=clock, sleep=clock.sleep)
     waited_creating = sum(clock.sleeps[:49])
@@ -275,7 +253,7 @@ def test_the_ready_timeout_counts_from_leaving_creation() -> None:
 
 def test_a_creation_that_never_ends_names_the_create_timeout() -> None:
     clock = FakeClock()
-    client = FakeClient([info("creating")])
+    client = scripted([info("creating")])
     with pytest.raises(MachineNotReadyError, match=r"still creating .*create-timeout \(60s\)") as caught:
         wait_ready(client, "m1", 5, creating_timeout=60, clock=clock, sleep=clock.sleep)
     assert caught.value.waited == pytest.approx(60)
@@ -284,7 +262,7 @@ def test_a_creation_that_never_ends_names_the_create_timeout() -> None:
 
 def test_without_a_creating_timeout_creation_gets_the_ready_timeout() -> None:
     clock = FakeClock()
-    client = FakeClient([info("creating")])
+    client = scripted([info("creating")])
     with pytest.raises(MachineNotReadyError, match="--orb-ready-timeout"):
         wait_ready(client, "m1", 5, clock=clock, sleep=clock.sleep)
     assert clock.now - 100.0 == pytest.approx(5)
