@@ -9,82 +9,65 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-import threading
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from fakes import reply
+from fakes import RUNNING, Call, ScriptedOrb, machine_on, reply
 
 from pytest_orbstack import commands
 from pytest_orbstack.errors import InvalidSpecError, MachineNotFoundError
 from pytest_orbstack.machine import Machine
-from pytest_orbstack.models import MachineInfo, MachineSpec, parse_machine_info
+from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.readiness import PROBE, wait_ready
-from pytest_orbstack.results import CommandFailedError
+from pytest_orbstack.results import CommandFailedError, RunResult
 
-DATA = Path(__file__).parent.parent / "data"
-RUNNING = parse_machine_info((DATA / "info_v2_running.json").read_text())
+#: what a command that printed nothing and succeeded returns
+OK = reply(0)
 
 
-class FakeClient:
-    """Answers ``run`` from a table: the home probe per user, then ``(code, stdout, stderr)``."""
+def homes_client(homes: Optional[dict[Optional[str], str]] = None, answer: RunResult = OK) -> ScriptedOrb:
+    """Answers the home probe per user from ``homes`` (an unknown user: the probe fails), then ``answer``."""
+    known = {} if homes is None else homes
 
-    def __init__(self, homes: Optional[dict[Optional[str], str]] = None, answer: Any = (0, "", "")) -> None:
-        self.homes = homes or {}
-        self.answer = answer
-        self.calls: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-
-    def info(self, name: str) -> MachineInfo:
-        return RUNNING
-
-    def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-        with self.lock:
-            self.calls.append({"command": command, **kwargs})
+    def run(machine: str, command: list[str], **kwargs: Any) -> Any:
         if list(command) == list(PROBE):
             user = kwargs.get("user")
-            if user not in self.homes:
+            if user not in known:
                 return reply(1, "", "no such user")
-            return reply(0, self.homes[user] + "\n", "")
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        code, out, err = self.answer
-        return reply(code, out, err)
+            return reply(0, known[user] + "\n", "")
+        return answer
 
-    def commands(self) -> list[dict[str, Any]]:
-        return [c for c in self.calls if list(c["command"]) != list(PROBE)]
-
-    def probes(self) -> list[dict[str, Any]]:
-        return [c for c in self.calls if list(c["command"]) == list(PROBE)]
+    return ScriptedOrb(RUNNING.name).script("info", RUNNING).on("run", run)
 
 
-class FakeManager:
-    ready_timeout = 10.0
-
-    def __init__(self, client: FakeClient) -> None:
-        self.client = client
+def commands_run(client: ScriptedOrb) -> list[Call]:
+    return [c for c in client.asked("run") if c.command != list(PROBE)]
 
 
-def machine(client: FakeClient, home: Optional[str] = "/home/alice", user: Optional[str] = None) -> Machine:
+def probes(client: ScriptedOrb) -> list[Call]:
+    return [c for c in client.asked("run") if c.command == list(PROBE)]
+
+
+def machine(client: ScriptedOrb, home: Optional[str] = "/home/alice", user: Optional[str] = None) -> Machine:
     info = RUNNING if home is None else dataclasses.replace(RUNNING, home=home)
-    return Machine(FakeManager(client), RUNNING.name, MachineSpec("ubuntu:22.04", user=user), info)
+    return machine_on(client, RUNNING.name, MachineSpec("ubuntu:22.04", user=user), info)
 
 
 # --- the home, from the readiness probe -------------------------------------------------------
 
 
 def test_readiness_probe_prints_the_home_and_the_info_carries_it() -> None:
-    client = FakeClient(homes={None: "/home/john.doe"})
+    client = homes_client({None: "/home/john.doe"})
     info = wait_ready(client, RUNNING.name, 5, started=True, sleep=lambda s: None)
     assert info.home == "/home/john.doe"
     assert info.ip4 == RUNNING.ip4
-    assert [c["command"] for c in client.calls] == [list(PROBE)]
-    assert client.calls[0].get("workdir") is None  # the probe itself only prints
+    assert [c.command for c in client.asked("run")] == [list(PROBE)]
+    assert client.asked("run")[0].kwargs.get("workdir") is None  # the probe itself only prints
 
 
 def test_a_probe_that_prints_no_absolute_path_leaves_the_home_unknown() -> None:
-    client = FakeClient(homes={None: ""})
+    client = homes_client({None: ""})
     assert wait_ready(client, RUNNING.name, 5, started=True, sleep=lambda s: None).home is None
 
 
@@ -97,99 +80,97 @@ def test_orbctl_info_never_has_a_home() -> None:
 
 
 def test_commands_run_in_the_default_users_home_without_any_extra_call() -> None:
-    client = FakeClient()
+    client = homes_client()
     vm = machine(client)
     vm.run("rm -rf build")
     vm.run(["ls"])
     vm.write_text("cfg.yml", "a: 1\n")
     vm.read_text("cfg.yml")
-    assert [c["workdir"] for c in client.commands()] == ["/home/alice"] * 4
-    assert client.probes() == []
+    assert [c.kwargs["workdir"] for c in commands_run(client)] == ["/home/alice"] * 4
+    assert probes(client) == []
     assert vm.home == "/home/alice"
 
 
 def test_workdir_argument_still_wins() -> None:
-    client = FakeClient()
+    client = homes_client()
     machine(client).run("pwd", workdir="/srv")
-    assert client.commands()[0]["workdir"] == "/srv"
+    assert commands_run(client)[0].kwargs["workdir"] == "/srv"
 
 
 def test_root_runs_in_root_home_without_a_lookup() -> None:
-    client = FakeClient()
+    client = homes_client()
     machine(client).run("pwd", user="root")
-    assert client.commands()[0]["workdir"] == "/root"
-    assert client.probes() == []
+    assert commands_run(client)[0].kwargs["workdir"] == "/root"
+    assert probes(client) == []
 
 
 def test_the_spec_user_is_the_default_user() -> None:
-    client = FakeClient()
+    client = homes_client()
     machine(client, user="alice").run("pwd", user="alice")
-    assert client.commands()[0]["workdir"] == "/home/alice"
-    assert client.probes() == []
+    assert commands_run(client)[0].kwargs["workdir"] == "/home/alice"
+    assert probes(client) == []
 
 
 def test_another_users_home_is_asked_once_as_that_user() -> None:
-    client = FakeClient(homes={"bob": "/srv/bob"})
+    client = homes_client({"bob": "/srv/bob"})
     vm = machine(client)
     vm.run("pwd", user="bob")
     vm.run("pwd", user="bob")
-    assert [c["workdir"] for c in client.commands()] == ["/srv/bob", "/srv/bob"]
-    [probe] = client.probes()
-    assert (probe["user"], probe["workdir"]) == ("bob", "/")  # the look-up never runs in the host's cwd
+    assert [c.kwargs["workdir"] for c in commands_run(client)] == ["/srv/bob", "/srv/bob"]
+    [probe] = probes(client)
+    assert (probe.kwargs["user"], probe.kwargs["workdir"]) == (
+        "bob",
+        "/",
+    )  # the look-up never runs in the host's cwd
 
 
 def test_a_user_that_does_not_exist_yet_runs_in_root_dir_and_is_asked_again() -> None:
-    client = FakeClient(homes={})  # the probe fails: no such user (yet)
+    homes: dict[Optional[str], str] = {}  # the probe fails: no such user (yet)
+    client = homes_client(homes)
     vm = machine(client)
     vm.run("true", user="bob", check=False)
-    client.homes["bob"] = "/home/bob"  # the test added bob
+    homes["bob"] = "/home/bob"  # the test added bob
     vm.run("true", user="bob")
     vm.run("true", user="bob")
-    assert [c["workdir"] for c in client.commands()] == ["/", "/home/bob", "/home/bob"]
-    assert len(client.probes()) == 2
+    assert [c.kwargs["workdir"] for c in commands_run(client)] == ["/", "/home/bob", "/home/bob"]
+    assert len(probes(client)) == 2
 
 
 def test_a_home_that_is_no_absolute_path_means_root_dir_asked_once() -> None:
-    client = FakeClient(homes={None: ""})
+    client = homes_client({None: ""})
     vm = machine(client, home=None)
     vm.run("true")
     vm.run("true")
-    assert [c["workdir"] for c in client.commands()] == ["/", "/"]
-    assert len(client.probes()) == 1
+    assert [c.kwargs["workdir"] for c in commands_run(client)] == ["/", "/"]
+    assert len(probes(client)) == 1
 
 
 def test_the_default_user_named_explicitly_needs_no_lookup() -> None:
-    client = FakeClient()
+    client = homes_client()
     machine(client).run("pwd", user=RUNNING.default_username)
-    assert client.commands()[0]["workdir"] == "/home/alice"
-    assert client.probes() == []
+    assert commands_run(client)[0].kwargs["workdir"] == "/home/alice"
+    assert probes(client) == []
 
 
 def test_unknown_default_home_is_looked_up_once() -> None:
-    client = FakeClient(homes={None: "/home/alice"})
+    client = homes_client({None: "/home/alice"})
     vm = machine(client, home=None)
     assert vm.home == "/home/alice"
     vm.run("true")
-    assert client.commands()[0]["workdir"] == "/home/alice"
-    assert len(client.probes()) == 1
+    assert commands_run(client)[0].kwargs["workdir"] == "/home/alice"
+    assert len(probes(client)) == 1
 
 
 def test_a_lookup_that_fails_on_orbctl_is_not_remembered() -> None:
-    class Flaky(FakeClient):
-        def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-            if list(command) == list(PROBE) and not self.calls:
-                self.calls.append({"command": command, **kwargs})
-                raise MachineNotFoundError(["orbctl", "run"], 1, "", "machine not found: 'x'")
-            return super().run(machine, command, **kwargs)
-
-    client = Flaky(homes={None: "/home/alice"})
+    gone = MachineNotFoundError(["orbctl", "run"], 1, "", "machine not found: 'x'")
+    client = ScriptedOrb(RUNNING.name).script("run", gone, reply(0, "/home/alice\n"))
     vm = machine(client, home=None)
     assert vm.home == "/"
     assert vm.home == "/home/alice"
 
 
 def test_restart_keeps_a_home_learnt_and_info_refresh_does_not_lose_it() -> None:
-    vm = machine(FakeClient())
+    vm = machine(homes_client())
     vm.info()  # orbctl info has no home
     assert vm.home == "/home/alice"
 
@@ -198,7 +179,7 @@ def test_restart_keeps_a_home_learnt_and_info_refresh_does_not_lose_it() -> None
 
 
 def test_permission_denied_in_write_text_hints_user_root() -> None:
-    client = FakeClient(answer=(1, "", "sh: 1: cannot create /etc/app.conf: Permission denied\n"))
+    client = homes_client(answer=reply(1, "", "sh: 1: cannot create /etc/app.conf: Permission denied\n"))
     with pytest.raises(CommandFailedError) as excinfo:
         machine(client).write_text("/etc/app.conf", "x")
     message = str(excinfo.value)
@@ -210,26 +191,26 @@ def test_permission_denied_in_write_text_hints_user_root() -> None:
 
 
 def test_permission_denied_in_read_text_hints_user_root() -> None:
-    client = FakeClient(answer=(1, "", "cat: /etc/shadow: Permission denied\n"))
+    client = homes_client(answer=reply(1, "", "cat: /etc/shadow: Permission denied\n"))
     with pytest.raises(CommandFailedError, match=r"use read_text\('/etc/shadow', user=\"root\"\)"):
         machine(client).read_text("/etc/shadow", user="alice")
 
 
 def test_no_hint_as_root_or_for_other_errors() -> None:
     for answer, user in [
-        ((1, "", "Permission denied"), "root"),
-        ((1, "", "No such file or directory"), None),
+        (reply(1, "", "Permission denied"), "root"),
+        (reply(1, "", "No such file or directory"), None),
     ]:
         with pytest.raises(CommandFailedError) as excinfo:
-            machine(FakeClient(answer=answer)).read_text("/x", user=user)
+            machine(homes_client(answer=answer)).read_text("/x", user=user)
         assert "hint:" not in str(excinfo.value)
 
 
 def test_user_argument_reaches_orbctl() -> None:
-    client = FakeClient()
+    client = homes_client()
     machine(client).write_text("/etc/app.conf", "x", user="root")
-    assert client.commands()[0]["user"] == "root"
-    assert client.commands()[0]["input"] == "x"
+    assert commands_run(client)[0].kwargs["user"] == "root"
+    assert commands_run(client)[0].kwargs["input"] == "x"
 
 
 # --- user names -------------------------------------------------------------------------------
@@ -266,7 +247,7 @@ def test_bad_users_are_refused_saying_what_is_allowed(name: str) -> None:
     ],
 )
 def test_commands_naming_tmp_or_run_are_noted_while_watching(command: str, noted: bool) -> None:
-    vm = machine(FakeClient())
+    vm = machine(homes_client())
     vm.run(command)  # not watching: nothing noted
     vm.watch_volatile()
     vm.run(command)
@@ -275,11 +256,7 @@ def test_commands_naming_tmp_or_run_are_noted_while_watching(command: str, noted
 
 
 def test_write_text_and_push_under_tmp_are_noted(tmp_path: Path) -> None:
-    class Pushing(FakeClient):
-        def push(self, machine: str, sources: list[str], dest: Optional[str]) -> None:
-            pass
-
-    vm = machine(Pushing())
+    vm = machine(homes_client())
     vm.watch_volatile()
     vm.write_text("/tmp/seed.txt", "x")
     vm.push(tmp_path, "/run/app")
