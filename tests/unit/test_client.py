@@ -13,10 +13,10 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from fakes import ScriptedOrb, machine_on
 
 from pytest_orbstack import (
     CommandResult,
@@ -41,8 +41,6 @@ from pytest_orbstack.errors import (
     TransientOrbctlError,
     UnsupportedFeatureError,
 )
-from pytest_orbstack.machine import Machine
-from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.results import CommandFailedError
 
 if TYPE_CHECKING:
@@ -723,31 +721,21 @@ def test_orbctl_failure_recognises_orbctls_own_texts(stderr: str, expected: bool
     assert client_module.orbctl_failure(stderr) is expected
 
 
-class _RunClient:
-    """A client whose ``run`` answers one recorded reply and whose ``info`` says what ``state`` says."""
-
-    def __init__(self, code: int, stderr: str, state: str = "running") -> None:
-        self.reply = CommandResult(("orbctl", "run", "-m", "m1", "x"), code, "", stderr, 0.1)
-        self.state = state
-        self.info_calls = 0
-
-    def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
-        return self.reply
-
-    def info(self, name: str) -> Any:
-        self.info_calls += 1
-        argv = ["orbctl", "info", name]
-        if self.state == "gone":
-            raise classify(argv, 1, "", f"[-32098] machine not found: '{name}'\n")
-        if self.state == "orbstack-stopped":
-            raise classify(argv, 1, "", "start VM: timed out waiting for VM to start\n")
-        if self.state == "info-hangs":
-            raise OrbctlTimeoutError(argv, 30)
-        return SimpleNamespace(name=name, state=self.state)
-
-
-def _machine(client: _RunClient) -> Machine:
-    return Machine(SimpleNamespace(client=client), "m1", MachineSpec("ubuntu"))  # type: ignore[arg-type]
+def run_client(code: int, stderr: str, state: str = "running") -> ScriptedOrb:
+    """``run`` answers one recorded reply; ``info`` tells what ``state`` says of ``m1``."""
+    client = ScriptedOrb().script(
+        "run", CommandResult(("orbctl", "run", "-m", "m1", "x"), code, "", stderr, 0.1)
+    )
+    argv = ["orbctl", "info", "m1"]
+    if state == "gone":
+        client.script("info", classify(argv, 1, "", "[-32098] machine not found: 'm1'\n"))
+    elif state == "orbstack-stopped":
+        client.script("info", classify(argv, 1, "", "start VM: timed out waiting for VM to start\n"))
+    elif state == "info-hangs":
+        client.script("info", OrbctlTimeoutError(argv, 30))
+    else:
+        client.machines["m1"] = state
+    return client
 
 
 @pytest.mark.parametrize("check", [True, False])
@@ -764,11 +752,11 @@ def _machine(client: _RunClient) -> Machine:
 def test_run_raises_the_typed_error_when_orbctl_itself_failed(
     stderr: str, error: type[Exception], check: bool
 ) -> None:
-    client = _RunClient(1, stderr)
+    client = run_client(1, stderr)
     with pytest.raises(error) as excinfo:
-        _machine(client).run("true", check=check)
+        machine_on(client).run("true", check=check)
     assert not isinstance(excinfo.value, CommandFailedError)
-    assert client.info_calls == 0  # stderr said it: no extra call
+    assert len(client.asked("info")) == 0  # stderr said it: no extra call
 
 
 @pytest.mark.parametrize(
@@ -781,10 +769,10 @@ def test_run_raises_the_typed_error_when_orbctl_itself_failed(
 def test_silent_exit_1_asks_info_once_before_blaming_the_command(
     state: str, error: type[Exception], said: str
 ) -> None:
-    client = _RunClient(1, "", state)
+    client = run_client(1, "", state)
     with pytest.raises(error) as excinfo:
-        _machine(client).run("true", check=False)
-    assert client.info_calls == 1
+        machine_on(client).run("true", check=False)
+    assert len(client.asked("info")) == 1
     first = str(excinfo.value).splitlines()[0]
     assert first.startswith("orbctl run failed in 'm1', not the command: ")
     assert said in first
@@ -792,44 +780,37 @@ def test_silent_exit_1_asks_info_once_before_blaming_the_command(
 
 @pytest.mark.parametrize("state", ["running", "stopped", "info-hangs"])
 def test_silent_exit_1_of_a_live_machine_is_the_commands(state: str) -> None:
-    client = _RunClient(1, "", state)
-    result = _machine(client).run("grep -q x /nothing", check=False)
+    client = run_client(1, "", state)
+    result = machine_on(client).run("grep -q x /nothing", check=False)
     assert result.returncode == 1
-    assert client.info_calls == 1
+    assert len(client.asked("info")) == 1
     with pytest.raises(CommandFailedError):
-        _machine(client).run("grep -q x /nothing")
-    assert client.info_calls == 2  # once per call
+        machine_on(client).run("grep -q x /nothing")
+    assert len(client.asked("info")) == 2  # once per call
 
 
 @pytest.mark.parametrize(("code", "stderr"), [(2, ""), (1, "grep: /x: No such file or directory\n")])
 def test_a_command_failure_costs_no_info_call(code: int, stderr: str) -> None:
-    client = _RunClient(code, stderr)
-    assert _machine(client).run("cmd", check=False).returncode == code
-    assert client.info_calls == 0
+    client = run_client(code, stderr)
+    assert machine_on(client).run("cmd", check=False).returncode == code
+    assert len(client.asked("info")) == 0
 
 
 def test_machine_run_masks_env_in_its_frame_and_keeps_dropped_counts() -> None:
-    seen: dict[str, Any] = {}
-
-    class Recording(_RunClient):
-        def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
-            seen.update(kwargs)
-            return CommandResult(("orbctl", "run"), 0, "tail", "", 0.1, 5, 7)
-
-    result = _machine(Recording(0, "")).run("true", env={"TOKEN": SECRET}, output_limit=4)
-    assert repr(seen["env"]) == "{'TOKEN': '***'}"
-    assert seen["env"]["TOKEN"] == SECRET
-    assert seen["output_limit"] == 4
+    client = ScriptedOrb("m1").script("run", CommandResult(("orbctl", "run"), 0, "tail", "", 0.1, 5, 7))
+    result = machine_on(client).run("true", env={"TOKEN": SECRET}, output_limit=4)
+    call = client.asked("run")[-1]  # the command (the home look-up before it has no env)
+    assert repr(call.kwargs["env"]) == "{'TOKEN': '***'}"
+    assert call.kwargs["env"]["TOKEN"] == SECRET
+    assert call.kwargs["output_limit"] == 4
     assert (result.stdout, result.stdout_dropped, result.stderr_dropped) == ("tail", 5, 7)
 
 
 def test_a_failure_message_masks_env_values_the_command_printed() -> None:
-    class Echoing(_RunClient):
-        def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
-            return CommandResult(("orbctl", "run"), 3, f"token={SECRET}\n", f"{SECRET} bad\n", 0.1)
-
+    printed = CommandResult(("orbctl", "run"), 3, f"token={SECRET}\n", f"{SECRET} bad\n", 0.1)
+    client = ScriptedOrb("m1").script("run", printed)
     with pytest.raises(CommandFailedError) as excinfo:
-        _machine(Echoing(0, "")).run("false", env={"TOKEN": SECRET, "SHORT": "1"})
+        machine_on(client).run("false", env={"TOKEN": SECRET, "SHORT": "1"})
     message = str(excinfo.value)
     assert SECRET not in message
     assert "stdout: token=***" in message
@@ -838,12 +819,11 @@ def test_a_failure_message_masks_env_values_the_command_printed() -> None:
 
 
 def test_a_failure_message_says_how_much_output_was_dropped() -> None:
-    class Loud(_RunClient):
-        def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> CommandResult:
-            return CommandResult(("orbctl", "run"), 2, "tail\n", "", 0.1, 123456, 0)
-
+    client = ScriptedOrb("m1").script(
+        "run", CommandResult(("orbctl", "run"), 2, "tail\n", "", 0.1, 123456, 0)
+    )
     with pytest.raises(CommandFailedError) as excinfo:
-        _machine(Loud(0, "")).run("noisy")
+        machine_on(client).run("noisy")
     lines = str(excinfo.value).splitlines()
     assert "  stdout (123456 earlier bytes dropped, see output_limit): tail" in lines
     assert "  stderr: (empty)" in lines
