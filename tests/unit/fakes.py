@@ -280,6 +280,7 @@ class ScriptedOrb(FakeOrb):
     repeating; an exception among them is raised.  ``on(verb, handler)``: ``handler`` answers
     with the call's arguments.  An unscripted verb behaves as :class:`FakeOrb` does (``logs``
     says nothing, ``push`` and ``pull`` copy nothing).  ``running`` names machines that exist.
+    :meth:`said` gives the calls as ``(verb, *args)`` tuples.
     """
 
     def __init__(self, *running: str) -> None:
@@ -300,6 +301,11 @@ class ScriptedOrb(FakeOrb):
         with self._lock:
             return [call for call in self.received if call.verb == verb]
 
+    def said(self) -> list[tuple[Any, ...]]:
+        """Every call received so far as ``(verb, *positional arguments)``, in order."""
+        with self._lock:
+            return [(call.verb, *call.args) for call in self.received]
+
     def verbs(self) -> list[str]:
         """The verbs of all calls received so far, in order."""
         with self._lock:
@@ -310,11 +316,33 @@ class ScriptedOrb(FakeOrb):
             self.received.append(Call(verb, args, kwargs))
         return self._handlers.get(verb, default)(*args, **kwargs)
 
+    def create(self, image: str, name: str, **kwargs: Any) -> None:
+        self._answer("create", super().create, image, name, **kwargs)
+
+    def list(self) -> list[Any]:
+        result: list[Any] = self._answer("list", super().list)
+        return result
+
     def info(self, name: str) -> Any:
         return self._answer("info", super().info, name)
 
     def run(self, machine: str, command: Sequence[str], **kwargs: Any) -> Any:
         return self._answer("run", super().run, machine, command, **kwargs)
+
+    def delete(self, *names: str, force: bool = True) -> None:
+        self._answer("delete", super().delete, *names, force=force)
+
+    def start(self, name: str) -> None:
+        self._answer("start", super().start, name)
+
+    def stop(self, name: str, force: bool = False) -> None:
+        self._answer("stop", super().stop, name, force=force)
+
+    def rename(self, old: str, new: str) -> None:
+        self._answer("rename", super().rename, old, new)
+
+    def clone(self, old: str, new: str) -> None:
+        self._answer("clone", super().clone, old, new)
 
     def logs(self, machine: str, **kwargs: Any) -> Any:
         return self._answer("logs", lambda *args, **kwargs: "", machine, **kwargs)

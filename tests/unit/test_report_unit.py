@@ -4,39 +4,33 @@ from __future__ import annotations
 
 import threading
 from types import SimpleNamespace
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Union
 
 import pytest
+from fakes import ScriptedOrb, info, machine_on
 
 from pytest_orbstack.diagnostics import LOG_LINES, logs_tail, with_logs
 from pytest_orbstack.errors import MachineNotFoundError, MachineNotReadyError
+from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.report import Stats, failure_section, machine_properties
 from pytest_orbstack.results import CommandRecord
 from pytest_orbstack.timeout import TimeoutPause
 
 
-class LogsClient:
-    def __init__(self, text: str = "", error: Optional[Exception] = None) -> None:
-        self.text = text
-        self.error = error
-        self.calls: list[str] = []
-
-    def logs(self, name: str) -> str:
-        self.calls.append(name)
-        if self.error is not None:
-            raise self.error
-        return self.text
+def logs(said: Union[str, Exception]) -> ScriptedOrb:
+    """A client whose ``orbctl logs`` prints ``said`` (or fails with it)."""
+    return ScriptedOrb().script("logs", said)
 
 
 def test_logs_tail_keeps_the_last_lines_in_one_call() -> None:
-    client = LogsClient("".join(f"line {n}\n" for n in range(100)))
+    client = logs("".join(f"line {n}\n" for n in range(100)))
     tail = logs_tail(client, "m1")
-    assert client.calls == ["m1"]
+    assert client.said() == [("logs", "m1")]
     assert tail.splitlines() == [f"  line {n}" for n in range(100 - LOG_LINES, 100)]
 
 
 def test_logs_tail_clips_long_lines_and_skips_blank_ones() -> None:
-    tail = logs_tail(LogsClient("x" * 5000 + "\n\n   \nlast\n"), "m1")
+    tail = logs_tail(logs("x" * 5000 + "\n\n   \nlast\n"), "m1")
     first, last = tail.splitlines()
     assert len(first) < 400
     assert last == "  last"
@@ -44,19 +38,19 @@ def test_logs_tail_clips_long_lines_and_skips_blank_ones() -> None:
 
 def test_logs_tail_never_raises() -> None:
     error = MachineNotFoundError(["orbctl", "logs", "m1"], 1, "", "machine not found: 'm1'")
-    assert logs_tail(LogsClient(error=error), "m1").startswith("  (orbctl logs failed: ")
+    assert logs_tail(logs(error), "m1").startswith("  (orbctl logs failed: ")
     assert logs_tail(object(), "m1") == "  (the orbctl client has no logs())"
-    assert logs_tail(LogsClient(""), "m1") == "  (empty)"
+    assert logs_tail(logs(""), "m1") == "  (empty)"
 
 
 def test_logs_errors_printed_on_stdout_are_shown_as_printed() -> None:
     # orbctl logs reports its own errors on stdout with exit 0
-    tail = logs_tail(LogsClient("[-32098] machine not found: 'm1'\n"), "m1")
+    tail = logs_tail(logs("[-32098] machine not found: 'm1'\n"), "m1")
     assert tail == "  [-32098] machine not found: 'm1'"
 
 
 def test_with_logs_and_not_ready_error_show_the_tail() -> None:
-    text = with_logs("it broke", LogsClient("boot 1\n"), "m1")
+    text = with_logs("it broke", logs("boot 1\n"), "m1")
     assert text == "it broke\nlast lines of orbctl logs m1:\n  boot 1"
     error = MachineNotReadyError("m1", 3.0, "running", "no IPv4 address yet", "  boot 1")
     assert error.logs == "  boot 1"
@@ -83,11 +77,10 @@ def test_failure_section_shows_logs_and_why_a_command_has_no_exit_code() -> None
 
 
 def test_machine_properties_come_from_what_was_seen() -> None:
-    seen = SimpleNamespace(image="ubuntu:jammy", ip4="198.19.249.7")
-    spec = SimpleNamespace(image="ubuntu:22.04")
-    machines: list[Any] = [
-        SimpleNamespace(name="a", _info=seen, spec=spec),
-        SimpleNamespace(name="b", _info=None, spec=spec),
+    client, spec = ScriptedOrb(), MachineSpec("ubuntu:22.04")
+    machines = [
+        machine_on(client, "a", spec, info("running", "198.19.249.7", name="a")),  # ubuntu:jammy
+        machine_on(client, "b", spec),
     ]
     assert machine_properties(machines) == [
         ("orbstack_machine", "a"),
