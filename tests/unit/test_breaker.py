@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fakes import SPEC, FakeOrb, err, make
+from fakes import SPEC, FakeOrb, ScriptedOrb, err, make
 
 from pytest_orbstack.breaker import THRESHOLD, AddressBreaker, NoAddressError
 from pytest_orbstack.errors import MachineNotReadyError, TransientOrbctlError
@@ -71,32 +70,27 @@ def test_a_wrapped_cause_counts() -> None:
         breaker.failed(wrapper)
 
 
-class NoIpOrb(FakeOrb):
+def no_ip_orb() -> ScriptedOrb:
     """Every create fails as OrbStack #2688 does."""
-
-    creates = 0
-
-    def create(self, image: str, name: str, **kwargs: Any) -> None:
-        self.creates += 1
-        raise err(TransientOrbctlError, "create", name, MISSING)
+    return ScriptedOrb().script("create", no_ip_create())
 
 
 def test_provisioner_stops_creating_once_tripped() -> None:
-    orb = NoIpOrb()
+    orb = no_ip_orb()
     p = make(orb, retries=1)  # two attempts a machine
     with pytest.raises(TransientOrbctlError):
         p.obtain(SPEC)  # attempts 1 and 2
     with pytest.raises(NoAddressError, match="3 machines in a row"):
         p.obtain(SPEC)  # attempt 3 trips it
-    assert orb.creates == THRESHOLD
+    assert len(orb.asked("create")) == THRESHOLD
     with pytest.raises(NoAddressError):
         p.obtain(SPEC)
-    assert orb.creates == THRESHOLD  # no more creates
+    assert len(orb.asked("create")) == THRESHOLD  # no more creates
     assert orb.machines == {}
 
 
 def test_provisioner_success_in_between_resets_the_count() -> None:
-    orb = NoIpOrb()
+    orb = no_ip_orb()
     p = make(orb, retries=THRESHOLD - 2)  # THRESHOLD - 1 attempts a machine
     with pytest.raises(TransientOrbctlError):
         p.obtain(SPEC)
