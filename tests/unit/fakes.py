@@ -296,6 +296,11 @@ class ScriptedOrb(FakeOrb):
         self._handlers[verb] = handler
         return self
 
+    def unscripted(self, verb: str) -> Callable[..., Any]:
+        """``verb`` as :class:`FakeOrb` answers it, for a handler that adds to it."""
+        method: Callable[..., Any] = getattr(super(), verb)
+        return method
+
     def asked(self, verb: str) -> list[Call]:
         """The calls of ``verb`` received so far, in order."""
         with self._lock:

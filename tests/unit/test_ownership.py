@@ -1,4 +1,4 @@
-"""Ownership and the purge, with real processes and a recording client.
+"""Ownership and the purge, with real processes and the shared scripted client.
 
 A run is alive while the process its run id names exists with the same start
 time, whatever state directory the run or the purge uses; lease files only
@@ -13,12 +13,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fakes import ScriptedOrb, info
 
-from pytest_orbstack.errors import MachineNotFoundError, OrbctlCommandError
+from pytest_orbstack.errors import OrbctlCommandError
 from pytest_orbstack.naming import machine_name, new_run_id
 from pytest_orbstack.ownership import (
     RunLease,
@@ -32,45 +32,22 @@ from pytest_orbstack.processes import start_identity
 PREFIX = "pytest-test-"
 
 
-@dataclass(frozen=True)
-class Named:
-    name: str
+def existing(*names: str, vanish: tuple[str, ...] = (), undeletable: tuple[str, ...] = ()) -> ScriptedOrb:
+    """``names`` exist; ``vanish`` are deleted by someone else between the first list and delete;
+    a delete naming one of ``undeletable`` fails as a whole, as orbctl's all-or-nothing delete does."""
+    client = ScriptedOrb(*names)
+    gone, refused = set(vanish), set(undeletable)
+    plain_delete = client.unscripted("delete")
 
-
-class RecordingClient:
-    """Answers list/delete like orbctl's all-or-nothing delete, and records calls."""
-
-    def __init__(
-        self,
-        names: list[str],
-        vanish: tuple[str, ...] = (),
-        fail: bool = False,
-        undeletable: tuple[str, ...] = (),
-    ) -> None:
-        self.names = list(names)
-        self.vanish = set(vanish)
-        self.fail = fail
-        #: machines OrbStack cannot delete: a delete naming one of them fails as a whole
-        self.undeletable = set(undeletable)
-        self.calls: list[tuple[str, ...]] = []
-
-    def list(self) -> list[Named]:  # type: ignore[override]
-        self.calls.append(("list",))
-        return [Named(n) for n in sorted(self.names)]
-
-    def delete(self, *names: str, force: bool = True) -> None:
-        self.calls.append(("delete", *names))
-        if self.vanish:  # someone else deleted these between our list and our delete
-            self.names = [n for n in self.names if n not in self.vanish]
-            self.vanish = set()
-        if self.fail or self.undeletable.intersection(names):
+    def delete(*names: str, force: bool = True) -> None:
+        for name in gone:
+            client.machines.pop(name, None)
+        gone.clear()
+        if refused.intersection(names):
             raise OrbctlCommandError(["orbctl", "delete", *names], 1, "", "[-32098] boom")
-        missing = [n for n in names if n not in self.names]
-        if missing:
-            raise MachineNotFoundError(
-                ["orbctl", "delete", *names], 1, "", f"[-32098] machine not found: '{missing[0]}'"
-            )
-        self.names = [n for n in self.names if n not in names]
+        plain_delete(*names, force=force)
+
+    return client.on("delete", delete)
 
 
 @pytest.fixture
@@ -190,7 +167,7 @@ def test_purgeable_spares_live_runs_foreign_names_kept_machines_and_bases(
         "ubuntu",  # no prefix: never
         "my-pytest-test-abcdefgh-gw0-abcdef",  # prefix not at the start: never
     ]
-    named = [Named(n) for n in machines]
+    named = [info("running", name=n) for n in machines]
     assert purgeable(named, PREFIX, directory=leases) == [machines[3], machines[5], machines[6]]
     assert purgeable(named, PREFIX, directory=leases, own_run_id=own) == [
         machines[2],
@@ -204,51 +181,51 @@ def test_purgeable_spares_live_runs_foreign_names_kept_machines_and_bases(
 
 def test_purge_is_one_list_and_one_delete(leases: Path, dead_run: str) -> None:
     names = [machine_name(PREFIX, dead_run, "gw0") for _ in range(5)] + ["keep-me"]
-    client = RecordingClient(names)
+    client = existing(*names)
     result = purge(client, PREFIX, directory=leases)
     assert sorted(result.deleted) == sorted(names[:5])
     assert result.failed == ()
-    assert client.names == ["keep-me"]
-    assert [c[0] for c in client.calls] == ["list", "delete"]
+    assert sorted(client.machines) == ["keep-me"]
+    assert client.verbs() == ["list", "delete"]
 
 
 def test_purge_survives_a_machine_vanishing_mid_purge(leases: Path, dead_run: str) -> None:
     names = sorted(machine_name(PREFIX, dead_run, "gw0") for _ in range(3))
-    client = RecordingClient(names, vanish=(names[1],))
+    client = existing(*names, vanish=(names[1],))
     result = purge(client, PREFIX, directory=leases)
     assert result.deleted == (names[0], names[2])
-    assert client.names == []
-    assert [c[0] for c in client.calls] == ["list", "delete", "list", "delete"]
+    assert sorted(client.machines) == []
+    assert client.verbs() == ["list", "delete", "list", "delete"]
 
 
 def test_purge_reports_a_failed_delete(leases: Path, dead_run: str) -> None:
     names = [machine_name(PREFIX, dead_run, "gw0")]
-    client = RecordingClient(names, fail=True)
+    client = existing(*names, undeletable=tuple(names))
     result = purge(client, PREFIX, directory=leases)
     assert result.deleted == ()
     assert result.failed == tuple(names)
     assert result.error is not None
     assert "delete" in result.error
     assert "boom" in result.error
-    assert [c[0] for c in client.calls] == ["list", "delete", "delete"]  # then one by one
+    assert client.verbs() == ["list", "delete", "delete"]  # then one by one
 
 
 def test_one_undeletable_machine_does_not_keep_the_others(leases: Path, dead_run: str) -> None:
     names = sorted(machine_name(PREFIX, dead_run, "gw0") for _ in range(4))
-    client = RecordingClient(names, undeletable=(names[1],))
+    client = existing(*names, undeletable=(names[1],))
     result = purge(client, PREFIX, directory=leases)
     assert result.deleted == (names[0], names[2], names[3])
     assert result.failed == (names[1],)
     assert result.error is not None
     assert "boom" in result.error
-    assert client.names == [names[1]]
-    assert client.calls == [("list",), ("delete", *names), *[("delete", n) for n in names]]
+    assert sorted(client.machines) == [names[1]]
+    assert client.said() == [("list",), ("delete", *names), *[("delete", n) for n in names]]
 
 
 def test_purge_with_nothing_to_do_only_lists(leases: Path) -> None:
-    client = RecordingClient(["ubuntu"])
+    client = existing("ubuntu")
     assert purge(client, PREFIX, directory=leases).deleted == ()
-    assert client.calls == [("list",)]
+    assert client.said() == [("list",)]
 
 
 def test_dead_leases_are_forgotten(leases: Path) -> None:
@@ -257,7 +234,7 @@ def test_dead_leases_are_forgotten(leases: Path) -> None:
     plain._fd and os.close(plain._fd)
     plain._fd = None  # simulate a crash: the file stays, the lock is gone
     try:
-        purge(RecordingClient([]), PREFIX, directory=leases)
+        purge(existing(), PREFIX, directory=leases)
         assert live.path.exists()
         assert not plain.path.exists()
     finally:
@@ -276,16 +253,16 @@ def _live_from_other_process(run_id: str, directory: Path) -> bool:
 
 def test_reused_bases_are_never_purged_even_by_a_wide_prefix(leases: Path, dead_run: str) -> None:
     names = ["pytest-base-0123456789abcdef", machine_name("pytest-", dead_run, "gw0")]
-    client = RecordingClient(names)
+    client = existing(*names)
     assert purge(client, "pytest-", directory=leases).deleted == (names[1],)
-    assert client.names == [names[0]]
+    assert sorted(client.machines) == [names[0]]
 
 
 def test_others_false_purges_only_the_own_run(leases: Path, dead_run: str) -> None:
     own_run_id = new_run_id()
     own = machine_name(PREFIX, own_run_id, "gw0")
     orphan = machine_name(PREFIX, dead_run, "gw0")
-    client = RecordingClient([own, orphan, "pytest-test-handmade"])
+    client = existing(own, orphan, "pytest-test-handmade")
     result = purge(client, PREFIX, directory=leases, own_run_id=own_run_id, others=False)
     assert result.deleted == (own,)
-    assert sorted(client.names) == sorted([orphan, "pytest-test-handmade"])
+    assert sorted(client.machines) == sorted([orphan, "pytest-test-handmade"])
