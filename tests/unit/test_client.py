@@ -13,10 +13,10 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-from fakes import ScriptedOrb, machine_on
+from fakes import FakeOrbctl, ScriptedOrb, machine_on
 
 from pytest_orbstack import (
     CommandResult,
@@ -42,10 +42,6 @@ from pytest_orbstack.errors import (
     UnsupportedFeatureError,
 )
 from pytest_orbstack.results import CommandFailedError
-
-if TYPE_CHECKING:
-    from conftest import FakeOrbctl
-
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SECRET = "s3cr3t-value-do-not-leak"
