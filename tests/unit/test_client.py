@@ -51,110 +51,83 @@ SECRET = "s3cr3t-value-do-not-leak"
 USAGE = "\nUsage:\n  orbctl create [flags] DISTRO[:VERSION] [NAME]\n"
 
 
+def fails(argv: list[str], stderr: str, expected: type[Exception]) -> tuple[Any, ...]:
+    """A case of orbctl exiting 1 with nothing on stdout."""
+    return (argv, 1, "", stderr, expected)
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "stdout", "stderr", "expected"),
     [
-        (["info", "web"], 1, "", "[-32098] machine not found: 'web'\n", MachineNotFoundError),
-        (["info", "web"], 1, "", "[-32098] machine not found\n", MachineNotFoundError),  # 1.x
-        (["delete", "-f", "a1", "x1"], 1, "", "[-32098] machine not found: 'x1'\n", MachineNotFoundError),
-        (
+        fails(["info", "web"], "[-32098] machine not found: 'web'\n", MachineNotFoundError),
+        fails(["info", "web"], "[-32098] machine not found\n", MachineNotFoundError),  # 1.x
+        fails(["delete", "-f", "a1", "x1"], "[-32098] machine not found: 'x1'\n", MachineNotFoundError),
+        fails(
             ["create", "ubuntu", "web"],
-            1,
-            "",
             "[-32098] create 'web': machine already exists: 'web'\n",
             MachineExistsError,
         ),
-        (
+        fails(
             ["create", "ubuntu", "web"],
-            1,
-            "",
             "[-32098] create 'web': invalid machine name 'web'\n",
             InvalidMachineNameError,
         ),
-        (
+        fails(
             ["create", "ubuntu:focal", "web"],
-            1,
-            "",
             "[-32098] create 'web': make rootfs: image not found: {ubuntu focal arm64 default}\n",
             ImageNotFoundError,
         ),
-        (
+        fails(
             ["create", "ubuntu:99.04", "web"],
-            1,
-            "",
             "[-32098] create 'web': make rootfs: image not found: {ubuntu 99.04 arm64 default}\n",
             ImageNotFoundError,
         ),
-        (["create", "windows"], 1, "", "Error: invalid distro: windows" + USAGE, ImageNotFoundError),
-        (
+        fails(["create", "windows"], "Error: invalid distro: windows" + USAGE, ImageNotFoundError),
+        fails(
             ["create", "ubuntu", "web"],
-            1,
-            "",
             "[-32098] create 'web': setup: machine didn't start in 30s (missing IP address)\n",
             TransientOrbctlError,
         ),
-        (
+        fails(
             ["create", "ubuntu", "web"],
-            1,
-            "",
             "[-32098] create 'web': make rootfs: download metadata: GET download status: 502 Bad Gateway\n",
             TransientOrbctlError,
         ),
-        (
-            ["list", "-f", "json"],
-            1,
-            "",
-            "start VM: timed out waiting for VM to start\n",
-            OrbStackNotRunningError,
+        fails(
+            ["list", "-f", "json"], "start VM: timed out waiting for VM to start\n", OrbStackNotRunningError
         ),
-        (["list", "-f", "json"], 1, "", "timed out waiting for services to start\n", TransientOrbctlError),
-        (
+        fails(["list", "-f", "json"], "timed out waiting for services to start\n", TransientOrbctlError),
+        fails(
             ["delete", "-f", "web"],
-            1,
-            "",
             "[-32098] cannot transition from creating to deleting\n",
             TransientOrbctlError,
         ),
-        (
-            ["start", "web"],
-            1,
-            "",
-            "[-32098] cannot transition from creating to starting\n",
-            TransientOrbctlError,
+        fails(
+            ["start", "web"], "[-32098] cannot transition from creating to starting\n", TransientOrbctlError
         ),
         (["status"], 1, "Stopped\n", "", OrbStackNotRunningError),
         (["status"], 2, "Starting\n", "", TransientOrbctlError),
         # everything else is the base class
-        (
-            ["create", "-a", "x", "ubuntu"],
-            1,
-            "",
-            "Error: invalid architecture: x" + USAGE,
-            OrbctlCommandError,
-        ),
-        (["info"], 1, "", "Error: accepts 1 arg(s), received 0" + USAGE, OrbctlCommandError),
-        (["list", "--foo"], 1, "", "Error: unknown flag: --foo" + USAGE, OrbctlCommandError),
-        (["list", "-x"], 1, "", "Error: unknown shorthand flag: 'x' in -x" + USAGE, OrbctlCommandError),
-        (["create", "-a"], 1, "", "Error: flag needs an argument: --arch" + USAGE, OrbctlCommandError),
-        (["foo"], 1, "", 'Error: unknown command "foo" for "orbctl"\n', OrbctlCommandError),
-        (["delete"], 1, "", "Error: no machines specified" + USAGE, OrbctlCommandError),
-        (["list", "-f", "yaml"], 1, "", "Error: invalid format: yaml\n", OrbctlCommandError),
-        (["run", "--", "ls"], 1, "", "Error: unknown flag --\n", OrbctlCommandError),
-        (
+        fails(["create", "-a", "x", "ubuntu"], "Error: invalid architecture: x" + USAGE, OrbctlCommandError),
+        fails(["info"], "Error: accepts 1 arg(s), received 0" + USAGE, OrbctlCommandError),
+        fails(["list", "--foo"], "Error: unknown flag: --foo" + USAGE, OrbctlCommandError),
+        fails(["list", "-x"], "Error: unknown shorthand flag: 'x' in -x" + USAGE, OrbctlCommandError),
+        fails(["create", "-a"], "Error: flag needs an argument: --arch" + USAGE, OrbctlCommandError),
+        fails(["foo"], 'Error: unknown command "foo" for "orbctl"\n', OrbctlCommandError),
+        fails(["delete"], "Error: no machines specified" + USAGE, OrbctlCommandError),
+        fails(["list", "-f", "yaml"], "Error: invalid format: yaml\n", OrbctlCommandError),
+        fails(["run", "--", "ls"], "Error: unknown flag --\n", OrbctlCommandError),
+        fails(
             ["create", "-c", "/x.yml", "ubuntu"],
-            1,
-            "",
             "open /x.yml: no such file or directory\n",
             OrbctlCommandError,
         ),
-        (
+        fails(
             ["push", "-m", "web", "/nope"],
-            1,
-            "",
             "cp: cannot stat '/mnt/mac/nope': No such file or directory\n",
             OrbctlCommandError,
         ),
-        (["run", "-m", "nosuch", "true"], 1, "", "", OrbctlCommandError),  # unknown -m, no message
+        fails(["run", "-m", "nosuch", "true"], "", OrbctlCommandError),  # unknown -m, no message
         (["status"], 3, "", "", OrbctlCommandError),
     ],
 )
