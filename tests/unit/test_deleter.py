@@ -22,6 +22,16 @@ class Gate:
         self.deleted.append(machine)
 
 
+def submitted(count: int, *, threads: int) -> tuple[Gate, BackgroundDeleter]:
+    """A deleter given machines ``m0``... ``m{count-1}``, once its first delete is held at the gate."""
+    gate = Gate()
+    deleter = BackgroundDeleter(gate, threads=threads)
+    for i in range(count):
+        deleter.submit(f"m{i}")
+    assert gate.started.wait(10)
+    return gate, deleter
+
+
 def test_submit_returns_before_the_delete_and_close_waits_for_it() -> None:
     gate = Gate()
     deleter = BackgroundDeleter(gate)
@@ -41,11 +51,7 @@ def test_submit_returns_before_the_delete_and_close_waits_for_it() -> None:
 
 
 def test_concurrency_is_bounded_and_every_machine_is_deleted() -> None:
-    gate = Gate()
-    deleter = BackgroundDeleter(gate, threads=2)
-    for i in range(5):
-        deleter.submit(f"m{i}")
-    assert gate.started.wait(10)
+    gate, deleter = submitted(5, threads=2)
     assert deleter.pending == 5  # two under way, three queued
     gate.release.set()
     deleter.close()
@@ -53,11 +59,7 @@ def test_concurrency_is_bounded_and_every_machine_is_deleted() -> None:
 
 
 def test_close_without_wait_drops_the_deletes_not_started() -> None:
-    gate = Gate()
-    deleter = BackgroundDeleter(gate, threads=1)
-    for i in range(3):
-        deleter.submit(f"m{i}")
-    assert gate.started.wait(10)
+    gate, deleter = submitted(3, threads=1)
     deleter.close(wait=False)  # Ctrl-C: m1 and m2 are left to the run's purge
     gate.release.set()
     for _ in range(300):
