@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, Optional
 
-#: run's flags that take a value, and the option each sets (``runcmd.parse_run`` uses them too).
+#: run's flags that take a value, and the option each sets.
 RUN_FLAGS = {
     "-m": "machine",
     "--machine": "machine",
@@ -55,25 +55,31 @@ def home_dir(environ: Optional[Mapping[str, str]] = None) -> str:
     return os.path.join(base, "orbsim")
 
 
-def _parse(argv: list[str]) -> Optional[tuple[dict[str, str], bool, list[str]]]:
-    """``runcmd.parse_run`` for well-formed argv; None for anything it would report."""
+def scan_run(argv: list[str]) -> tuple[dict[str, str], bool, list[str], Optional[tuple[str, str]]]:
+    """(options, shell flag, command, trouble) from run's argv, as ``runcmd.parse_run`` reads it.
+
+    ``trouble`` is None, or what stopped the scan: ``("help", word)``, ``("unknown", word)``
+    or ``("needs-value", flag)``.
+    """
     opts: dict[str, str] = {}
     shell = False
     rest = list(argv)
     while rest and rest[0].startswith("-") and rest[0] != "-":
         word = rest.pop(0)
         name, eq, value = word.partition("=")
+        if name in ("-h", "--help"):
+            return opts, shell, rest, ("help", word)
         if name in ("-s", "--shell") and not eq:
             shell = True
         elif name in RUN_FLAGS:
             if not eq:
                 if not rest:
-                    return None
+                    return opts, shell, rest, ("needs-value", name)
                 value = rest.pop(0)
             opts[RUN_FLAGS[name]] = value
         else:
-            return None
-    return opts, shell, rest
+            return opts, shell, rest, ("unknown", word)
+    return opts, shell, rest, None
 
 
 class _ScanContext:
@@ -148,10 +154,9 @@ def run(argv: list[str]) -> Optional[int]:
         return None
     if not enter.available():
         return None
-    parsed = _parse(argv)
-    if parsed is None:
+    opts, shell, command, trouble = scan_run(argv)
+    if trouble is not None:  # the full CLI reports it
         return None
-    opts, shell, command = parsed
     root = home_dir()
     data = _load(os.path.join(root, "state.json"))
     if data is None or data.get("vm", "running") != "running":

@@ -19,7 +19,7 @@ from typing import Optional
 from . import version as versions
 from .cobra import Command, HelpRequested, Opts, UsageError
 from .common import Ctx, ServiceError, default_machine, gate_faults, lookup, own_fault, reconcile, vm_gate
-from .fastrun import RUN_FLAGS, command_and_workdir, forwarded_env
+from .fastrun import RUN_FLAGS, command_and_workdir, forwarded_env, scan_run
 from .lifecycle import boot, start_machines
 from .state import Record
 
@@ -27,25 +27,15 @@ __all__ = ["RUN_FLAGS", "cmd_pull", "cmd_push", "cmd_run", "forwarded_env", "par
 
 
 def parse_run(argv: list[str], run: Command) -> tuple[dict[str, str], bool, list[str]]:
-    """(options, shell flag, command) from run's argv."""
-    opts: dict[str, str] = {}
-    shell = False
-    rest = list(argv)
-    while rest and rest[0].startswith("-") and rest[0] != "-":
-        word = rest.pop(0)
-        name, eq, value = word.partition("=")
-        if name in ("-h", "--help"):
+    """(options, shell flag, command) from run's argv; help or a bad flag is raised."""
+    opts, shell, rest, trouble = scan_run(argv)
+    if trouble is not None:
+        kind, word = trouble
+        if kind == "help":
             raise HelpRequested(run)
-        if name in ("-s", "--shell") and not eq:
-            shell = True
-        elif name in RUN_FLAGS:
-            if not eq:
-                if not rest:
-                    raise UsageError(f"flag needs an argument: {name}", run)
-                value = rest.pop(0)
-            opts[RUN_FLAGS[name]] = value
-        else:
-            raise UsageError(f"unknown flag {word}", run)
+        raise UsageError(
+            f"flag needs an argument: {word}" if kind == "needs-value" else f"unknown flag {word}", run
+        )
     return opts, shell, rest
 
 

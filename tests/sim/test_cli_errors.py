@@ -34,6 +34,7 @@ def sim(tmp_path: Path) -> Iterator[Sim]:
         (["delete"], "no machines specified"),
         (["run", "--", "true"], "unknown flag --"),
         (["run", "--bogus", "true"], "unknown flag --bogus"),
+        (["run", "-m"], "flag needs an argument: -m"),
     ],
 )
 def test_usage_errors_print_error_and_usage_and_exit_1(sim: Sim, args: list[str], message: str) -> None:

@@ -133,6 +133,17 @@ def test_unusual_runs_take_the_full_cli(sim: Sim) -> None:
     assert sim.argv_log()[-1] == ["orbsim", "run", "--bogus", "true"]
 
 
+def test_run_argv_is_scanned_once_for_both_paths() -> None:
+    """The fast path and the full CLI read run's flags with one scanner; what it stops at, the CLI reports."""
+    got = fastrun.scan_run(["-m", "vm", "--user=root", "-s", "-w", "/srv", "echo", "-x"])
+    assert got == ({"machine": "vm", "user": "root", "workdir": "/srv"}, True, ["echo", "-x"], None)
+    assert fastrun.scan_run(["-", "x"]) == ({}, False, ["-", "x"], None)
+    assert fastrun.scan_run(["-m", "vm", "-w"])[3] == ("needs-value", "-w")
+    assert fastrun.scan_run(["-h=1", "true"])[3] == ("help", "-h=1")
+    assert fastrun.scan_run(["--", "ls"])[3] == ("unknown", "--")
+    assert fastrun.scan_run(["--shell=1", "ls"])[3] == ("unknown", "--shell=1")
+
+
 def test_loads_and_dumps_match_json() -> None:
     for text in ['{"a": [1, 2.5, null, true, "x\\u00e9"], "b": {}}', ' {"k": 1e400}\n', "[]"]:
         assert fastrun.loads(text) == json.loads(text)
