@@ -120,6 +120,15 @@ def _lookup_short(cmd: Command, char: str) -> Optional[Flag]:
     return next((f for f in cmd.flags if f.short == char), None)
 
 
+def _flag_value(inline: Optional[str], rest: list[str], missing: str, cmd: Command) -> str:
+    """A flag's value: given in the same word (``--f=v``, ``-fv``), else the next word, else ``missing``."""
+    if inline is not None:
+        return inline
+    if rest:
+        return rest.pop(0)
+    raise UsageError(missing, cmd)
+
+
 def parse_flags(cmd: Command, argv: Sequence[str]) -> tuple[Opts, list[str]]:
     """pflag's interspersed parsing: flags anywhere, ``--`` ends them."""
     opts: Opts = {f.long: (False if f.is_bool else None) for f in cmd.flags}
@@ -137,12 +146,9 @@ def parse_flags(cmd: Command, argv: Sequence[str]) -> tuple[Opts, list[str]]:
                 raise UsageError(f"unknown flag: --{name}", cmd)
             if flag.is_bool:
                 opts[flag.long] = value.lower() not in ("false", "0", "f") if eq else True
-            elif eq:
-                opts[flag.long] = value
-            elif rest:
-                opts[flag.long] = rest.pop(0)
             else:
-                raise UsageError(f"flag needs an argument: --{name}", cmd)
+                missing = f"flag needs an argument: --{name}"
+                opts[flag.long] = _flag_value(value if eq else None, rest, missing, cmd)
         elif word.startswith("-") and len(word) > 1:
             cluster = word[1:]
             i = 0
@@ -156,14 +162,9 @@ def parse_flags(cmd: Command, argv: Sequence[str]) -> tuple[Opts, list[str]]:
                     i += 1
                     continue
                 tail = cluster[i + 1 :]
-                if tail.startswith("="):
-                    opts[flag.long] = tail[1:]
-                elif tail:
-                    opts[flag.long] = tail
-                elif rest:
-                    opts[flag.long] = rest.pop(0)
-                else:
-                    raise UsageError(f"flag needs an argument: '{char}' in -{cluster}", cmd)
+                inline = tail[1:] if tail.startswith("=") else (tail or None)
+                missing = f"flag needs an argument: '{char}' in -{cluster}"
+                opts[flag.long] = _flag_value(inline, rest, missing, cmd)
                 break
         else:
             args.append(word)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_orbstack.sim import cli, version
+from pytest_orbstack.sim import cli, cobra, version
 from pytest_orbstack.sim.cobra import Command, Flag, Opts, UsageError
 from pytest_orbstack.sim.common import Ctx
 
@@ -68,3 +68,37 @@ def test_errors_carry_the_usage_of_the_command_being_run(capsys: pytest.CaptureF
         capsys.readouterr().err
         == 'Error: unknown command "nope" for "orbctl"\nRun \'orbctl --help\' for usage.\n'
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--format", "json"],
+        ["--format=json"],
+        ["-f", "json"],
+        ["-fjson"],
+        ["-f=json"],
+        ["-af", "json"],
+        ["-afjson"],
+    ],
+)
+def test_a_flag_value_in_each_of_pflags_forms(argv: list[str]) -> None:
+    cmd = Command(
+        "list",
+        "list",
+        "List",
+        flags=[Flag("format", "f", "output format"), Flag("all", "a", "all", is_bool=True)],
+    )
+    opts, args = cobra.parse_flags(cmd, [*argv, "x"])
+    assert (opts["format"], args) == ("json", ["x"])
+    assert opts["all"] is ("-a" in argv[0])
+
+
+def test_an_empty_value_given_in_the_word_is_a_value_and_a_missing_one_an_error() -> None:
+    cmd = Command("list", "list", "List", flags=[Flag("format", "f", "output format")])
+    assert cobra.parse_flags(cmd, ["--format="])[0]["format"] == ""
+    assert cobra.parse_flags(cmd, ["-f="])[0]["format"] == ""
+    with pytest.raises(UsageError, match="flag needs an argument: --format"):
+        cobra.parse_flags(cmd, ["--format"])
+    with pytest.raises(UsageError, match="flag needs an argument: 'f' in -f"):
+        cobra.parse_flags(cmd, ["-f"])
