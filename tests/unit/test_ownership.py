@@ -230,15 +230,27 @@ def test_purge_with_nothing_to_do_only_lists(leases: Path) -> None:
 
 def test_dead_leases_are_forgotten(leases: Path) -> None:
     live = RunLease.acquire("liverun0", PREFIX, "orbctl", leases)
-    plain = RunLease.acquire("deadrun5", PREFIX, "orbctl", leases)
-    plain._fd and os.close(plain._fd)
-    plain._fd = None  # simulate a crash: the file stays, the lock is gone
+    crashed = _lease_of_a_crashed_run("deadrun5", leases)  # the file stays, the lock is gone
     try:
+        assert crashed.exists()
         purge(existing(), PREFIX, directory=leases)
         assert live.path.exists()
-        assert not plain.path.exists()
+        assert not crashed.exists()
     finally:
         live.release()
+
+
+def _lease_of_a_crashed_run(run_id: str, directory: Path) -> Path:
+    """The lease file of a run whose process ended without releasing it."""
+    code = (
+        "import os, sys; from pathlib import Path; from pytest_orbstack.ownership import RunLease;"
+        f"lease = RunLease.acquire({run_id!r}, {PREFIX!r}, 'orbctl', Path({str(directory)!r}));"
+        "sys.stdout.write(str(lease.path)); sys.stdout.flush(); os._exit(0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], timeout=60, check=True, capture_output=True, text=True
+    )
+    return Path(done.stdout)
 
 
 def _live_from_other_process(run_id: str, directory: Path) -> bool:
