@@ -10,11 +10,14 @@ found``.  Tests that need a real executable use the ``fake_orbctl`` fixture inst
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from pytest_orbstack.bases import CloneSource, install
+from pytest_orbstack.bases import BaseManager, install
+from pytest_orbstack.clonesource import CloneSource
+from pytest_orbstack.context import Limits, Namer, Time
 from pytest_orbstack.errors import (
     ImageNotFoundError,
     MachineExistsError,
@@ -174,18 +177,19 @@ def make(
     *,
     worker: str = "gw0",
     run_id: str = RUN,
+    ready_timeout: float = 1.0,
+    machine_timeout: float = 1200.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = lambda s: None,
 ) -> Provisioner:
-    """A provisioner over ``orb`` that never sleeps, reporting to a :class:`Stats`."""
+    """A provisioner over ``orb`` that never sleeps (unless told to), reporting to a :class:`Stats`."""
     return Provisioner(
         orb,
-        run_id=run_id,
-        worker=worker,
-        prefix="pytest-test-",
-        ready_timeout=1.0,
-        policy=RetryPolicy(retries=retries),
+        namer=Namer("pytest-test-", run_id, worker),
+        limits=Limits(ready_timeout, machine_timeout, RetryPolicy(retries=retries)),
         hooks=hooks or Hooks(),
-        stats=Stats(),
-        sleep=lambda s: None,
+        events=Stats(),
+        time=Time(clock, sleep),
     )
 
 
@@ -198,18 +202,23 @@ def worker(
     reuse: str = "off",
     run_id: str = RUN,
     sources: tuple[str, ...] = ("def hook(): pass",),
+    retries: int = 2,
+    ready_timeout: float = 1.0,
+    machine_timeout: float = 1200.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = lambda s: None,
 ) -> Provisioner:
     """A provisioner of one (simulated) worker with the clone fast path installed."""
-    p = Provisioner(
+    p = make(
         orb,
-        run_id=run_id,
+        hooks,
+        retries,
         worker=name,
-        prefix="pytest-test-",
-        ready_timeout=1.0,
-        policy=RetryPolicy(retries=2),
-        hooks=hooks or Hooks(),
-        stats=Stats(),
-        sleep=lambda s: None,
+        run_id=run_id,
+        ready_timeout=ready_timeout,
+        machine_timeout=machine_timeout,
+        clock=clock,
+        sleep=sleep,
     )
     manager = install(
         p,
@@ -227,6 +236,7 @@ def worker(
 
 def built(p: Provisioner) -> list[str]:
     assert isinstance(p.source, CloneSource)
+    assert isinstance(p.source.bases, BaseManager)
     return p.source.bases.built
 
 
