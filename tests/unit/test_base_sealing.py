@@ -16,7 +16,7 @@ import pytest
 from fakes import FakeOrb, Hooks, make, worker
 
 from pytest_orbstack import cloudinit
-from pytest_orbstack.bases import SEAL, VolatileProvisionWarning
+from pytest_orbstack.basebuild import SEAL, VolatileProvisionWarning
 from pytest_orbstack.basestore import BaseBuildError
 from pytest_orbstack.errors import OrbctlTimeoutError
 from pytest_orbstack.machine import Machine

@@ -35,6 +35,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "provisioner",
         "basekey",
         "basestore",
+        "basebuild",
         "clonesource",
         "bases",
         "prefetch",
