@@ -1,4 +1,10 @@
-"""The :class:`Machine` handle that tests receive, and the result of a command run in it."""
+"""The :class:`Machine` handle that tests receive, and the result of a command run in it.
+
+Longer than most modules on purpose: :class:`Machine` is the public handle, one
+class whose methods are what a test author calls (run, files, life cycle); its
+life cycle calls go to a :class:`MachineManager` and only the command running
+and its history live here.
+"""
 
 from __future__ import annotations
 

@@ -196,10 +196,8 @@ class Provisioner:
     def delete(self, machine: Machine) -> None:
         if machine.deleted:
             return
-        self.context.delete_name(machine.name)
+        self.context.delete_recorded(machine.name)
         machine.deleted = True
-        self.context.events.record_deleted()
-        self.context.events.event(f"deleted {machine.name}", verbose=True)
 
     def wait_ready(self, machine: Machine, timeout: float, *, started: bool = False) -> MachineInfo:
         """Wait until ``machine`` is ready; ``started``: it was just started here (see readiness)."""
