@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Final, NamedTuple
+from typing import TYPE_CHECKING, Callable, Final, NamedTuple, Optional
 
 from pytest_orbstack import naming
 from pytest_orbstack.deadline import Deadline
@@ -114,6 +114,25 @@ class MakeContext:
             self.events.record_failed_delete(name, first_line(exc))
             self.events.event(f"could not delete {name}: {first_line(exc)}")
 
-    def wait_ready(self, name: str, timeout: float, **how: Any) -> MachineInfo:
+    def wait_ready(
+        self,
+        name: str,
+        timeout: float,
+        *,
+        started: bool = False,
+        probed: bool = False,
+        home: Optional[str] = None,
+        creating_timeout: Optional[float] = None,
+    ) -> MachineInfo:
         """:func:`~pytest_orbstack.readiness.wait_ready` on this context's client and clock."""
-        return wait_ready(self.client, name, timeout, clock=self.time.clock, sleep=self.time.sleep, **how)
+        return wait_ready(
+            self.client,
+            name,
+            timeout,
+            started=started,
+            probed=probed,
+            home=home,
+            creating_timeout=creating_timeout,
+            clock=self.time.clock,
+            sleep=self.time.sleep,
+        )
