@@ -22,9 +22,10 @@ from typing import Any, Final, Optional, cast
 
 import pytest
 
-from pytest_orbstack import availability, bases, naming, ownership
+from pytest_orbstack import availability, basekey, bases, naming, ownership
 from pytest_orbstack.breaker import AddressBreaker
 from pytest_orbstack.client import find_orbctl
+from pytest_orbstack.context import Limits, Namer
 from pytest_orbstack.errors import (
     MarkerError,
     OrbctlCommandError,
@@ -176,25 +177,27 @@ class OrbRuntime:
             availability.give_up(self.unavailable, self.settings.if_unavailable)
         with self._lock:
             if self._provisioner is None:
+                settings = self.settings
+                flag = None  # one breaker for the run's processes
+                if self.lock_dir is not None:
+                    flag = self.lock_dir / f"orbstack-no-address-{self.run_id}"
                 self._provisioner = Provisioner(
                     cast(Orbctl, self._client),  # made by start_once
-                    run_id=self.run_id,
-                    worker=self.worker,
-                    prefix=self.settings.prefix,
-                    ready_timeout=self.settings.ready_timeout,
-                    policy=RetryPolicy(retries=self.settings.retries),
+                    namer=Namer(settings.prefix, self.run_id, self.worker),
+                    limits=Limits(
+                        settings.ready_timeout,
+                        settings.machine_timeout,
+                        RetryPolicy(retries=settings.retries),
+                    ),
                     hooks=_BoundHooks(self.config),
-                    stats=self.stats,
-                    machine_timeout=self.settings.machine_timeout,
+                    events=self.stats,
+                    breaker=AddressBreaker(flag=flag),
                 )
                 self._provisioner.delete_in_background()
-                if self.lock_dir is not None:  # one breaker for the run's processes
-                    flag = self.lock_dir / f"orbstack-no-address-{self.run_id}"
-                    self._provisioner.breaker = AddressBreaker(flag=flag)
                 self._install_clone(self._provisioner)
-                if self.settings.prefetch_limit:
+                if settings.prefetch_limit:
                     self._provisioner.source = PrefetchSource(
-                        self._provisioner, self._provisioner.source, limit=self.settings.prefetch_limit
+                        self._provisioner.context, self._provisioner.source, limit=settings.prefetch_limit
                     )
             return self._provisioner
 
@@ -263,7 +266,7 @@ class OrbRuntime:
                 version=version,
                 reuse=settings.reuse,
                 lock_dir=lock_dir,
-                sources=lambda: bases.provision_sources(hook),
+                sources=lambda: basekey.provision_sources(hook),
                 state_dir=ownership.state_dir(),
                 lock_timeout=bases.wait_seconds(
                     settings.create_timeout, settings.ready_timeout, settings.retries

@@ -1,4 +1,10 @@
-"""The :class:`Machine` handle that tests receive, and the result of a command run in it."""
+"""The :class:`Machine` handle that tests receive, and the result of a command run in it.
+
+Longer than most modules on purpose: :class:`Machine` is the public handle, one
+class whose methods are what a test author calls (run, files, life cycle); its
+life cycle calls go to a :class:`MachineManager` and only the command running
+and its history live here.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ if TYPE_CHECKING:
     from pytest_orbstack.models import MachineInfo, MachineSpec
     from pytest_orbstack.orbctl import Orbctl
 
-__all__ = ["Machine"]
+__all__ = ["Machine", "MachineManager"]
 
 #: How many recent commands a machine remembers for failure reports.
 HISTORY: Final = 20
@@ -59,11 +65,21 @@ def _check_access(result: RunResult, method: str, path: str, user: Optional[str]
     raise CommandFailedError(result, hint)
 
 
-class _Manager(Protocol):
-    """What a machine needs from whoever manages its life (the provisioner)."""
+class MachineManager(Protocol):
+    """Whoever manages a machine's life (the provisioner): every life cycle call of a :class:`Machine`.
 
-    client: Orbctl
-    ready_timeout: float
+    The calls that change what the machine is return its fresh info, which the machine keeps.
+    """
+
+    @property
+    def client(self) -> Orbctl: ...
+
+    @property
+    def ready_timeout(self) -> float: ...
+
+    def new_name(self) -> str:
+        """A name for a new machine (a clone that was given none)."""
+        ...
 
     def start(self, machine: Machine) -> MachineInfo: ...
 
@@ -73,7 +89,9 @@ class _Manager(Protocol):
 
     def delete(self, machine: Machine) -> None: ...
 
-    def clone(self, machine: Machine, name: Optional[str]) -> Machine: ...
+    def clone(self, machine: Machine, copy: Machine) -> MachineInfo:
+        """Make ``copy`` a ready clone of ``machine``; deleted with ``machine`` when its fixture ends."""
+        ...
 
     def wait_ready(self, machine: Machine, timeout: float) -> MachineInfo: ...
 
@@ -86,7 +104,7 @@ class Machine:
     """
 
     def __init__(
-        self, manager: _Manager, name: str, spec: MachineSpec, info: Optional[MachineInfo] = None
+        self, manager: MachineManager, name: str, spec: MachineSpec, info: Optional[MachineInfo] = None
     ) -> None:
         self._manager = manager
         self._client = manager.client
@@ -452,7 +470,9 @@ class Machine:
         unset so the clone gets a name with the run's prefix (then a crashed
         run's purge finds it too).
         """
-        return self._manager.clone(self, name)
+        copy = Machine(self._manager, name or self._manager.new_name(), self._spec)
+        copy._remember(self._manager.clone(self, copy))
+        return copy
 
 
 def _machine_trouble(result: RunResult) -> bool:

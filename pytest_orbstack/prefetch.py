@@ -1,7 +1,7 @@
 """Prefetch: the machines the next tests will need are made while the current test runs.
 
 :class:`PrefetchSource` wraps the provisioner's
-:class:`~pytest_orbstack.provisioner.MachineSource` (create or clone).
+:class:`~pytest_orbstack.sources.MachineSource` (create or clone).
 :meth:`PrefetchSource.prepare` makes sure ``count`` machines of a spec are
 ready or on their way, each made in a background thread, never more than
 ``limit`` at once over every spec, and none before the process has made one
@@ -27,20 +27,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Optional
 
 from pytest_orbstack.errors import first_line
-from pytest_orbstack.machine import Machine
 
 if TYPE_CHECKING:
+    from pytest_orbstack.context import MakeContext
     from pytest_orbstack.models import MachineSpec
-    from pytest_orbstack.provisioner import MachineSource, Made, Provisioner
+    from pytest_orbstack.sources import MachineSource, Made
 
 __all__ = ["PrefetchSource"]
 
 
 class PrefetchSource:
-    """A :class:`~pytest_orbstack.provisioner.MachineSource` that can make a machine ahead of its request."""
+    """A :class:`~pytest_orbstack.sources.MachineSource` that can make a machine ahead of its request."""
 
-    def __init__(self, provisioner: Provisioner, inner: MachineSource, *, limit: int = 1) -> None:
-        self._p = provisioner
+    def __init__(self, context: MakeContext, inner: MachineSource, *, limit: int = 1) -> None:
+        self._c = context
         #: the source that really makes machines
         self.inner = inner
         #: the most machines made ahead (ready or on their way) at once, over every spec
@@ -102,7 +102,7 @@ class PrefetchSource:
         self.inner.close(wait=wait)
 
     def _make_ahead(self, spec: MachineSpec) -> Made:
-        name = self._p.new_name()
+        name = self._c.new_name()
         made = self.inner.make(spec, name)
         return dataclasses.replace(made, name=made.name or name)
 
@@ -110,21 +110,21 @@ class PrefetchSource:
         try:
             made = future.result()
         except Exception as exc:  # the source deleted what it made; make one the usual way
-            self._p.stats.event(
+            self._c.events.event(
                 f"a prefetched machine failed, making one now: {first_line(exc)}", verbose=True
             )
             return None
         except BaseException:  # Ctrl-C while waiting: the machine is nobody's, delete it once made
             future.add_done_callback(functools.partial(self._discard, spec))
             raise
-        self._p.stats.event(f"took prefetched machine {made.name}", verbose=True)
+        self._c.events.event(f"took prefetched machine {made.name}", verbose=True)
         return made
 
     def _discard(self, spec: MachineSpec, future: Future[Made]) -> None:
         if future.cancelled() or future.exception() is not None:
             return  # never made, or the source deleted what it made
         made = future.result()
-        machine = Machine(self._p, made.name or made.info.name, spec, made.info)
-        self._p.stats.record_created(made.create_seconds, made.ready_seconds)
-        self._p.stats.event(f"deleting unused prefetched machine {machine.name}", verbose=True)
-        self._p.delete_quietly(machine)
+        name = made.name or made.info.name
+        self._c.events.record_created(made.create_seconds, made.ready_seconds)
+        self._c.events.event(f"deleting unused prefetched machine {name}", verbose=True)
+        self._c.delete_quietly(name)

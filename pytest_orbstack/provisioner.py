@@ -1,321 +1,90 @@
-"""The life of one machine: name, create (retry / adopt), readiness, hooks, hand out; then delete or keep.
+"""The life of one machine: name, make, readiness, hooks, hand out; then delete or keep.
 
 :meth:`Provisioner.obtain` is the one way machines are made.  How a machine
-comes to exist is the job of a :class:`MachineSource`; the default
-:class:`CreateSource` runs ``orbctl create``.  Another source (for example a
-clone of a provisioned base machine) plugs in without changing the fixtures.
+comes to exist is the job of a :class:`~pytest_orbstack.sources.MachineSource`;
+the default :class:`~pytest_orbstack.sources.CreateSource` runs ``orbctl create``.
+Another source (for example a clone of a provisioned base machine) plugs in
+without changing the fixtures.  Sources get the provisioner's
+:class:`~pytest_orbstack.context.MakeContext`, not the provisioner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from pytest_orbstack import cloudinit, naming
 from pytest_orbstack.breaker import AddressBreaker
-from pytest_orbstack.deadline import Deadline
+from pytest_orbstack.context import REAL_TIME, Limits, MakeContext, Namer, Time
 from pytest_orbstack.deleter import BackgroundDeleter, InlineDeleter
-from pytest_orbstack.errors import (
-    MachineExistsError,
-    MachineNotFoundError,
-    MachineNotReadyError,
-    OrbctlCommandError,
-    OrbctlHungError,
-    OrbctlTimeoutError,
-    OrbstackError,
-    TransientOrbctlError,
-    first_line,
-)
+from pytest_orbstack.errors import first_line
 from pytest_orbstack.events import Events, Silent
 from pytest_orbstack.machine import Machine
-from pytest_orbstack.models import MachineSpec
-from pytest_orbstack.readiness import wait_ready
-from pytest_orbstack.retry import RetryPolicy, call_with_retry
+from pytest_orbstack.retry import Retrier
+from pytest_orbstack.sources import CreateSource, MachineHooks, MachineSource, clone_ready
 
 if TYPE_CHECKING:
     from os import PathLike
 
-    from pytest_orbstack.models import MachineInfo
+    from pytest_orbstack.models import MachineInfo, MachineSpec
     from pytest_orbstack.orbctl import Orbctl
 
-__all__ = [
-    "CreateSource",
-    "MachineFactory",
-    "Made",
-    "MachineHooks",
-    "MachineSource",
-    "Provisioner",
-    "clone_timeout",
-]
-
-
-@dataclass(frozen=True)
-class Made:
-    """What a source reports about the machine it made."""
-
-    #: the machine's info once ready
-    info: MachineInfo
-    #: seconds until the machine existed
-    create_seconds: float
-    #: seconds from then until it was ready
-    ready_seconds: float
-    #: True when the provision hooks already ran (e.g. on a base it was cloned from)
-    provisioned: bool = False
-    #: the machine's name when the source made it under a name of its own (ahead), else ``None``
-    name: Optional[str] = None
-
-
-class MachineSource(Protocol):
-    """Makes the machine ``name`` for ``spec`` exist, running and ready."""
-
-    def make(self, spec: MachineSpec, name: str) -> Made: ...
-
-    def close(self, *, wait: bool = True) -> None:
-        """The session ends: let go of whatever the source holds (nothing, for most).
-
-        ``wait=False`` (after Ctrl-C): do not wait for work still under way.
-        """
-
-
-class MachineHooks(Protocol):
-    """The plugin hooks, bound to a config."""
-
-    def provision(self, machine: Machine) -> None: ...
-
-    def ready(self, machine: Machine) -> None: ...
-
-    def teardown(self, machine: Machine) -> None: ...
-
-
-class CreateSource:
-    """Makes machines with ``orbctl create``: retries transient failures, adopts hung creates.
-
-    A create that failed in a way after which the machine may exist anyway
-    (timeout, transient setup error) is checked with ``list``: a machine that
-    exists is adopted if it becomes ready, else deleted and the create retried.
-    ``machine already exists`` right after such a failure means our own create
-    went through: adopt.  A create that hung and left nothing is retried once;
-    the process remembers the hang until a create succeeds, and meanwhile
-    later machines fail at once (see :meth:`Provisioner.check_hung`).  No
-    retry starts after the machine's overall deadline (``--orb-machine-timeout``),
-    a create is killed at that deadline and readiness waits no longer than it.
-    """
-
-    def __init__(self, provisioner: Provisioner) -> None:
-        self._p = provisioner
-
-    def close(self, *, wait: bool = True) -> None:
-        """Nothing held."""
-
-    def _exists(self, name: str) -> bool:
-        try:
-            return any(m.name == name for m in self._p.client.list())
-        except OrbctlCommandError:
-            return True  # cannot tell: treat as existing, readiness or delete will sort it out
-
-    def make(self, spec: MachineSpec, name: str, *, deadline: Optional[Deadline] = None) -> Made:
-        """Make ``name``; ``deadline``: the machine's, when it began before (a base machine's)."""
-        p = self._p
-        policy = p.policy
-        start = p.clock()
-        deadline = deadline if deadline is not None else p.deadline(name)
-        maybe_ours = False  # a previous attempt may have left the machine behind
-        hung = False  # an attempt of this machine hung: one more is allowed, not two
-        p.check_hung("create")
-        for attempt in range(policy.attempts):
-            last = attempt + 1 >= policy.attempts
-            adopted = False
-            try:
-                p.client.create(
-                    spec.image, name, arch=spec.arch, user=spec.user, user_data=spec.user_data,
-                    **deadline.cap_kwargs(_create_timeout(p.client)),
-                )  # fmt: skip
-                p.forget_hang("create")
-            except MachineExistsError:
-                if not maybe_ours:
-                    raise
-                adopted = True
-            except (OrbctlTimeoutError, TransientOrbctlError) as exc:
-                maybe_ours = True
-                if not self._exists(name):
-                    if isinstance(exc, OrbctlTimeoutError):
-                        p.remember_hang("create", exc)
-                        deadline.check(exc)
-                        if hung:
-                            raise
-                        hung = True
-                    if last:
-                        raise
-                    deadline.check(exc)
-                    p.retrying(f"create of {name}", attempt, exc)
-                    continue
-                adopted = True
-            if adopted:
-                p.stats.event(f"adopting {name}: an earlier create of it went through", verbose=True)
-            created = p.clock()
-            try:
-                # an adopted machine may be half made: no probe (it would start it) until seen running;
-                # one still `creating` (a slow image download) is waited for up to the create timeout
-                creating = _create_timeout(p.client) if adopted else None
-                info = wait_ready(
-                    p.client,
-                    name,
-                    deadline.cap(p.ready_timeout),
-                    started=not adopted,
-                    creating_timeout=deadline.cap(creating) if creating is not None else None,
-                    clock=p.clock,
-                    sleep=p.sleep,
-                )
-            except MachineNotReadyError as exc:
-                p.delete_name(name)
-                deadline.check(exc)
-                if not adopted or last:
-                    raise
-                p.retrying(f"create of {name}", attempt, exc)
-                continue
-            return Made(info, created - start, p.clock() - created)
-        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
-
-
-def _create_timeout(client: Any) -> Optional[float]:
-    """The client's create timeout (``--orb-create-timeout``), if it has one."""
-    value = getattr(getattr(client, "timeouts", None), "create", None)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def clone_timeout(client: Any) -> Optional[float]:
-    """The client's clone timeout (``--orb-clone-timeout``), if it has one."""
-    value = getattr(getattr(client, "timeouts", None), "clone", None)
-    return float(value) if isinstance(value, (int, float)) else None
+__all__ = ["MachineFactory", "Provisioner"]
 
 
 class Provisioner:
-    """Makes, hands out and removes the machines of one process (one xdist worker)."""
+    """Makes, hands out and removes the machines of one process (one xdist worker).
+
+    It is the :class:`~pytest_orbstack.machine.MachineManager` of every machine it hands out.
+    """
 
     def __init__(
         self,
         client: Orbctl,
         *,
-        run_id: str,
-        worker: str,
-        prefix: str,
-        ready_timeout: float,
-        policy: RetryPolicy,
+        namer: Namer,
+        limits: Limits,
         hooks: MachineHooks,
-        stats: Optional[Events] = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        machine_timeout: float = 1200.0,
+        events: Optional[Events] = None,
+        breaker: Optional[AddressBreaker] = None,
+        time: Time = REAL_TIME,
     ) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.worker = worker
-        self.prefix = prefix
-        self.ready_timeout = ready_timeout
-        self.policy = policy
+        events = events if events is not None else Silent()
+        #: names the machines of this process; knows the run id and the worker
+        self.namer = namer
+        #: stops making machines once OrbStack gives them no address (shared run-wide by a flag file)
+        self.breaker = breaker if breaker is not None else AddressBreaker()
+        retry = Retrier(
+            limits.policy,
+            events=events,
+            sleep=time.sleep,
+            on_failure=lambda exc: self.breaker.failed(exc, ""),
+        )
+        #: what sources and the base manager are handed
+        self.context = MakeContext(client, namer, limits, events, retry, time)
         self.hooks = hooks
-        self.stats: Events = stats if stats is not None else Silent()
-        self.clock = clock
-        self.sleep = sleep
         #: how machines come to exist; replace to change the strategy
-        self.source: MachineSource = CreateSource(self)
+        self.source: MachineSource = CreateSource(self.context)
         #: how machines a test is done with are deleted; :meth:`delete_in_background` switches
         self.deleter: Union[InlineDeleter, BackgroundDeleter] = InlineDeleter(self.delete_quietly)
-        #: stops making machines once OrbStack gives them no address (replace to share it run-wide)
-        self.breaker = AddressBreaker()
-        #: seconds one machine may take in all, retries included (``--orb-machine-timeout``)
-        self.machine_timeout = machine_timeout
         self._lock = threading.Lock()
         self._clones: dict[str, list[Machine]] = {}
-        #: kind of orbctl call (``create``, ``clone``) -> the one-line message of its first hang
-        self._hung: dict[str, str] = {}
 
-    # --- helpers used by sources -------------------------------------------------------------
+    @property
+    def client(self) -> Orbctl:
+        return self.context.client
 
-    def new_name(self) -> str:
-        return naming.machine_name(self.prefix, self.run_id, self.worker)
+    @property
+    def ready_timeout(self) -> float:
+        return self.context.limits.ready_timeout
 
-    def retrying(self, what: str, attempt: int, exc: BaseException) -> None:
-        """Report a failed attempt and wait before the next one (unless the breaker trips)."""
-        self.breaker.failed(exc, "")
-        wait = self.policy.delay(attempt)
-        self.stats.event(
-            f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}", verbose=True
-        )
-        self.sleep(wait)
-
-    def check_hung(self, kind: str) -> None:
-        """Raise :class:`OrbctlHungError` if an orbctl ``kind`` call hung earlier in this process.
-
-        A hang (killed at its timeout) that no success followed is rarely a
-        one-off: repeating it for every later test would cost the timeout each time.
-        """
-        with self._lock:
-            first = self._hung.get(kind)
-        if first is not None:
-            raise OrbctlHungError(kind, first)
-
-    def remember_hang(self, kind: str, exc: OrbctlTimeoutError) -> None:
-        """Remember that an orbctl ``kind`` call hung (see :meth:`check_hung`)."""
-        with self._lock:
-            self._hung.setdefault(kind, first_line(exc))
-
-    def forget_hang(self, kind: str) -> None:
-        """An orbctl ``kind`` call succeeded: an earlier hang was a one-off."""
-        with self._lock:
-            self._hung.pop(kind, None)
-
-    def deadline(self, name: str) -> Deadline:
-        """The overall deadline of the machine ``name``, from now (``--orb-machine-timeout``)."""
-        return Deadline(name, self.machine_timeout, self.clock)
-
-    def with_retry(
-        self,
-        what: str,
-        func: Callable[[], object],
-        *,
-        kind: Optional[str] = None,
-        deadline: Optional[Deadline] = None,
-    ) -> None:
-        """``func()`` under the run's retry policy; each retry is a progress line.
-
-        With ``kind`` (``clone``), a call of that kind that hung earlier fails
-        at once, and a hang now is remembered.  With a machine's ``deadline``,
-        no retry starts after it (:class:`MachineDeadlineError`).
-        """
-
-        def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
-            if deadline is not None:
-                deadline.check(exc)
-            self.stats.event(
-                f"retrying {what} in {wait:.1f}s (attempt {attempt + 2}): {first_line(exc)}", verbose=True
-            )
-
-        if kind is not None:
-            self.check_hung(kind)
-        try:
-            call_with_retry(func, self.policy, sleep=self.sleep, on_retry=on_retry)
-        except OrbctlTimeoutError as exc:
-            if kind is not None:
-                self.remember_hang(kind, exc)
-            raise
-        if kind is not None:
-            self.forget_hang(kind)
-
-    def delete_name(self, name: str) -> None:
-        """Delete ``name``, retrying transient failures; a machine that is gone counts as deleted."""
-
-        def delete() -> None:
-            with contextlib.suppress(MachineNotFoundError):
-                self.client.delete(name)
-
-        self.with_retry(f"delete of {name}", delete)
+    @property
+    def stats(self) -> Events:
+        return self.context.events
 
     # --- the life cycle ----------------------------------------------------------------------
 
@@ -331,17 +100,18 @@ class Provisioner:
         self.breaker.succeeded()
         name = made.name or name  # a machine made ahead has a name of its own
         machine = Machine(self, name, spec, made.info)
+        events = self.context.events
         try:
             if spec.user_data is not None and not made.provisioned:  # a clone's base was checked
-                cloudinit.check(machine, self.ready_timeout - made.ready_seconds, self.stats.event)
+                cloudinit.check(machine, self.ready_timeout - made.ready_seconds, events.event)
             if not made.provisioned:
                 self.hooks.provision(machine)
             self.hooks.ready(machine)
         except BaseException:
             self.delete_quietly(machine)
             raise
-        self.stats.record_created(made.create_seconds, made.ready_seconds)
-        self.stats.event(
+        events.record_created(made.create_seconds, made.ready_seconds)
+        events.event(
             f"created {name} ({spec.describe()}) in {made.create_seconds:.1f}s, "
             f"ready {made.ready_seconds:.1f}s later",
             verbose=True,
@@ -397,89 +167,71 @@ class Provisioner:
     def _keep(self, machine: Machine) -> None:
         """Keep ``machine`` for debugging: renamed ``pytest-kept-...`` so that no run's purge deletes it."""
         new = naming.kept_name(machine.name)
+        events = self.context.events
         try:
-            self.with_retry(f"rename of {machine.name}", lambda: self.client.rename(machine.name, new))
+            self.context.retry.call(
+                f"rename of {machine.name}", lambda: self.client.rename(machine.name, new)
+            )
         except Exception as exc:
-            self.stats.record_kept(machine.name)
-            self.stats.event(
+            events.record_kept(machine.name)
+            events.event(
                 f"kept {machine.name} for debugging, but renaming it to {new} failed "
                 f"({first_line(exc)}): a later run's purge will delete it"
             )
             return
         machine.deleted = True  # gone under this name: the handle must not act on it any more
-        self.stats.record_kept(new)
-        self.stats.event(f"kept {machine.name} for debugging, renamed {new}")
+        events.record_kept(new)
+        events.event(f"kept {machine.name} for debugging, renamed {new}")
 
     def delete_quietly(self, machine: Machine) -> None:
         """Delete at teardown: a failure is recorded for the summary, not raised."""
         try:
             self.delete(machine)
         except Exception as exc:
-            self.stats.record_failed_delete(machine.name, first_line(exc))
-            self.stats.event(f"could not delete {machine.name}: {first_line(exc)}")
+            self.context.events.record_failed_delete(machine.name, first_line(exc))
+            self.context.events.event(f"could not delete {machine.name}: {first_line(exc)}")
 
-    # --- what Machine delegates --------------------------------------------------------------
+    # --- what Machine delegates (MachineManager) ---------------------------------------------
 
     def delete(self, machine: Machine) -> None:
         if machine.deleted:
             return
-        self.delete_name(machine.name)
+        self.context.delete_recorded(machine.name)
         machine.deleted = True
-        self.stats.record_deleted()
-        self.stats.event(f"deleted {machine.name}", verbose=True)
 
     def wait_ready(self, machine: Machine, timeout: float, *, started: bool = False) -> MachineInfo:
         """Wait until ``machine`` is ready; ``started``: it was just started here (see readiness)."""
-        return wait_ready(
-            self.client, machine.name, timeout, started=started, clock=self.clock, sleep=self.sleep
-        )
+        return self.context.wait_ready(machine.name, timeout, started=started)
 
     def start(self, machine: Machine) -> MachineInfo:
-        self.with_retry(f"start of {machine.name}", lambda: self.client.start(machine.name))
+        self.context.retry.call(f"start of {machine.name}", lambda: self.client.start(machine.name))
         return self.wait_ready(machine, self.ready_timeout, started=True)
 
     def stop(self, machine: Machine, *, force: bool = False) -> None:
-        self.with_retry(f"stop of {machine.name}", lambda: self.client.stop(machine.name, force=force))
+        self.context.retry.call(
+            f"stop of {machine.name}", lambda: self.client.stop(machine.name, force=force)
+        )
 
     def restart(self, machine: Machine) -> MachineInfo:
-        self.with_retry(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
+        self.context.retry.call(f"restart of {machine.name}", lambda: self.client.restart(machine.name))
         return self.wait_ready(machine, self.ready_timeout, started=True)
 
-    def clone(self, machine: Machine, name: Optional[str]) -> Machine:
-        """Clone ``machine`` (``orbctl clone``), start the copy and wait until it is ready,
-        all within the copy's overall deadline (``--orb-machine-timeout``)."""
-        new = name or self.new_name()
-        copy = Machine(self, new, machine.spec)
+    def new_name(self) -> str:
+        return self.context.new_name()
+
+    def clone(self, machine: Machine, copy: Machine) -> MachineInfo:
+        """Clone ``machine`` as ``copy`` (``orbctl clone``), start it and wait until it is ready,
+        all within the copy's overall deadline (``--orb-machine-timeout``); see :func:`clone_ready`."""
         with self._lock:
             # Registered first: a clone that fails or hangs half-way is still deleted with its
             # source (deleting a machine that never came to be counts as done).
             self._clones.setdefault(machine.name, []).append(copy)
-        start = self.clock()
-        deadline = self.deadline(new)
-
-        def clone() -> None:
-            self.client.clone(machine.name, new, **deadline.cap_kwargs(clone_timeout(self.client)))
-
-        try:
-            self.with_retry(f"clone of {machine.name} as {new}", clone, kind="clone", deadline=deadline)
-            created = self.clock()
-            self.with_retry(f"start of {new}", lambda: self.client.start(new), deadline=deadline)
-            info = self.wait_ready(copy, deadline.cap(self.ready_timeout), started=True)
-        except OrbstackError as exc:
-            deadline.check(exc)
-            raise
-        copy = self._with_info(machine.name, copy, info)
-        self.stats.record_created(created - start, self.clock() - created)
-        self.stats.event(f"cloned {machine.name} as {new} in {created - start:.1f}s", verbose=True)
-        return copy
-
-    def _with_info(self, source: str, copy: Machine, info: MachineInfo) -> Machine:
-        """The ready clone ``copy`` of ``source`` as a handle that knows ``info``, registered in its place."""
-        ready = Machine(self, copy.name, copy.spec, info)
-        with self._lock:
-            clones = self._clones[source]
-            clones[clones.index(copy)] = ready
-        return ready
+        made = clone_ready(self.context, machine.name, copy.name, wake_up=False)
+        self.context.events.record_created(made.create_seconds, made.ready_seconds)
+        self.context.events.event(
+            f"cloned {machine.name} as {copy.name} in {made.create_seconds:.1f}s", verbose=True
+        )
+        return made.info
 
 
 class MachineFactory:

@@ -14,13 +14,16 @@ import dataclasses
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
-from pytest_orbstack.bases import CloneSource, install
+from pytest_orbstack.bases import BaseManager, install
+from pytest_orbstack.clonesource import CloneSource
+from pytest_orbstack.context import Limits, Namer, Time
 from pytest_orbstack.errors import (
     ImageNotFoundError,
     MachineExistsError,
@@ -180,18 +183,19 @@ def make(
     *,
     worker: str = "gw0",
     run_id: str = RUN,
+    ready_timeout: float = 1.0,
+    machine_timeout: float = 1200.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = lambda s: None,
 ) -> Provisioner:
-    """A provisioner over ``orb`` that never sleeps, reporting to a :class:`Stats`."""
+    """A provisioner over ``orb`` that never sleeps (unless told to), reporting to a :class:`Stats`."""
     return Provisioner(
         orb,
-        run_id=run_id,
-        worker=worker,
-        prefix="pytest-test-",
-        ready_timeout=1.0,
-        policy=RetryPolicy(retries=retries),
+        namer=Namer("pytest-test-", run_id, worker),
+        limits=Limits(ready_timeout, machine_timeout, RetryPolicy(retries=retries)),
         hooks=hooks or Hooks(),
-        stats=Stats(),
-        sleep=lambda s: None,
+        events=Stats(),
+        time=Time(clock, sleep),
     )
 
 
@@ -204,18 +208,23 @@ def worker(
     reuse: str = "off",
     run_id: str = RUN,
     sources: tuple[str, ...] = ("def hook(): pass",),
+    retries: int = 2,
+    ready_timeout: float = 1.0,
+    machine_timeout: float = 1200.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = lambda s: None,
 ) -> Provisioner:
     """A provisioner of one (simulated) worker with the clone fast path installed."""
-    p = Provisioner(
+    p = make(
         orb,
-        run_id=run_id,
+        hooks,
+        retries,
         worker=name,
-        prefix="pytest-test-",
-        ready_timeout=1.0,
-        policy=RetryPolicy(retries=2),
-        hooks=hooks or Hooks(),
-        stats=Stats(),
-        sleep=lambda s: None,
+        run_id=run_id,
+        ready_timeout=ready_timeout,
+        machine_timeout=machine_timeout,
+        clock=clock,
+        sleep=sleep,
     )
     manager = install(
         p,
@@ -233,6 +242,7 @@ def worker(
 
 def built(p: Provisioner) -> list[str]:
     assert isinstance(p.source, CloneSource)
+    assert isinstance(p.source.bases, BaseManager)
     return p.source.bases.built
 
 

@@ -13,16 +13,15 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
-from fakes import FakeOrb, Hooks, worker
+from fakes import FakeOrb, Hooks, make, worker
 
 from pytest_orbstack import cloudinit
-from pytest_orbstack.bases import SEAL, BaseBuildError, VolatileProvisionWarning
+from pytest_orbstack.basebuild import SEAL, VolatileProvisionWarning
+from pytest_orbstack.basestore import BaseBuildError
 from pytest_orbstack.errors import OrbctlTimeoutError
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.provisioner import Provisioner
-from pytest_orbstack.report import Stats
-from pytest_orbstack.retry import RetryPolicy
 
 FAILED_STATUS = "status: error\nextended_status: error - done\nerrors:\n\t('scripts_user', RuntimeError())\n"
 LOG_TAIL = "+ false\nCloud-init v. 24.1 finished: with errors\n"
@@ -59,17 +58,7 @@ def _user_data(tmp_path: Path) -> str:
 
 
 def _create_only(orb: RunningOrb, hooks: Optional[Hooks] = None) -> Provisioner:
-    return Provisioner(
-        orb,
-        run_id="abcd1234",
-        worker="gw0",
-        prefix="pytest-test-",
-        ready_timeout=1.0,
-        policy=RetryPolicy(retries=0),
-        hooks=hooks or Hooks(),
-        stats=Stats(),
-        sleep=lambda s: None,
-    )
+    return make(orb, hooks, retries=0)
 
 
 LOG_TAIL_ARGV = ("tail", "-n", str(cloudinit.LOG_LINES), cloudinit.LOG)

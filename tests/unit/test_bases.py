@@ -8,25 +8,16 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
-from fakes import RUN, SPEC, FakeOrb, Hooks, built, err, worker
+from fakes import RUN, SPEC, FakeOrb, Hooks, built, err, make, worker
 
-from pytest_orbstack.bases import (
-    BaseBuildError,
-    BaseManager,
-    CloneSource,
-    base_key,
-    clone_decision,
-    hook_sources,
-    install,
-    provision_sources,
-    reused_base_name,
-)
+from pytest_orbstack.basekey import base_key, hook_sources, provision_sources, reused_base_name
+from pytest_orbstack.bases import BaseManager, clone_decision, install
+from pytest_orbstack.basestore import BaseBuildError
+from pytest_orbstack.clonesource import CloneSource
 from pytest_orbstack.errors import TransientOrbctlError
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import MachineSpec, OrbVersion
 from pytest_orbstack.naming import reuse_conflict
-from pytest_orbstack.provisioner import Provisioner
-from pytest_orbstack.retry import RetryPolicy
 
 
 def test_key_is_stable_and_covers_every_part_of_the_spec(tmp_path: Path) -> None:
@@ -316,7 +307,9 @@ def test_bad_reuse_value() -> None:
     with pytest.raises(ValueError, match="reuse must be one of"):
         BaseManager(
             None,  # type: ignore[arg-type]
-            lock_dir=Path("/nonexistent"),
+            None,  # type: ignore[arg-type]
+            manager=None,  # type: ignore[arg-type]
+            provision=lambda machine: None,
             sources=lambda: (),
             reuse="sometimes",
         )
@@ -325,15 +318,7 @@ def test_bad_reuse_value() -> None:
 def test_install_follows_the_clone_decision(tmp_path: Path) -> None:
     orb = FakeOrb()
     p = worker(orb, tmp_path)
-    plain = Provisioner(
-        orb,
-        run_id=RUN,
-        worker="main",
-        prefix="pytest-test-",
-        ready_timeout=1.0,
-        policy=RetryPolicy(),
-        hooks=Hooks(),
-    )
+    plain = make(orb, worker="main")
     before = plain.source
     kwargs: dict[str, Any] = {"reuse": "off", "lock_dir": tmp_path, "sources": lambda: ()}
     assert install(plain, clone="never", version=OrbVersion(2, 0, 4), **kwargs) is None
@@ -385,13 +370,12 @@ def test_a_base_that_vanished_on_stop_is_an_error_not_cloned(tmp_path: Path) -> 
 
 def test_a_base_that_does_not_stop_is_deleted_and_an_error(tmp_path: Path) -> None:
     orb = _StopsBadly("stopping")
-    p = worker(orb, tmp_path)
     now = [0.0]
 
     def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    p.clock, p.sleep = (lambda: now[0]), sleep  # 30 s pass without waiting
+    p = worker(orb, tmp_path, clock=lambda: now[0], sleep=sleep)  # 30 s pass without waiting
     with pytest.raises(BaseBuildError, match="it is stopping, not stopped"):
         p.obtain(SPEC)
     assert orb.ops("clone") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import SPEC, FakeOrb, ScriptedOrb, err, make
@@ -89,18 +90,27 @@ def test_provisioner_stops_creating_once_tripped() -> None:
     assert orb.machines == {}
 
 
+class Recovering(FakeOrb):
+    """Creates fail as OrbStack #2688 does while :attr:`broken`."""
+
+    broken = True
+
+    def create(self, image: str, name: str, **kwargs: Any) -> None:
+        if self.broken:
+            raise err(TransientOrbctlError, "create", name, MISSING)
+        super().create(image, name, **kwargs)
+
+
 def test_provisioner_success_in_between_resets_the_count() -> None:
-    orb = no_ip_orb()
+    orb = Recovering()
     p = make(orb, retries=THRESHOLD - 2)  # THRESHOLD - 1 attempts a machine
     with pytest.raises(TransientOrbctlError):
         p.obtain(SPEC)
-    good = FakeOrb()
-    p.client = good  # OrbStack recovered: the next machine is ready
+    orb.broken = False  # OrbStack recovered: the next machine is ready
     machine = p.obtain(SPEC)
-    p.client = orb
+    orb.broken = True
     with pytest.raises(TransientOrbctlError):
         p.obtain(SPEC)  # THRESHOLD - 1 again: not tripped
     assert not p.breaker.tripped
-    p.client = good
     p.release(machine, keep=False)
-    assert good.machines == {}
+    assert orb.machines == {}

@@ -25,12 +25,18 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "lifecycle": (
         "readiness",
         "deadline",
+        "context",
         "cloudinit",
         "breaker",
         "deleter",
         "machine",
         "health",
+        "sources",
         "provisioner",
+        "basekey",
+        "basestore",
+        "basebuild",
+        "clonesource",
         "bases",
         "prefetch",
         "ownership",
@@ -249,3 +255,22 @@ def test_what_is_allowed_is_not_reported() -> None:
         "    other._private\n"
     )
     assert violations("provisioner", source) == []
+
+
+#: Modules that make machines or keep bases: handed a ``context.MakeContext``, never the provisioner.
+SOURCES = ("context", "sources", "clonesource", "prefetch", "basekey", "basestore", "basebuild")
+
+
+def owner_imports(module: str, source: str) -> list[str]:
+    """Where ``source`` (the text of ``module``) imports the provisioner that owns it."""
+    return [f"{module}.py:{imp.line}" for imp in imports_of(source) if imp.target == "provisioner"]
+
+
+def test_machine_sources_do_not_know_their_owner() -> None:
+    sources = _sources()
+    assert [line for module in SOURCES for line in owner_imports(module, sources[module])] == []
+
+
+def test_an_owner_import_is_found() -> None:
+    line = "if TYPE_CHECKING:\n    from pytest_orbstack.provisioner import Provisioner\n"
+    assert owner_imports("prefetch", f"from typing import TYPE_CHECKING\n{line}") == ["prefetch.py:3"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fakes import SPEC, FakeOrb, Hooks, err, worker
 
-from pytest_orbstack.bases import BaseBuildError
+from pytest_orbstack.basestore import BaseBuildError
 from pytest_orbstack.deadline import Deadline
 from pytest_orbstack.errors import (
     MachineDeadlineError,
@@ -20,7 +20,6 @@ from pytest_orbstack.errors import (
 )
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.provisioner import Provisioner
-from pytest_orbstack.retry import RetryPolicy
 
 
 class Clock:
@@ -36,11 +35,13 @@ class Clock:
         self.now += seconds
 
 
-def _timed(p: Provisioner, clock: Clock, *, machine_timeout: float, retries: int = 10) -> Provisioner:
-    p.clock, p.sleep = clock, clock.advance
-    p.machine_timeout = machine_timeout
-    p.policy = RetryPolicy(retries=retries)
-    return p
+def _timed(
+    orb: FakeOrb, lock_dir: Path, clock: Clock, *, machine_timeout: float, **kwargs: Any
+) -> Provisioner:
+    """A worker on ``clock`` (sleeping advances it) with 10 retries: only the deadline stops them."""
+    return worker(
+        orb, lock_dir, clock=clock, sleep=clock.advance, machine_timeout=machine_timeout, retries=10, **kwargs
+    )
 
 
 def _base_only(orb: FakeOrb) -> None:
@@ -76,7 +77,7 @@ def test_clone_retries_stop_at_the_machine_deadline(tmp_path: Path) -> None:
             raise err(TransientOrbctlError, "clone", new, "cannot transition from stopped to cloning")
 
     orb = SlowlyFailing()
-    p = _timed(worker(orb, tmp_path), clock, machine_timeout=60.0)
+    p = _timed(orb, tmp_path, clock, machine_timeout=60.0)
     with pytest.raises(MachineDeadlineError) as excinfo:
         p.obtain(SPEC)
     message = str(excinfo.value)
@@ -105,7 +106,7 @@ def test_a_clone_is_killed_at_the_machine_deadline_and_the_hang_remembered(tmp_p
             raise OrbctlTimeoutError(["orbctl", "clone", old, new], timeout)
 
     orb = Stalling()
-    p = _timed(worker(orb, tmp_path), clock, machine_timeout=100.0)
+    p = _timed(orb, tmp_path, clock, machine_timeout=100.0)
     with pytest.raises(MachineDeadlineError, match="--orb-machine-timeout"):
         p.obtain(SPEC)
     assert orb.given == [100.0]  # cut from the 300 s clone timeout to the machine's deadline
@@ -137,10 +138,8 @@ def test_clone_start_and_readiness_share_one_deadline(tmp_path: Path) -> None:
             return super().run(machine, command, **kwargs)
 
     orb = SlowStart()
-    p = worker(orb, tmp_path)
-    p.obtain(SPEC)  # the base is built and a first clone is ready, on the real clock's time
-    _timed(p, clock, machine_timeout=60.0)
-    p.ready_timeout = 120.0
+    p = _timed(orb, tmp_path, clock, machine_timeout=60.0, ready_timeout=120.0)
+    p.obtain(SPEC)  # the base is built and a first clone is ready, 50 s after it began
     orb.slow = True
     orb.machines = {name: state for name, state in orb.machines.items() if state == "stopped"}  # the base
     with pytest.raises(MachineDeadlineError, match="--orb-machine-timeout"):
@@ -152,9 +151,8 @@ def test_clone_start_and_readiness_share_one_deadline(tmp_path: Path) -> None:
 def test_machine_clone_keeps_within_the_deadline(tmp_path: Path) -> None:
     clock = Clock()
     orb = FakeOrb()
-    p = worker(orb, tmp_path)
+    p = _timed(orb, tmp_path, clock, machine_timeout=60.0)
     machine: Machine = p.obtain(SPEC)
-    _timed(p, clock, machine_timeout=60.0)
 
     def failing(old: str, new: str) -> None:
         orb.record("clone", new)
@@ -182,7 +180,7 @@ def test_the_base_stop_keeps_within_the_base_deadline_and_hooks_are_not_charged(
             raise err(TransientOrbctlError, "stop", name, "cannot transition from running to stopping")
 
     orb = StopFails()
-    p = _timed(worker(orb, tmp_path, hooks=SlowHooks()), clock, machine_timeout=60.0)
+    p = _timed(orb, tmp_path, clock, machine_timeout=60.0, hooks=SlowHooks())
     with pytest.raises(BaseBuildError) as excinfo:
         p.obtain(SPEC)
     message = str(excinfo.value)

@@ -53,7 +53,7 @@ def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
 
 def prefetching(orb: FakeOrb, hooks: Hooks, limit: int = 2) -> tuple[Provisioner, PrefetchSource]:
     p = make(orb, hooks)
-    source = PrefetchSource(p, p.source, limit=limit)
+    source = PrefetchSource(p.context, p.source, limit=limit)
     p.source = source
     return p, source
 

@@ -104,9 +104,7 @@ def test_a_create_retry_never_starts_after_the_machine_deadline() -> None:
 
     orb = Slow()
     orb.create_faults = ["transient", "transient", "transient"]
-    p = make(orb)
-    p.clock = lambda: now[0]
-    p.machine_timeout = 60.0
+    p = make(orb, clock=lambda: now[0], machine_timeout=60.0)
     with pytest.raises(MachineDeadlineError) as excinfo:
         p.obtain(SPEC)
     message = str(excinfo.value)
@@ -135,9 +133,7 @@ def test_a_create_is_killed_at_the_machine_deadline() -> None:
             raise OrbctlTimeoutError(["orbctl", "create", name], timeout)
 
     orb = Stalling()
-    p = make(orb)
-    p.clock = lambda: now[0]
-    p.machine_timeout = 900.0
+    p = make(orb, clock=lambda: now[0], machine_timeout=900.0)
     with pytest.raises(MachineDeadlineError, match="--orb-machine-timeout") as excinfo:
         p.obtain(SPEC)
     assert orb.given == [600.0, 300.0]  # the retry was cut to what was left of the 900 s
@@ -206,8 +202,7 @@ def test_machine_exists_on_a_first_attempt_is_not_adopted() -> None:
 def test_not_ready_after_a_normal_create_deletes_and_raises() -> None:
     orb = FakeOrb()
     orb.run = lambda *a, **k: SimpleNamespace(returncode=1)  # type: ignore[method-assign]
-    p = make(orb)
-    p.clock = iter(float(n) for n in range(1000)).__next__  # type: ignore[method-assign]
+    p = make(orb, clock=iter(float(n) for n in range(1000)).__next__)
     with pytest.raises(MachineNotReadyError):
         p.obtain(SPEC)
     assert orb.machines == {}
@@ -288,17 +283,31 @@ def test_clone_is_started_and_released_with_its_source() -> None:
     assert orb.machines == {}
 
 
-def test_a_clone_that_hangs_half_way_is_still_deleted_with_its_source() -> None:
+def test_a_clone_that_hangs_half_way_is_deleted_at_once() -> None:
     orb = FakeOrb()
     p = make(orb)
     machine = p.obtain(SPEC)
     orb.clone_faults = [OrbctlTimeoutError(["orbctl", "clone", machine.name, "x"], 3)]
     with pytest.raises(OrbctlTimeoutError):
-        machine.clone("pytest-test-abcd1234-gw0-copy01")
-    assert "pytest-test-abcd1234-gw0-copy01" in orb.machines  # made although the call hung
+        machine.clone("pytest-test-abcd1234-gw0-copy01")  # made although the call hung
+    assert orb.machines == {machine.name: "running"}
+    assert orb.ops("delete") == ["pytest-test-abcd1234-gw0-copy01"]
     with pytest.raises(OrbctlHungError, match=r"clone again in this run: an earlier one hung \(orbctl clone"):
         machine.clone("pytest-test-abcd1234-gw0-copy02")  # a clone hang is not repeated
     assert "pytest-test-abcd1234-gw0-copy02" not in orb.machines
+    p.release(machine, keep=False)
+    assert orb.machines == {}
+
+
+def test_a_half_made_clone_that_cannot_be_deleted_at_once_is_deleted_with_its_source() -> None:
+    orb = FakeOrb()
+    p = make(orb)
+    machine = p.obtain(SPEC)
+    orb.clone_faults = [OrbctlTimeoutError(["orbctl", "clone", machine.name, "x"], 3)]
+    orb.delete_faults = [err(OrbctlCommandError, "delete", "x", "cannot delete right now")]
+    with pytest.raises(OrbctlTimeoutError):  # the clone's own error, not the delete's
+        machine.clone("pytest-test-abcd1234-gw0-copy01")
+    assert "pytest-test-abcd1234-gw0-copy01" in orb.machines
     p.release(machine, keep=False)
     assert orb.machines == {}
 

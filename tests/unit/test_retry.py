@@ -1,4 +1,4 @@
-"""retry.py: only transient errors are retried, with growing, jittered, capped waits."""
+"""retry.py: only transient errors are retried, with growing, jittered, capped waits; the Retrier."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import random
 
 import pytest
 
-from pytest_orbstack.errors import ImageNotFoundError, TransientOrbctlError
-from pytest_orbstack.retry import MAX_RETRIES, RetryPolicy, call_with_retry
+from pytest_orbstack.errors import (
+    ImageNotFoundError,
+    OrbctlHungError,
+    OrbctlTimeoutError,
+    TransientOrbctlError,
+    first_line,
+)
+from pytest_orbstack.retry import MAX_RETRIES, Retrier, RetryPolicy, call_with_retry
 
 
 def transient() -> TransientOrbctlError:
@@ -95,3 +101,88 @@ def test_retries_are_capped(retries: int) -> None:
     with pytest.raises(ValueError, match=f"from 0 to {MAX_RETRIES}"):
         RetryPolicy(retries=retries)
     assert RetryPolicy(retries=MAX_RETRIES).attempts == MAX_RETRIES + 1
+
+
+# --- Retrier: the one place that decides retries ---------------------------------------------
+
+
+class Lines:
+    """An :class:`~pytest_orbstack.events.Events` that keeps the progress lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def event(self, line: str, *, verbose: bool = False) -> None:
+        self.lines.append(line)
+
+    def waiting(self, line: str) -> None:
+        pass
+
+    def record_created(self, create_seconds: float, ready_seconds: float) -> None:
+        pass
+
+    def record_deleted(self) -> None:
+        pass
+
+    def record_kept(self, name: str) -> None:
+        pass
+
+    def record_failed_delete(self, name: str, error: str) -> None:
+        pass
+
+
+def hang() -> OrbctlTimeoutError:
+    return OrbctlTimeoutError(["orbctl", "clone", "a", "b"], 3.0)
+
+
+def test_retrier_call_retries_with_one_progress_line_each() -> None:
+    lines, waits = Lines(), []
+    retrier = Retrier(RetryPolicy(retries=3), events=lines, sleep=waits.append)
+    func = Flaky(2, transient())
+    retrier.call("start of m", func)
+    assert func.calls == 3
+    assert len(waits) == 2
+    assert [line.split(" in ")[0] for line in lines.lines] == ["retrying start of m"] * 2
+    assert lines.lines[0].endswith(f"(attempt 2): {first_line(transient())}")
+    assert "(attempt 3)" in lines.lines[1]
+
+
+def test_retrier_call_stops_where_the_limit_says() -> None:
+    class Passed:
+        def check(self, exc: BaseException) -> None:
+            raise RuntimeError(f"deadline passed after: {exc.stderr}")  # type: ignore[attr-defined]
+
+    retrier = Retrier(RetryPolicy(retries=5), sleep=lambda s: pytest.fail("slept"))
+    func = Flaky(5, transient())
+    with pytest.raises(RuntimeError, match="deadline passed after: setup"):
+        retrier.call("clone of a as b", func, stop=Passed())
+    assert func.calls == 1
+
+
+def test_retrier_remembers_a_hang_until_a_call_of_that_kind_succeeds() -> None:
+    retrier = Retrier(RetryPolicy(retries=3), sleep=lambda s: None)
+
+    def hung() -> None:
+        raise hang()
+
+    with pytest.raises(OrbctlTimeoutError):
+        retrier.call("clone of a as b", hung, kind="clone")
+    calls: list[str] = []
+    with pytest.raises(OrbctlHungError, match="clone"):
+        retrier.call("clone of a as c", lambda: calls.append("clone"), kind="clone")
+    assert calls == []  # failed at once: no second hang
+    retrier.call("create of d", lambda: calls.append("create"), kind="create")  # another kind runs
+    retrier.forget_hang("clone")  # e.g. a clone through another path went through
+    retrier.call("clone of a as e", lambda: calls.append("clone"), kind="clone")
+    assert calls == ["create", "clone"]
+
+
+def test_retrier_pause_reports_the_failure_waits_and_tells_on_failure() -> None:
+    lines, waits, failures = Lines(), [], []
+    retrier = Retrier(RetryPolicy(retries=3), events=lines, sleep=waits.append, on_failure=failures.append)
+    exc = transient()
+    retrier.pause("create of m", 0, exc)
+    assert failures == [exc]
+    assert len(waits) == 1
+    assert 0.125 <= waits[0] <= 0.25
+    assert lines.lines == [f"retrying create of m in {waits[0]:.1f}s (attempt 2): {first_line(exc)}"]
