@@ -35,6 +35,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "prefetch",
         "ownership",
         "reaper",
+        "watchdog",
         "hosts",
         "testinfra_backend",
     ),
