@@ -51,7 +51,7 @@ from pytest_orbstack.fixtures import (
 from pytest_orbstack.guard import ControllerGuard, Guard, RemoteWorkerGuard, Steps, WorkerGuard
 from pytest_orbstack.marker import MARKER_LINE, check_marker_use, marker_overrides
 from pytest_orbstack.orbctl import Orbctl
-from pytest_orbstack.report import EVENTS_ATTR, machine_properties
+from pytest_orbstack.report import machine_properties
 from pytest_orbstack.settings import Clone, add_options, load_settings
 from pytest_orbstack.timeout import TimeoutPause
 from pytest_orbstack.xdist_hooks import WorkerCollection, XdistHooks
@@ -372,10 +372,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             runtime.failed_machines.add(machine.name)
             if not machine.deleted:
                 terminal.add_machine_section(report, runtime, machine)
-    events = runtime.stats.take_events()
-    if events:
-        tag = "" if runtime.worker == "main" else f"[{runtime.worker}] "
-        setattr(report, EVENTS_ATTR, [[verbose, f"{tag}{line}"] for verbose, line in events])
+    terminal.attach_events(report, runtime)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -2,9 +2,10 @@
 
 ``report.py`` makes the texts; this module writes them where pytest shows
 them: a line at once (:func:`say_now`, even during a fixture's setup), the
-lines test reports carry (:class:`ProgressPrinter`), the ``orbstack``
-section of the summary (:func:`write_summary`) and a failed test's machine
-section (:func:`add_machine_section`).
+lines test reports carry (:func:`attach_events`, printed by
+:class:`ProgressPrinter`), the ``orbstack`` section of the summary
+(:func:`write_summary`) and a failed test's machine section
+(:func:`add_machine_section`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ if TYPE_CHECKING:
     from pytest_orbstack.fixtures import OrbRuntime
     from pytest_orbstack.machine import Machine
 
-__all__ = ["ProgressPrinter", "add_machine_section", "say_now", "write_line", "write_summary"]
+__all__ = [
+    "ProgressPrinter",
+    "add_machine_section",
+    "attach_events",
+    "say_now",
+    "write_line",
+    "write_summary",
+]
 
 
 def write_line(reporter: Any, line: str) -> None:
@@ -64,6 +72,14 @@ def say_now(config: pytest.Config, worker: str, line: str) -> None:
         if reporter is not None:
             write_line(reporter, f"orbstack: {line}")
             reporter.flush()
+
+
+def attach_events(report: pytest.TestReport, runtime: OrbRuntime) -> None:
+    """The progress lines of the test so far travel with its report (an xdist worker's too)."""
+    events = runtime.stats.take_events()
+    if events:
+        tag = "" if runtime.worker == "main" else f"[{runtime.worker}] "
+        setattr(report, EVENTS_ATTR, [[verbose, f"{tag}{line}"] for verbose, line in events])
 
 
 class ProgressPrinter:
