@@ -120,7 +120,7 @@ class HostDuties:
         """
         if self.pin is not None:
             self.pin.release()
-        pins = ownership.runs_dir() / f"{self.run_id}.workers"
+        pins = reaper.pins_path(ownership.state_dir(), self.run_id)
         deadline = time.monotonic() + timeout
         gone = reaper.workers_gone(pins)
         while not gone and time.monotonic() < deadline:

@@ -1,72 +1,62 @@
-"""The crash-safe watchdog: deletes a run's machines when pytest dies without finishing.
+"""pytest's side of the crash-safe watchdog: the handle on its process, the workers' pins.
 
-At session start the controller (or the only process, without xdist) starts
-:class:`Watchdog`: the module ``pytest_orbstack.reaper`` run by an isolated
-interpreter (``python -I``, started in ``/``, from a state directory only the
-user can write) in its own session, so Ctrl-C in the terminal and the death
-of pytest do not reach it.  It
-blocks on its stdin, a pipe whose only writer is pytest:
-
-* ``done\\n`` (sent by :meth:`Watchdog.finish` after the run cleaned up
-  after itself): the watchdog exits at once.
-* end of file without ``done`` (pytest was killed, called ``os._exit`` or
-  crashed: the kernel closes the pipe), or pytest is no longer its parent:
-  the watchdog confirms through the run's lease (the lease lock is free once
-  the process holding it is gone), takes that lock over, purges the run's
-  machines (:func:`pytest_orbstack.ownership.purge` with ``own_run_id``: one
-  ``list``, one multi-name ``delete``), keeps purging while xdist workers of
-  the run are still alive, removes the lease and exits.
+Before the run's first machine the controller (or the only process, without
+xdist) starts :class:`Watchdog`: the watchdog process (``pytest_orbstack.watchdog``,
+which says what it does) run by an isolated interpreter (``python -I``,
+started in ``/``, from a state directory only the user can write,
+:func:`check_state_dir`) in its own session, so Ctrl-C in the terminal and
+the death of pytest do not reach it.  Its stdin is a pipe whose only writer
+is pytest: :meth:`Watchdog.finish` writes ``done`` once the run cleaned up
+after itself; :meth:`Watchdog.handover` closes the pipe and leaves the purge
+to the watchdog, as pytest's death does.
 
 xdist workers hold a shared lock on ``<state dir>/runs/<run id>.workers``
 (:class:`WorkerPin`) until they have torn their machines down, so a worker
 that outlives its controller cannot create a machine after the last purge.
 
-Everything the watchdog does is bounded by :class:`WatchdogSettings`; what
-goes wrong is logged to ``<state dir>/reaper.log``.
+Everything the watchdog does is bounded by :class:`WatchdogSettings` (handed
+to it in its argv); what goes wrong is logged to ``<state dir>/reaper.log``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import traceback
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Optional, final
+from typing import Final, Optional, final
 
 from pytest_orbstack.errors import OrbstackError
-from pytest_orbstack.ownership import STATE_DIR_ENV, lease_path, purge, runs_dir, state_dir, try_lock
-
-if TYPE_CHECKING:
-    from pytest_orbstack.orbctl import Orbctl
+from pytest_orbstack.ownership import STATE_DIR_ENV, runs_dir, state_dir, try_lock
 
 __all__ = [
+    "DONE",
     "LOG_NAME",
+    "PROCESS_MODULE",
     "InsecureStateDirError",
     "Watchdog",
     "WatchdogError",
     "WatchdogSettings",
     "WorkerPin",
     "check_state_dir",
-    "main",
+    "is_linked",
+    "pins_path",
     "workers_gone",
 ]
 
 #: The watchdog's log, in the state directory.
 LOG_NAME: Final = "reaper.log"
+#: The module the watchdog's interpreter runs: the watchdog process.
+PROCESS_MODULE: Final = "pytest_orbstack.watchdog"
 #: The log is moved to ``reaper.log.1`` when a watchdog starts and finds it larger.
 _LOG_ROTATE_BYTES: Final = 1 << 20
-_DONE: Final = b"done\n"
+#: What pytest writes to the watchdog's stdin once the run cleaned up after itself.
+DONE: Final = b"done\n"
 #: How long a worker tries to take its pin before it runs without one.
 _PIN_TIMEOUT: Final = 5.0
 
@@ -103,11 +93,12 @@ class WatchdogSettings:
         return argv
 
 
-def _pins_path(directory: Path, run_id: str) -> Path:
+def pins_path(directory: Path, run_id: str) -> Path:
+    """The file the xdist workers of ``run_id`` pin (``<state dir>/runs/<run id>.workers``)."""
     return runs_dir(directory) / f"{run_id}.workers"
 
 
-def _is_linked(fd: int, path: Path) -> bool:
+def is_linked(fd: int, path: Path) -> bool:
     """True if ``fd`` is still the file at ``path`` (not unlinked or replaced meanwhile)."""
     try:
         return os.path.samestat(os.fstat(fd), os.stat(path))
@@ -115,8 +106,11 @@ def _is_linked(fd: int, path: Path) -> bool:
         return False
 
 
-def _workers_gone(path: Path, *, remove: bool = False) -> bool:
-    """True when no xdist worker of the run holds its pin (optionally remove the pin file)."""
+def workers_gone(path: Path, *, remove: bool = False) -> bool:
+    """True when no xdist worker of the run holds a pin on ``path`` (:func:`pins_path`).
+
+    ``remove``: then remove the pin file, under its lock.
+    """
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
@@ -124,16 +118,11 @@ def _workers_gone(path: Path, *, remove: bool = False) -> bool:
     try:
         if not try_lock(fd, fcntl.LOCK_EX):
             return False
-        if remove and _is_linked(fd, path):
+        if remove and is_linked(fd, path):
             path.unlink()
         return True
     finally:
         os.close(fd)
-
-
-def workers_gone(path: Path) -> bool:
-    """True when nobody holds a pin on the pin file ``path`` (``<state dir>/runs/<run id>.workers``)."""
-    return _workers_gone(path)
 
 
 @final
@@ -154,12 +143,12 @@ class WorkerPin:
     @classmethod
     def hold(cls, run_id: str, directory: Optional[Path] = None) -> WorkerPin:
         """Take the pin of ``run_id``; a pin that cannot be taken within 5 s holds nothing."""
-        path = _pins_path(state_dir() if directory is None else Path(directory), run_id)
+        path = pins_path(state_dir() if directory is None else Path(directory), run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + _PIN_TIMEOUT
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            if try_lock(fd, fcntl.LOCK_SH) and _is_linked(fd, path):
+            if try_lock(fd, fcntl.LOCK_SH) and is_linked(fd, path):
                 return cls(path, fd)
             os.close(fd)
             if time.monotonic() >= deadline:
@@ -270,7 +259,7 @@ class Watchdog:
             "-I",
             "-c",
             _BOOT,
-            "pytest_orbstack.reaper",
+            PROCESS_MODULE,
             _package_root(),
             *("--run-id", run_id, "--prefix", prefix, "--orbctl", _absolute_program(orbctl)),
             *("--state-dir", str(home), "--parent-pid", str(os.getpid())),
@@ -294,7 +283,7 @@ class Watchdog:
                 f"would leak if pytest died; check that {sys.executable} can run",
                 log,
             ) from exc
-        return cls(process, run_id, log, _pins_path(home, run_id))
+        return cls(process, run_id, log, pins_path(home, run_id))
 
     @property
     def pid(self) -> int:
@@ -312,10 +301,10 @@ class Watchdog:
         and pytest are gone.  Returns the watchdog's exit code, or ``None``
         after a hand-over.
         """
-        if not _workers_gone(self.pins, remove=True):
+        if not workers_gone(self.pins, remove=True):
             self.handover()
             return None
-        self._close(_DONE)
+        self._close(DONE)
         try:
             return self._process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -336,200 +325,3 @@ class Watchdog:
                 stdin.flush()
         with contextlib.suppress(BrokenPipeError, OSError):
             stdin.close()
-
-
-# ---------------------------------------------------------------------------
-# The watchdog process
-
-
-@final
-class _Log:
-    """Appends whole lines to the log; several watchdogs may share the file."""
-
-    def __init__(self, path: Path, run_id: str) -> None:
-        self.path = path
-        self.run_id = run_id
-
-    def write(self, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        line = f"{stamp} reaper[{os.getpid()}] run {self.run_id}: {message.rstrip()}\n"
-        with contextlib.suppress(OSError):
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode("utf-8", "replace"))
-            finally:
-                os.close(fd)
-
-
-def _wait_for_end(fd: int, parent_pid: int, poll: float) -> str:
-    """Block until pytest says ``done`` (``"done"``), closes the pipe or stops being our parent."""
-    received = b""
-    while True:
-        readable, _, _ = select.select([fd], [], [], poll)
-        if readable:
-            chunk = os.read(fd, 64)
-            if not chunk:
-                return "closed"
-            received += chunk
-            if received.startswith(_DONE):
-                return "done"
-        elif os.getppid() != parent_pid:
-            return "orphaned"
-
-
-def _take_lease(path: Path, parent_pid: int, timeout: float) -> tuple[bool, Optional[int]]:
-    """Lock the run's lease once its holder is gone: (confirmed, fd or None if there is no lease).
-
-    While pytest is still our parent the run is alive and we keep waiting
-    (it closed the pipe early, e.g. a hand-over); ``timeout`` counts from
-    the moment it is not.
-    """
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return True, None  # released: the run ended and kept nothing
-        if try_lock(fd, fcntl.LOCK_EX):
-            if _is_linked(fd, path):
-                return True, fd
-            os.close(fd)  # unlinked by its release meanwhile: look again
-            continue
-        os.close(fd)
-        if os.getppid() == parent_pid:
-            deadline = time.monotonic() + timeout
-        elif time.monotonic() >= deadline:
-            return False, None
-        time.sleep(delay)
-        delay = min(delay * 2, 0.25)
-
-
-def _drop_lease(path: Path, fd: Optional[int]) -> None:
-    """Remove the lease we took over, unless it records machines kept for debugging."""
-    if fd is None:
-        return
-    try:
-        try:
-            kept = json.loads(os.pread(fd, 1 << 20, 0).decode()).get("kept", [])
-        except (OSError, ValueError, AttributeError):
-            kept = []
-        if not kept and _is_linked(fd, path):
-            path.unlink()
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class _Outcome:
-    deleted: list[str]
-    error: Optional[str] = None
-    workers_left: bool = False
-
-
-def _reap(orbctl: str, prefix: str, directory: Path, run_id: str, settings: WatchdogSettings) -> _Outcome:
-    """Purge the run until its machines are gone, its workers too, and the linger is over."""
-    start = time.monotonic()
-    pins = _pins_path(directory, run_id)
-    outcome = _Outcome(deleted=[])
-    client: Optional[Orbctl] = None
-    backoff = 0.2
-    while True:
-        workers_gone = _workers_gone(pins, remove=True)
-        try:
-            client = client or _make_client(orbctl)
-            result = purge(client, prefix, directory=directory, own_run_id=run_id)
-            outcome.deleted += result.deleted
-            outcome.error = result.error if result.failed else None
-        except (OrbstackError, OSError) as exc:
-            outcome.error = (str(exc).splitlines() or [type(exc).__name__])[0]
-        elapsed = time.monotonic() - start
-        if outcome.error is not None:
-            if elapsed >= settings.purge_deadline:
-                return outcome
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
-            continue
-        if workers_gone and elapsed >= settings.linger:
-            return outcome
-        if elapsed >= settings.workers_timeout:
-            outcome.workers_left = True
-            return outcome
-        time.sleep(0.25 if elapsed < settings.linger else 0.5)
-
-
-def _make_client(orbctl: str) -> Orbctl:
-    from pytest_orbstack.client import OrbctlClient  # noqa: PLC0415 (only the watchdog needs it)
-
-    return OrbctlClient(orbctl)
-
-
-def _after_death(args: argparse.Namespace, settings: WatchdogSettings, how: str, log: _Log) -> int:
-    directory = Path(args.state_dir)
-    lease = lease_path(args.run_id, directory)
-    confirmed, fd = _take_lease(lease, args.parent_pid, settings.confirm_timeout)
-    if not confirmed:
-        log.write(
-            f"pytest is gone ({how}) but the lease {lease} is still locked after "
-            f"{settings.confirm_timeout:g}s (a process forked by a test?): not purging; "
-            "the next run's purge deletes the machines once that process ends"
-        )
-        return 2
-    try:
-        outcome = _reap(args.orbctl, args.prefix, directory, args.run_id, settings)
-    finally:
-        _drop_lease(lease, fd)
-    deleted = ", ".join(outcome.deleted) or "none"
-    log.write(f"pytest ended without finishing the run ({how}); machines deleted: {deleted}")
-    if outcome.workers_left:
-        log.write(f"xdist workers of the run still ran after {settings.workers_timeout:g}s; gave up waiting")
-    if outcome.error is not None:
-        log.write(
-            f"purge failed for {settings.purge_deadline:g}s: {outcome.error}; delete the run's "
-            f"machines by hand: {args.orbctl} list -q | grep -- '-{args.run_id}-'"
-        )
-        return 1
-    return 0
-
-
-def _parse(argv: Optional[Sequence[str]]) -> tuple[argparse.Namespace, WatchdogSettings]:
-    parser = argparse.ArgumentParser(
-        prog="python -m pytest_orbstack.reaper",
-        description="Watch a pytest run; delete its machines if it dies without finishing.",
-    )
-    parser.add_argument("--run-id", required=True)
-    parser.add_argument("--prefix", required=True)
-    parser.add_argument("--orbctl", required=True)
-    parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    defaults = WatchdogSettings()
-    for item in fields(WatchdogSettings):
-        parser.add_argument(
-            f"--{item.name.replace('_', '-')}", type=float, default=getattr(defaults, item.name)
-        )
-    args = parser.parse_args(argv)
-    settings = WatchdogSettings(**{item.name: getattr(args, item.name) for item in fields(WatchdogSettings)})
-    return args, settings
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m pytest_orbstack.reaper`` (started by :meth:`Watchdog.start`)."""
-    args, settings = _parse(argv)
-    log = _Log(Path(args.state_dir) / LOG_NAME, args.run_id)
-    # Our own session already keeps the terminal's Ctrl-C and hang-up away; this is belt and braces.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        how = _wait_for_end(sys.stdin.fileno(), args.parent_pid, settings.poll)
-        if how == "done":
-            return 0
-        return _after_death(args, settings, how, log)
-    except Exception:
-        log.write("watchdog failed:\n" + traceback.format_exc())
-        return 1
-
-
-if __name__ == "__main__":
-    # Nothing is buffered (the log is written with os.write): skip the interpreter's teardown,
-    # so that pytest, which waits for us in Watchdog.finish, is not kept waiting for it.
-    os._exit(main())

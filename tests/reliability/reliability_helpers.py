@@ -77,7 +77,7 @@ def watchdogs_of(state_dir: Path) -> list[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if b"pytest_orbstack.reaper" in argv and str(state_dir).encode() in argv and running(int(entry)):
+        if b"pytest_orbstack.watchdog" in argv and str(state_dir).encode() in argv and running(int(entry)):
             found.append(int(entry))
     return found
 

@@ -40,10 +40,10 @@ from pytest_orbstack.reaper import (
     WatchdogError,
     WatchdogSettings,
     WorkerPin,
-    _parse,
-    _workers_gone,
     check_state_dir,
+    workers_gone,
 )
+from pytest_orbstack.watchdog import _parse
 
 PREFIX = "pytest-test-"
 RUN = "ownrun01"
@@ -636,15 +636,15 @@ def test_settings_travel_to_the_watchdog_unchanged() -> None:
 def test_a_worker_pin_is_visible_until_released(state: Path) -> None:
     pin = WorkerPin.hold(RUN, state)
     assert pin.held
-    assert not _workers_gone(pin.path)
+    assert not workers_gone(pin.path)
     second = WorkerPin.hold(RUN, state)  # another worker shares it
     pin.release()
-    assert not _workers_gone(pin.path)
+    assert not workers_gone(pin.path)
     second.release()
     second.release()  # idempotent
-    assert _workers_gone(pin.path, remove=True)
+    assert workers_gone(pin.path, remove=True)
     assert not pin.path.exists()
-    assert _workers_gone(pin.path)  # no file: no worker
+    assert workers_gone(pin.path)  # no file: no worker
 
 
 # ---------------------------------------------------------------------------
