@@ -24,7 +24,6 @@ import pytest
 
 from pytest_orbstack import (
     availability,
-    bases,
     hookspecs,
     hosts,
     lookahead,
@@ -293,11 +292,8 @@ def _prepare(runtime: OrbRuntime, items: Optional[list[pytest.Item]]) -> None:
     """The backend's one-time preparation (``pytest_orbstack_prepare``), where and when it is due."""
     if not availability.prepare_here(runtime.config, items):
         return
-    try:
-        orbctl: Optional[str] = runtime.orbctl()[0]
-    except OrbstackError:
-        orbctl = None
-    runtime.unavailable = availability.prepare(runtime.config, orbctl)
+    located = runtime.backend.found()
+    runtime.unavailable = availability.prepare(runtime.config, located.path if located else None)
 
 
 # --- session: lease and purge on the controller ------------------------------------------------
@@ -305,9 +301,7 @@ def _prepare(runtime: OrbRuntime, items: Optional[list[pytest.Item]]) -> None:
 
 def _usable_client(runtime: OrbRuntime) -> Optional[Any]:
     """The client if OrbStack can be used right now, else ``None`` (never starts OrbStack)."""
-    if runtime.problem() is not None:
-        return None
-    return runtime.client()
+    return runtime.usable_client()
 
 
 @pytest.hookimpl(trylast=True)
@@ -476,17 +470,11 @@ def _startup_purge_once(runtime: OrbRuntime) -> None:
 
 def _check_clone_always(runtime: OrbRuntime) -> None:
     """``--orb-clone always`` with an OrbStack that has no clone is a usage error (when we can tell)."""
-    client = _usable_client(runtime)
-    if client is None:
+    if runtime.usable_client() is None:
         return
-    try:
-        version = client.version()
-    except (OrbstackError, AttributeError):
-        return
-    try:
-        bases.clone_decision(Clone.ALWAYS, version)
-    except ValueError as exc:  # in the first machine fixture: the run stops here, before any machine
-        pytest.exit(f"--orb-clone always: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    refused = runtime.plan().refused  # None too when OrbStack's version cannot be told
+    if refused is not None:  # in the first machine fixture: the run stops here, before any machine
+        pytest.exit(f"--orb-clone always: {refused}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def _purge(runtime: OrbRuntime, client: Any, *, own: bool) -> None:
@@ -640,10 +628,10 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
         return None
     settings = runtime.settings
     where = f"image {settings.image}, prefix {settings.prefix}, run id {runtime.run_id}"
-    try:
-        path, kind = runtime.orbctl()
-    except OrbstackError:
+    located = runtime.backend.found()
+    if located is None:
         return [f"orbstack: orbctl not found (tests that need a machine will error), {where}"]
+    path, kind = located
     if kind == "orbsim-fallback":
         kind_text = "orbsim (OrbStack double, used because no orbctl was found)"
         return [f"orbstack: {kind_text} {path}, {where}"]
@@ -655,16 +643,15 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
 def _announce_version(runtime: OrbRuntime) -> None:
     """Before the first machine: OrbStack's version (with ``-v``) and what it means for cloning."""
     try:
-        found = runtime.client().version()
+        found = runtime.backend.version()
+        plan = runtime.plan() if found is not None else None
     except Exception:  # the machine fixture reports what is wrong with OrbStack itself
         return
-    runtime.stats.event(f"OrbStack version {found}", verbose=True)
-    try:
-        note = bases.clone_decision(runtime.settings.clone, found)[1]
-    except ValueError:  # --orb-clone always without clone: _start_duties stops the run
+    if found is None or plan is None:
         return
-    if note is not None:
-        runtime.stats.event(note)
+    runtime.stats.event(f"OrbStack version {found}", verbose=True)
+    if plan.note is not None:  # with --orb-clone always without clone, _start_duties stops the run
+        runtime.stats.event(plan.note)
 
 
 @pytest.hookimpl(hookwrapper=True)

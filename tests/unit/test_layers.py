@@ -20,7 +20,17 @@ PACKAGE = Path(pytest_orbstack.__file__).parent
 #: Bottom to top.  A module may import its own layer and the layers below it.
 LAYERS: dict[str, tuple[str, ...]] = {
     "values": ("errors", "models", "results", "events"),
-    "orbctl": ("commands", "client", "orbctl", "processes", "naming", "retry", "diagnostics", "ssh"),
+    "orbctl": (
+        "commands",
+        "client",
+        "orbctl",
+        "backend",
+        "processes",
+        "naming",
+        "retry",
+        "diagnostics",
+        "ssh",
+    ),
     "settings": ("settings",),
     "lifecycle": (
         "readiness",
@@ -37,6 +47,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "reaper",
         "hosts",
         "testinfra_backend",
+        "plan",
     ),
     "pytest": (
         "marker",
@@ -46,6 +57,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "timeout",
         "signals",
         "report",
+        "runtime",
         "fixtures",
         "plugin",
     ),
