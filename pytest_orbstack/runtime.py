@@ -160,10 +160,11 @@ class OrbRuntime:
                 if self.lock_dir is not None:  # one breaker for the run's processes
                     flag = self.lock_dir / f"orbstack-no-address-{self.run_id}"
                     self._provisioner.breaker = AddressBreaker(flag=flag)
-                self._install_clone(self._provisioner)
-                if self.plan().prefetch:
+                plan = self.plan()
+                self._install_clone(self._provisioner, plan)
+                if plan.prefetch:
                     self._provisioner.source = PrefetchSource(
-                        self._provisioner, self._provisioner.source, limit=self.settings.prefetch_limit
+                        self._provisioner, self._provisioner.source, limit=plan.prefetch
                     )
             return self._provisioner
 
@@ -214,9 +215,8 @@ class OrbRuntime:
         if provisioner is not None:
             provisioner.close(wait=wait)
 
-    def _install_clone(self, provisioner: Provisioner) -> None:
+    def _install_clone(self, provisioner: Provisioner, plan: Plan) -> None:
         """Switch to the clone fast path when the plan says so (``--orb-clone``)."""
-        plan = self.plan()
         if plan.refused is not None:
             self._provisioner = None
             pytest.fail(f"--orb-clone always: {plan.refused}", pytrace=False)

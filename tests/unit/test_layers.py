@@ -31,7 +31,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "diagnostics",
         "ssh",
     ),
-    "settings": ("settings",),
+    "settings": ("parsers", "options", "settings"),
     "lifecycle": (
         "readiness",
         "deadline",
