@@ -1,7 +1,8 @@
 """Where orbctl is, the client that runs it, and whether OrbStack can be used: one place per process.
 
-- :func:`locate`: the orbctl to run (``--orb-orbctl``, ``$ORBCTL``, ``orbctl`` on
-  PATH; on Linux without any, ``orbsim`` stands in) and what kind it is.
+- :func:`find_orbctl`: the orbctl a user named (``--orb-orbctl``, ``$ORBCTL``) or
+  ``orbctl`` on PATH; :func:`locate`: that, or on Linux without any, ``orbsim``,
+  and what kind it is.
 - :class:`Backend`: what one pytest process knows of its OrbStack.  The client
   is made once, by the factory it is handed (the pytest layer hands it the
   ``pytest_orbstack_make_client`` hook); OrbStack's status is checked once, the
@@ -25,16 +26,39 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Final, NamedTuple, Optional
 
-from pytest_orbstack.client import find_orbctl
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
 from pytest_orbstack.models import OrbVersion
 from pytest_orbstack.orbctl import Orbctl
 
-__all__ = ["STARTING_WAIT", "Backend", "Located", "locate"]
+__all__ = ["INSTALL_HINT", "STARTING_WAIT", "Backend", "Located", "find_orbctl", "locate"]
 
+#: What a message about a missing orbctl says to do.
+INSTALL_HINT: Final = "install OrbStack, or pass --orb-orbctl PATH, set $ORBCTL, or put orbctl on PATH"
 #: How long machine fixtures wait for an OrbStack that ``orbctl status`` says is ``Starting``
 #: (orbctl's own limit for starting OrbStack is 15 s).
 STARTING_WAIT: Final = 15.0
+
+
+def find_orbctl(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The orbctl to run: ``explicit`` (``--orb-orbctl``), else ``$ORBCTL``, else ``orbctl`` on PATH."""
+    env = os.environ if environ is None else environ
+    for source, value in (("--orb-orbctl", explicit), ("$ORBCTL", env.get("ORBCTL"))):
+        if value:
+            found = shutil.which(value, path=env.get("PATH"))
+            if found is None and os.path.isfile(value):
+                raise OrbctlNotFoundError(
+                    f"orbctl {value!r} is not executable (no x permission): run `chmod +x {value}`, "
+                    "or use another orbctl (--orb-orbctl PATH or $ORBCTL)"
+                )
+            if found is None:
+                raise OrbctlNotFoundError(f"{source} {value!r} is not an executable file; {INSTALL_HINT}")
+            return found
+    found = shutil.which("orbctl", path=env.get("PATH"))
+    if found is None:
+        raise OrbctlNotFoundError(
+            f"orbctl not found (no --orb-orbctl, no $ORBCTL, not on PATH); {INSTALL_HINT}"
+        )
+    return found
 
 
 class Located(NamedTuple):

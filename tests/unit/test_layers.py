@@ -22,6 +22,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "values": ("errors", "models", "results", "events"),
     "orbctl": (
         "commands",
+        "runner",
+        "orbenv",
+        "classifier",
         "client",
         "orbctl",
         "backend",
