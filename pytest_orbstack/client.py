@@ -145,7 +145,7 @@ class OrbctlClient:
         # Always an explicit environment: with none, the child's exec reads the C ``environ``,
         # which another thread (pytest sets PYTEST_CURRENT_TEST at every test phase) may be
         # reallocating at that moment; the exec then fails with EFAULT ("Bad address").
-        full_env = MaskedEnv({**os.environ, **(env or {})})
+        full_env = MaskedEnv({**_environ(), **(env or {})})
         data = None if input is None else input.encode("utf-8")
         try:
             outcome = runner.run(argv, env=full_env, input=data, seconds=seconds, limit=limit)
@@ -306,6 +306,19 @@ class OrbctlClient:
     def pull(self, machine: str, sources: Sequence[str], dest: str | None = None) -> None:
         """Copy files out of the machine (``dest`` defaults to the current directory)."""
         self.execute(commands.pull(machine, sources, dest), timeout=self.timeouts.run)
+
+
+def _environ() -> dict[str, str]:
+    """A copy of this process's environment while other threads may change it.
+
+    pytest sets and removes ``PYTEST_CURRENT_TEST`` at every test phase while
+    machines are made or deleted on other threads: ``{**os.environ}`` would
+    raise :class:`KeyError` for a variable removed between listing the names
+    and reading the values.  The names are listed at once; a variable gone by
+    the time its value is read is left out.
+    """
+    names = list(os.environ)
+    return {name: value for name in names if (value := os.environ.get(name)) is not None}
 
 
 def _check_limit(value: object) -> int:
