@@ -644,14 +644,14 @@ def _announce_version(runtime: OrbRuntime) -> None:
     """Before the first machine: OrbStack's version (with ``-v``) and what it means for cloning."""
     try:
         found = runtime.backend.version()
-        plan = runtime.plan() if found is not None else None
-    except Exception:  # the machine fixture reports what is wrong with OrbStack itself
-        return
-    if found is None or plan is None:
+        if found is None:  # the machine fixture reports what is wrong with OrbStack itself
+            return
+        note = runtime.plan().note  # None for --orb-clone always without clone: _start_duties stops the run
+    except Exception:
         return
     runtime.stats.event(f"OrbStack version {found}", verbose=True)
-    if plan.note is not None:  # with --orb-clone always without clone, _start_duties stops the run
-        runtime.stats.event(plan.note)
+    if note is not None:
+        runtime.stats.event(note)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -40,7 +40,13 @@ __all__ = ["OrbRuntime", "failure_text", "get_runtime", "new_runtime", "runtime_
 
 
 class OrbRuntime:
-    """Everything pytest-orbstack keeps for one pytest process."""
+    """What pytest-orbstack keeps for one pytest process: its pieces, and the state plugin.py fills.
+
+    The work is the pieces': :attr:`backend` (orbctl, OrbStack), :meth:`plan`
+    (decided once), :meth:`provisioner` (machines), :attr:`keep`.  :meth:`orbctl`,
+    :meth:`client` and :attr:`where` are the backend's, under the names the
+    hooks use.
+    """
 
     def __init__(self, config: pytest.Config, settings: Settings, run_id: str, worker: str) -> None:
         self.config = config

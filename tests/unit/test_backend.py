@@ -1,18 +1,19 @@
-"""Where orbctl is, whether OrbStack can be used, and the plan decided from its version."""
+"""Where orbctl is, whether OrbStack can be used, and the plan decided once from its version."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 import pytest
-from fakes import FakeOrb
+from fakes import RUN, FakeOrb
 
 from pytest_orbstack.backend import STARTING_WAIT, Backend, Located, locate
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbctlTimeoutError
 from pytest_orbstack.models import OrbVersion
 from pytest_orbstack.plan import KeepPolicy, decide
+from pytest_orbstack.runtime import OrbRuntime
 from pytest_orbstack.settings import Clone, Keep, Settings
 
 
@@ -203,3 +204,45 @@ def test_the_keep_policy(keep: Keep, failed: bool, kept: bool) -> None:
         policy.failed.add("pytest-test-m1")
     assert policy.keeps("pytest-test-m1") is kept
     assert not policy.keeps("pytest-test-m2") or keep == Keep.ALWAYS
+
+
+# --- the runtime decides once --------------------------------------------------------------------
+
+
+def _runtime(orb: FakeOrb, settings: Settings) -> OrbRuntime:
+    runtime = OrbRuntime(cast(pytest.Config, None), settings, RUN, "main")  # no hook is called
+    runtime.backend = _backend(orb)
+    return runtime
+
+
+def test_the_runtime_decides_its_plan_once() -> None:
+    orb = FakeOrb()
+    runtime = _runtime(orb, Settings())
+    assert runtime.plan() is runtime.plan()
+    assert runtime.plan().clone
+    assert orb.count("version") == 1
+
+
+def test_a_plan_made_without_the_version_is_made_again() -> None:
+    orb = FakeOrb()
+    orb.orb_version = OrbctlTimeoutError(["orbctl", "version"], 30, "", "")
+    runtime = _runtime(orb, Settings())
+    assert runtime.plan().clone  # cannot tell: clone is tried
+    orb.orb_version = OLD
+    assert not runtime.plan().clone
+    assert runtime.plan() is runtime.plan()
+    assert orb.count("version") == 2
+
+
+def test_clone_never_asks_no_version() -> None:
+    orb = FakeOrb()
+    runtime = _runtime(orb, Settings(clone=Clone.NEVER))
+    assert not runtime.plan().clone
+    assert orb.count("version") == 0
+
+
+def test_the_runtime_keeps_what_its_keep_policy_says() -> None:
+    runtime = _runtime(FakeOrb(), Settings(keep=Keep.FAILED))
+    runtime.failed_machines.add("pytest-test-m1")  # what a failed test's report adds
+    assert runtime.keep.keeps("pytest-test-m1")
+    assert not runtime.keep.keeps("pytest-test-m2")
