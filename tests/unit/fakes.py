@@ -46,6 +46,22 @@ def err(cls: type, op: str, name: str, text: str) -> Exception:
     return exc
 
 
+class FakeClock:
+    """A monotonic clock that moves only when :meth:`sleep` is called: hand it as ``clock`` and its
+    :meth:`sleep` as ``sleep``."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 class FakeOrb:
     """Machines in a dict (name -> state); each call recorded as (op, first name).
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional, cast
 
 import pytest
-from fakes import RUN, FakeOrb
+from fakes import RUN, FakeClock, FakeOrb
 
 from pytest_orbstack.backend import STARTING_WAIT, Backend, Located, locate
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbctlTimeoutError
@@ -48,23 +48,8 @@ def test_orbsim_stands_in_only_on_linux_and_only_when_nothing_was_asked_for(tmp_
 # --- the backend --------------------------------------------------------------------------------
 
 
-class Clock:
-    """A clock that moves only when :meth:`sleep` is called."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-def _backend(orb: FakeOrb, clock: Optional[Clock] = None) -> Backend:
-    clock = clock or Clock()
+def _backend(orb: FakeOrb, clock: Optional[FakeClock] = None) -> Backend:
+    clock = clock or FakeClock()
     return Backend(None, lambda: orb, sleep=clock.sleep, clock=clock)  # type: ignore[arg-type,return-value]
 
 
@@ -105,22 +90,22 @@ def test_a_stopped_orbstack_is_one_line_naming_the_fix() -> None:
 
 
 def test_a_starting_orbstack_is_waited_for() -> None:
-    orb, clock = FakeOrb(), Clock()
+    orb, clock = FakeOrb(), FakeClock()
     orb.statuses = ["Starting", "Starting", "Starting", "Running"]
     assert _backend(orb, clock).problem() is None
     assert orb.count("status") == 4
-    assert clock.slept == [0.25, 0.25, 0.25]
+    assert clock.sleeps == [0.25, 0.25, 0.25]
 
 
 def test_an_orbstack_that_stays_starting_is_given_up_after_the_wait() -> None:
-    orb, clock = FakeOrb(), Clock()
+    orb, clock = FakeOrb(), FakeClock()
     orb.statuses = ["Starting"]
     problem = _backend(orb, clock).problem()
     assert problem is not None
     assert problem.startswith(
         f"OrbStack is still starting after {STARTING_WAIT:g}s (orbctl status: Starting): "
     )
-    assert sum(clock.slept) == pytest.approx(STARTING_WAIT)
+    assert sum(clock.sleeps) == pytest.approx(STARTING_WAIT)
 
 
 def test_a_missing_orbctl_is_its_first_line() -> None:
