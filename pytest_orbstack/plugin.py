@@ -25,7 +25,6 @@ import pytest
 
 from pytest_orbstack import (
     availability,
-    bases,
     hookspecs,
     hosts,
     lookahead,
@@ -36,7 +35,7 @@ from pytest_orbstack import (
     xdist_hooks,
 )
 from pytest_orbstack.client import OrbctlClient, Timeouts
-from pytest_orbstack.errors import MarkerError, OrbstackError, first_line
+from pytest_orbstack.errors import MarkerError, first_line
 from pytest_orbstack.fixtures import (
     OrbRuntime,
     get_runtime,
@@ -52,7 +51,7 @@ from pytest_orbstack.guard import ControllerGuard, Guard, RemoteWorkerGuard, Ste
 from pytest_orbstack.marker import MARKER_LINE, check_marker_use, marker_overrides
 from pytest_orbstack.orbctl import Orbctl
 from pytest_orbstack.report import machine_properties
-from pytest_orbstack.settings import Clone, add_options, load_settings
+from pytest_orbstack.settings import add_options, load_settings
 from pytest_orbstack.timeout import TimeoutPause
 from pytest_orbstack.xdist_hooks import WorkerCollection, XdistHooks
 
@@ -193,11 +192,8 @@ def _prepare(runtime: OrbRuntime, items: Optional[list[pytest.Item]]) -> None:
     """The backend's one-time preparation (``pytest_orbstack_prepare``), where and when it is due."""
     if not availability.prepare_here(runtime.config, items):
         return
-    try:
-        orbctl: Optional[str] = runtime.orbctl()[0]
-    except OrbstackError:
-        orbctl = None
-    runtime.unavailable = availability.prepare(runtime.config, orbctl)
+    located = runtime.backend.found()
+    runtime.unavailable = availability.prepare(runtime.config, located.path if located else None)
 
 
 # --- session: the run's guard ------------------------------------------------------------------
@@ -205,9 +201,7 @@ def _prepare(runtime: OrbRuntime, items: Optional[list[pytest.Item]]) -> None:
 
 def _usable_client(runtime: OrbRuntime) -> Optional[Any]:
     """The client if OrbStack can be used right now, else ``None`` (never starts OrbStack)."""
-    if runtime.problem() is not None:
-        return None
-    return runtime.client()
+    return runtime.usable_client()
 
 
 @pytest.hookimpl(trylast=True)
@@ -240,17 +234,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _check_clone_always(runtime: OrbRuntime) -> None:
     """``--orb-clone always`` with an OrbStack that has no clone is a usage error (when we can tell)."""
-    client = _usable_client(runtime)
-    if client is None:
+    if runtime.usable_client() is None:
         return
-    try:
-        version = client.version()
-    except (OrbstackError, AttributeError):
-        return
-    try:
-        bases.clone_decision(Clone.ALWAYS, version)
-    except ValueError as exc:  # in the first machine fixture: the run stops here, before any machine
-        pytest.exit(f"--orb-clone always: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    refused = runtime.plan().refused  # None too when OrbStack's version cannot be told
+    if refused is not None:  # in the first machine fixture: the run stops here, before any machine
+        pytest.exit(f"--orb-clone always: {refused}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.hookimpl(trylast=True)
@@ -329,10 +317,10 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
         return None
     settings = runtime.settings
     where = f"image {settings.image}, prefix {settings.prefix}, run id {runtime.run_id}"
-    try:
-        path, kind = runtime.orbctl()
-    except OrbstackError:
+    located = runtime.backend.found()
+    if located is None:
         return [f"orbstack: orbctl not found (tests that need a machine will error), {where}"]
+    path, kind = located
     if kind == "orbsim-fallback":
         kind_text = "orbsim (OrbStack double, used because no orbctl was found)"
         return [f"orbstack: {kind_text} {path}, {where}"]
@@ -344,14 +332,13 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
 def _announce_version(runtime: OrbRuntime) -> None:
     """Before the first machine: OrbStack's version (with ``-v``) and what it means for cloning."""
     try:
-        found = runtime.client().version()
-    except Exception:  # the machine fixture reports what is wrong with OrbStack itself
+        found = runtime.backend.version()
+        if found is None:  # the machine fixture reports what is wrong with OrbStack itself
+            return
+        note = runtime.plan().note  # None for --orb-clone always without clone: the guard stops the run
+    except Exception:
         return
     runtime.stats.event(f"OrbStack version {found}", verbose=True)
-    try:
-        note = bases.clone_decision(runtime.settings.clone, found)[1]
-    except ValueError:  # --orb-clone always without clone: _start_duties stops the run
-        return
     if note is not None:
         runtime.stats.event(note)
 

@@ -11,9 +11,9 @@ from typing import Callable
 
 import pytest
 
+from pytest_orbstack.backend import locate
 from pytest_orbstack.errors import OrbctlCommandError, OrbctlNotFoundError, OrbstackError, first_line
-from pytest_orbstack.fixtures import failure_text, resolve_orbctl
-from pytest_orbstack.settings import Settings
+from pytest_orbstack.runtime import failure_text
 from pytest_orbstack.sim import rootfs
 from pytest_orbstack.sim.namespace import TOOLS
 
@@ -90,18 +90,18 @@ def test_orbctl_lookup_falls_back_to_orbsim_only_on_linux(
     monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
     monkeypatch.setattr(platform, "system", lambda: "Linux")
     with pytest.raises(OrbctlNotFoundError):
-        resolve_orbctl(Settings())
+        locate(None)
     orbsim = bin_dir / "orbsim"
     orbsim.write_text("#!/bin/sh\n")
     orbsim.chmod(0o755)
-    assert resolve_orbctl(Settings()) == (str(orbsim), "orbsim-fallback")
+    assert locate(None) == (str(orbsim), "orbsim-fallback")
     monkeypatch.setattr(platform, "system", lambda: "Darwin")
     with pytest.raises(OrbctlNotFoundError):
-        resolve_orbctl(Settings())
+        locate(None)
     orbctl = bin_dir / "orbctl"
     orbctl.write_text("#!/bin/sh\n")
     orbctl.chmod(0o755)
-    assert resolve_orbctl(Settings()) == (str(orbctl), "orbctl")
+    assert locate(None) == (str(orbctl), "orbctl")
 
 
 def test_orbstack_starting_is_waited_for(

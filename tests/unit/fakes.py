@@ -55,6 +55,22 @@ def err(cls: type, op: str, name: str, text: str) -> Exception:
     return exc
 
 
+class FakeClock:
+    """A monotonic clock that moves only when :meth:`sleep` is called: hand it as ``clock`` and its
+    :meth:`sleep` as ``sleep``."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 class FakeOrb:
     """Machines in a dict (name -> state); each call recorded as (op, first name).
 
@@ -70,6 +86,9 @@ class FakeOrb:
         self.create_faults: list[str] = []
         self.clone_faults: list[Exception] = []
         self.delete_faults: list[Exception] = []
+        #: what ``status`` answers, one per call (the last one stays); what ``version`` answers
+        self.statuses: list[object] = ["Running"]
+        self.orb_version: object = OrbVersion(2, 0, 4)
         self._lock = threading.Lock()
 
     def record(self, op: str, name: str) -> None:
@@ -82,6 +101,21 @@ class FakeOrb:
 
     def count(self, op: str) -> int:
         return len(self.ops(op))
+
+    def status(self) -> str:
+        """``orbctl status``: the next of :attr:`statuses`; an exception there is raised."""
+        self.record("status", "")
+        answer = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return str(answer)
+
+    def version(self) -> OrbVersion:
+        """``orbctl version``: :attr:`orb_version`; an exception there is raised."""
+        self.record("version", "")
+        if isinstance(self.orb_version, Exception):
+            raise self.orb_version
+        return self.orb_version  # type: ignore[return-value]
 
     def create(self, image: str, name: str, **kwargs: Any) -> None:
         self.record("create", name)

@@ -29,6 +29,7 @@ from pytest_orbstack import (
     OrbVersion,
     Timeouts,
     find_orbctl,
+    runner,
 )
 from pytest_orbstack import client as client_module
 from pytest_orbstack.client import classify
@@ -334,7 +335,7 @@ def is_alive(pid: int) -> bool:
 
 def test_interrupt_kills_the_process_group(fake_orbctl: FakeOrbctl, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_orbctl.answer(sleep=60, grandchild=True)
-    original = client_module._collect
+    original = runner._collect
     interrupted: list[bool] = []
 
     def collect(*args: Any, **kwargs: Any) -> Any:
@@ -346,7 +347,7 @@ def test_interrupt_kills_the_process_group(fake_orbctl: FakeOrbctl, monkeypatch:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(client_module, "_collect", collect)
+    monkeypatch.setattr(runner, "_collect", collect)
     with pytest.raises(KeyboardInterrupt):
         OrbctlClient(str(fake_orbctl.path)).execute(["status"], timeout=30)
     pid = fake_orbctl.grandchild_pid()

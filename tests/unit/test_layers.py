@@ -20,8 +20,21 @@ PACKAGE = Path(pytest_orbstack.__file__).parent
 #: Bottom to top.  A module may import its own layer and the layers below it.
 LAYERS: dict[str, tuple[str, ...]] = {
     "values": ("errors", "models", "results", "events"),
-    "orbctl": ("commands", "client", "orbctl", "processes", "naming", "retry", "diagnostics", "ssh"),
-    "settings": ("settings",),
+    "orbctl": (
+        "commands",
+        "runner",
+        "orbenv",
+        "classifier",
+        "client",
+        "orbctl",
+        "backend",
+        "processes",
+        "naming",
+        "retry",
+        "diagnostics",
+        "ssh",
+    ),
+    "settings": ("parsers", "options", "settings"),
     "lifecycle": (
         "readiness",
         "deadline",
@@ -44,6 +57,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "watchdog",
         "hosts",
         "testinfra_backend",
+        "plan",
     ),
     "pytest": (
         "marker",
@@ -54,6 +68,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "signals",
         "report",
         "terminal",
+        "runtime",
         "fixtures",
         "guard",
         "xdist_hooks",
