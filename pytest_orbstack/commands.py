@@ -1,5 +1,9 @@
 """The pure ``orbctl`` argv builder: input validation and argument lists, no I/O.
 
+Longer than most modules on purpose: one builder per orbctl verb the plugin
+runs, each with the checks of its input, mirrors orbctl's command line; the
+validators stay beside the flags they guard.
+
 Every builder returns the argv *without* the ``orbctl`` binary, e.g.
 ``["list", "-f", "json"]``, and validates its input first: a bad name, image,
 architecture or option raises :class:`~pytest_orbstack.errors.InvalidSpecError`
@@ -78,7 +82,6 @@ _VERSION_TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: characters: macOS short names such as ``john.doe`` or ``John`` are default users on OrbStack.
 _USER_PATTERN: Final = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}")
 _SIZE_PATTERN: Final = re.compile(r"[1-9][0-9]*[MG]")
-_CONFIG_KEY: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _FORMATS: Final = ("json", "text")
 
 #: First OrbStack version with each version-gated feature.

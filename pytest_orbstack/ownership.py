@@ -1,5 +1,9 @@
 """Which run owns which machine, and the purge of orphans.
 
+Longer than most modules on purpose: the run's lease and the purge read the
+same rule (whose run is alive) and the same lease files; apart, each would
+need the other's internals.
+
 The ownership rule: a machine belongs to the run whose id ends its name
 (:mod:`pytest_orbstack.naming`), and a run is alive while the process its
 run id names exists on this host with the same start time

@@ -2,8 +2,8 @@
 
 Each hook is a thin call into the module that does the work: the run's guard
 (guard.py: lease, watchdog, pin, host duties, purges), pytest-xdist's side
-(xdist_hooks.py), the terminal (terminal.py) and the fixtures' runtime
-(fixtures.py).
+(xdist_hooks.py), the terminal (terminal.py) and the per-process runtime
+(runtime.py).
 
 Roles: without xdist the one process does everything.  With xdist the
 controller makes the run id (handed to workers in ``workerinput``); once a
@@ -15,7 +15,6 @@ make, hand out and delete their own machines.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import socket
 from collections.abc import Generator
@@ -34,7 +33,7 @@ from pytest_orbstack import (
     terminal,
     xdist_hooks,
 )
-from pytest_orbstack.client import OrbctlClient, Timeouts
+from pytest_orbstack.client import OrbctlClient
 from pytest_orbstack.errors import MarkerError, first_line
 from pytest_orbstack.fixtures import (
     OrbRuntime,
@@ -50,7 +49,7 @@ from pytest_orbstack.fixtures import (
 from pytest_orbstack.guard import ControllerGuard, Guard, RemoteWorkerGuard, Steps, WorkerGuard
 from pytest_orbstack.marker import MARKER_LINE, check_marker_use, marker_overrides
 from pytest_orbstack.orbctl import Orbctl
-from pytest_orbstack.report import machine_properties
+from pytest_orbstack.report import header_line, machine_properties
 from pytest_orbstack.settings import add_options, load_settings
 from pytest_orbstack.timeout import TimeoutPause
 from pytest_orbstack.xdist_hooks import WorkerCollection, XdistHooks
@@ -119,7 +118,7 @@ def _steps(config: pytest.Config, runtime: OrbRuntime) -> Steps:
     return Steps(
         announce=functools.partial(_announce_version, runtime),
         check_clone=functools.partial(_check_clone_always, runtime),
-        usable_client=functools.partial(_usable_client, runtime),
+        usable_client=runtime.usable_client,
         prepare=functools.partial(availability.prepare, config),
     )
 
@@ -151,12 +150,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_orbstack_make_client(config: pytest.Config) -> OrbctlClient:
     runtime = get_runtime(config)
     path, _ = runtime.orbctl()
-    timeouts = Timeouts()
-    if runtime.settings.create_timeout is not None:
-        timeouts = dataclasses.replace(timeouts, create=runtime.settings.create_timeout)
-    if runtime.settings.clone_timeout is not None:
-        timeouts = dataclasses.replace(timeouts, clone=runtime.settings.clone_timeout)
-    return OrbctlClient(path, timeouts, output_limit=runtime.settings.output_limit)
+    return OrbctlClient(path, runtime.settings.timeouts(), output_limit=runtime.settings.output_limit)
 
 
 # --- collection: the marker --------------------------------------------------------------------
@@ -197,11 +191,6 @@ def _prepare(runtime: OrbRuntime, items: Optional[list[pytest.Item]]) -> None:
 
 
 # --- session: the run's guard ------------------------------------------------------------------
-
-
-def _usable_client(runtime: OrbRuntime) -> Optional[Any]:
-    """The client if OrbStack can be used right now, else ``None`` (never starts OrbStack)."""
-    return runtime.usable_client()
 
 
 @pytest.hookimpl(trylast=True)
@@ -315,18 +304,7 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
     runtime = config.stash.get(runtime_key, None)
     if runtime is None:
         return None
-    settings = runtime.settings
-    where = f"image {settings.image}, prefix {settings.prefix}, run id {runtime.run_id}"
-    located = runtime.backend.found()
-    if located is None:
-        return [f"orbstack: orbctl not found (tests that need a machine will error), {where}"]
-    path, kind = located
-    if kind == "orbsim-fallback":
-        kind_text = "orbsim (OrbStack double, used because no orbctl was found)"
-        return [f"orbstack: {kind_text} {path}, {where}"]
-    if kind == "orbsim":
-        return [f"orbstack: orbsim (OrbStack double) {path}, {where}"]
-    return [f"orbstack: orbctl {path}, {where}"]
+    return [header_line(runtime.backend.found(), runtime.settings, runtime.run_id)]
 
 
 def _announce_version(runtime: OrbRuntime) -> None:

@@ -17,15 +17,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Optional
 
 if TYPE_CHECKING:
+    from pytest_orbstack.backend import Located
     from pytest_orbstack.machine import Machine
     from pytest_orbstack.models import MachineInfo
     from pytest_orbstack.results import CommandRecord
+    from pytest_orbstack.settings import Settings
 
 __all__ = [
     "EVENTS_ATTR",
     "Stats",
     "delete_command",
     "failure_section",
+    "header_line",
     "machine_properties",
     "summary_lines",
 ]
@@ -34,6 +37,19 @@ __all__ = [
 EVENTS_ATTR: Final = "orbstack_events"
 #: The ``config.workeroutput`` key that carries a worker's counters.
 WORKEROUTPUT_KEY: Final = "orbstack_stats"
+
+
+def header_line(located: Optional[Located], settings: Settings, run_id: str) -> str:
+    """The header's line: which orbctl (``None``: none was found), image, prefix and run id."""
+    where = f"image {settings.image}, prefix {settings.prefix}, run id {run_id}"
+    if located is None:
+        return f"orbstack: orbctl not found (tests that need a machine will error), {where}"
+    path, kind = located
+    if kind == "orbsim-fallback":
+        return f"orbstack: orbsim (OrbStack double, used because no orbctl was found) {path}, {where}"
+    if kind == "orbsim":
+        return f"orbstack: orbsim (OrbStack double) {path}, {where}"
+    return f"orbstack: orbctl {path}, {where}"
 
 
 def delete_command(orbctl: str, names: Iterable[str]) -> str:

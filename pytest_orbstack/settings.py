@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import pytest
 
-from pytest_orbstack.client import DEFAULT_OUTPUT_LIMIT
+from pytest_orbstack.client import DEFAULT_OUTPUT_LIMIT, Timeouts
 from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.naming import DEFAULT_PREFIX, reuse_conflict
 from pytest_orbstack.options import (
@@ -108,6 +108,15 @@ class Settings:
     def spec(self) -> MachineSpec:
         """The machine spec of ``orb_vm`` and of machines without a marker."""
         return MachineSpec(image=self.image, arch=self.arch, user=self.user, user_data=self.user_data)
+
+    def timeouts(self) -> Timeouts:
+        """The orbctl client's timeouts: its defaults, with the create and clone timeouts set here."""
+        found = Timeouts()
+        if self.create_timeout is not None:
+            found = replace(found, create=self.create_timeout)
+        if self.clone_timeout is not None:
+            found = replace(found, clone=self.clone_timeout)
+        return found
 
 
 def load_settings(config: pytest.Config, environ: Optional[Mapping[str, str]] = None) -> Settings:

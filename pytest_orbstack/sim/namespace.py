@@ -1,5 +1,10 @@
 """The namespace engine: orbsim machines that are real, isolated Linux environments.
 
+Longer than most modules on purpose: one engine class whose methods are the
+life of an isolated machine (prepare, boot, enter, halt, destroy); what can
+stand alone already does (``guest``, ``network``, ``transfer``, ``rootfs``,
+``fsutil``, ``enter``).
+
 A machine (``mdir`` = ``$ORBSIM_HOME/machines/<id>/``):
 
 - ``upper/`` and ``work/``: its overlay layers over the shared, read-only

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_orbstack.client import Timeouts
 from pytest_orbstack.errors import InvalidSpecError
 from pytest_orbstack.marker import spec_fields, spec_for
 from pytest_orbstack.models import MachineSpec
@@ -197,3 +198,12 @@ def test_cloud_init_user_data_formats_are_accepted(pytester: pytest.Pytester, co
     path.write_bytes(content)
     settings = load_settings(pytester.parseconfig("--orb-user-data", str(path)), environ={})
     assert settings.user_data == str(path)
+
+
+def test_the_clients_timeouts_take_the_create_and_clone_options(pytester: pytest.Pytester) -> None:
+    default = Timeouts()
+    assert load_settings(pytester.parseconfig(), environ={}).timeouts() == default
+    config = pytester.parseconfig("--orb-create-timeout", "42", "--orb-clone-timeout", "7")
+    timeouts = load_settings(config, environ={}).timeouts()
+    assert (timeouts.create, timeouts.clone) == (42.0, 7.0)
+    assert timeouts == Timeouts(create=42.0, clone=7.0)
