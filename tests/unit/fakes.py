@@ -280,7 +280,6 @@ def built(p: Provisioner) -> list[str]:
     return p.source.bases.built
 
 
-# --- keys ----------------------------------------------------------------------------------------
 # --- a client scripted verb by verb, every call recorded -----------------------------------------
 
 #: ``orbctl info`` of a running machine (``m1``), read from a recorded reply.
@@ -367,6 +366,14 @@ class ScriptedOrb(FakeOrb):
         with self._lock:
             self.received.append(Call(verb, args, kwargs))
         return self._handlers.get(verb, default)(*args, **kwargs)
+
+    def status(self) -> str:
+        result: str = self._answer("status", super().status)
+        return result
+
+    def version(self) -> OrbVersion:
+        result: OrbVersion = self._answer("version", super().version)
+        return result
 
     def create(self, image: str, name: str, **kwargs: Any) -> None:
         self._answer("create", super().create, image, name, **kwargs)

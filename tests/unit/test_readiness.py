@@ -7,24 +7,11 @@ import time
 from typing import Any, Union
 
 import pytest
-from fakes import ScriptedOrb, in_turn, info, reply
+from fakes import FakeClock, ScriptedOrb, in_turn, info, reply
 
 from pytest_orbstack.errors import MachineNotFoundError, MachineNotReadyError, OrbctlTimeoutError
 from pytest_orbstack.models import MachineInfo
 from pytest_orbstack.readiness import PROBE, Poll, wait_ready
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def probes(*codes: Union[int, Exception]) -> Any:
