@@ -70,6 +70,10 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += seconds
 
+    def advance(self, seconds: float) -> None:
+        """Time passes without a sleep: a call that takes ``seconds``."""
+        self.now += seconds
+
 
 class FakeOrb:
     """Machines in a dict (name -> state); each call recorded as (op, first name).
@@ -179,7 +183,7 @@ class FakeOrb:
             raise err(MachineExistsError, "rename", new, "machine already exists")
         self.machines[new] = self.machines.pop(old)
 
-    def clone(self, old: str, new: str) -> None:
+    def clone(self, old: str, new: str, **kwargs: Any) -> None:
         self.record("clone", new)
         fault = self.clone_faults.pop(0) if self.clone_faults else None
         if fault is not None and not isinstance(fault, OrbctlTimeoutError):
@@ -400,8 +404,8 @@ class ScriptedOrb(FakeOrb):
     def rename(self, old: str, new: str) -> None:
         self._answer("rename", super().rename, old, new)
 
-    def clone(self, old: str, new: str) -> None:
-        self._answer("clone", super().clone, old, new)
+    def clone(self, old: str, new: str, **kwargs: Any) -> None:
+        self._answer("clone", super().clone, old, new, **kwargs)
 
     def logs(self, machine: str, **kwargs: Any) -> Any:
         return self._answer("logs", lambda *args, **kwargs: "", machine, **kwargs)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
-from fakes import FakeOrb, Hooks, make, worker
+from fakes import Hooks, ScriptedOrb, machine_on, make, reply, worker
 
 from pytest_orbstack import cloudinit
 from pytest_orbstack.basebuild import SEAL, VolatileProvisionWarning
@@ -22,33 +21,40 @@ from pytest_orbstack.errors import OrbctlTimeoutError
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.provisioner import Provisioner
+from pytest_orbstack.readiness import PROBE
 
 FAILED_STATUS = "status: error\nextended_status: error - done\nerrors:\n\t('scripts_user', RuntimeError())\n"
 LOG_TAIL = "+ false\nCloud-init v. 24.1 finished: with errors\n"
 
 
-class RunningOrb(FakeOrb):
-    """The bases' fake orbctl, plus ``run``: answers from ``answers`` (argv tuple -> result or error)."""
+def answering(answers: Optional[dict[tuple[str, ...], Any]] = None) -> ScriptedOrb:
+    """The shared client whose ``run`` answers by command (argv tuple -> (exit code, stdout) or an
+    error; any other command exits 0 and prints nothing)."""
+    orb = ScriptedOrb()
+    run = orb.unscripted("run")
 
-    def __init__(self, answers: Optional[dict[tuple[str, ...], Any]] = None) -> None:
-        super().__init__()
-        self.answers = answers or {}
-        self.runs: list[tuple[tuple[str, ...], Optional[str], Optional[str]]] = []
+    def answer(machine: str, command: list[str], **kwargs: Any) -> Any:
+        run(machine, command, **kwargs)  # a stopped machine starts, as on orbctl run
+        found = (answers or {}).get(tuple(command), (0, ""))
+        if isinstance(found, Exception):
+            raise found
+        code, out = found
+        return reply(code, out, machine=machine)
 
-    def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-        self.runs.append((tuple(command), kwargs.get("user"), kwargs.get("workdir")))
-        if self.machines.get(machine) == "stopped":  # orbctl run starts a stopped machine
-            self.machines[machine] = "running"
-        answer = self.answers.get(tuple(command), (0, ""))
-        if isinstance(answer, Exception):
-            raise answer
-        code, out = answer
-        return SimpleNamespace(
-            stdout_dropped=0, stderr_dropped=0, returncode=code, stdout=out, stderr="", duration=0.01
-        )
+    return orb.on("run", answer)
 
-    def commands(self) -> list[tuple[str, ...]]:
-        return [argv for argv, _, _ in self.runs if argv[:2] != ("sh", "-c") or "HOME" not in argv[2]]
+
+def runs(orb: ScriptedOrb) -> list[tuple[tuple[str, ...], Optional[str], Optional[str]]]:
+    """Each command run so far: (argv, user, workdir)."""
+    return [
+        (tuple(call.command), call.kwargs.get("user"), call.kwargs.get("workdir"))
+        for call in orb.asked("run")
+    ]
+
+
+def commands(orb: ScriptedOrb) -> list[tuple[str, ...]]:
+    """The commands run so far, the readiness probe left out."""
+    return [argv for argv, _, _ in runs(orb) if argv != PROBE]
 
 
 def _user_data(tmp_path: Path) -> str:
@@ -57,7 +63,7 @@ def _user_data(tmp_path: Path) -> str:
     return str(path)
 
 
-def _create_only(orb: RunningOrb, hooks: Optional[Hooks] = None) -> Provisioner:
+def _create_only(orb: ScriptedOrb, hooks: Optional[Hooks] = None) -> Provisioner:
     return make(orb, hooks, retries=0)
 
 
@@ -68,22 +74,22 @@ LOG_TAIL_ARGV = ("tail", "-n", str(cloudinit.LOG_LINES), cloudinit.LOG)
 
 
 def test_cloud_init_is_checked_as_root_after_create(tmp_path: Path) -> None:
-    orb = RunningOrb()
+    orb = answering()
     machine = _create_only(orb).obtain(MachineSpec("ubuntu:22.04", user_data=_user_data(tmp_path)))
-    assert (cloudinit.STATUS, "root", "/") in orb.runs
+    assert (cloudinit.STATUS, "root", "/") in runs(orb)
     assert orb.machines == {machine.name: "running"}
 
 
 def test_no_cloud_init_check_without_user_data() -> None:
-    orb = RunningOrb()
+    orb = answering()
     _create_only(orb).obtain(MachineSpec("ubuntu:22.04"))
-    assert cloudinit.STATUS not in orb.commands()
+    assert cloudinit.STATUS not in commands(orb)
 
 
 def test_a_failed_cloud_init_fails_with_the_status_and_the_log_tail_and_deletes_the_machine(
     tmp_path: Path,
 ) -> None:
-    orb = RunningOrb({cloudinit.STATUS: (1, FAILED_STATUS), LOG_TAIL_ARGV: (0, LOG_TAIL)})
+    orb = answering({cloudinit.STATUS: (1, FAILED_STATUS), LOG_TAIL_ARGV: (0, LOG_TAIL)})
     hooks = Hooks()
     with pytest.raises(cloudinit.CloudInitError) as excinfo:
         _create_only(orb, hooks).obtain(MachineSpec("ubuntu:22.04", user_data=_user_data(tmp_path)))
@@ -97,7 +103,7 @@ def test_a_failed_cloud_init_fails_with_the_status_and_the_log_tail_and_deletes_
 
 
 def test_a_degraded_cloud_init_warns_and_reports_and_the_machine_is_used(tmp_path: Path) -> None:
-    orb = RunningOrb({cloudinit.STATUS: (2, "status: done\nextended_status: degraded done\n")})
+    orb = answering({cloudinit.STATUS: (2, "status: done\nextended_status: degraded done\n")})
     p = _create_only(orb)
     with pytest.warns(cloudinit.CloudInitWarning, match="degraded done"):
         machine = p.obtain(MachineSpec("ubuntu:22.04", user_data=_user_data(tmp_path)))
@@ -107,38 +113,31 @@ def test_a_degraded_cloud_init_warns_and_reports_and_the_machine_is_used(tmp_pat
 
 
 def test_a_missing_cloud_init_is_a_clear_error(tmp_path: Path) -> None:
-    orb = RunningOrb({cloudinit.STATUS: (127, "")})
+    orb = answering({cloudinit.STATUS: (127, "")})
     with pytest.raises(cloudinit.CloudInitError, match="the machine has no cloud-init"):
         _create_only(orb).obtain(MachineSpec("ubuntu:22.04", user_data=_user_data(tmp_path)))
     assert orb.machines == {}
 
 
 def test_cloud_init_that_never_finishes_names_the_option(tmp_path: Path) -> None:
-    orb = RunningOrb({cloudinit.STATUS: OrbctlTimeoutError(["orbctl", "run"], 10)})
+    orb = answering({cloudinit.STATUS: OrbctlTimeoutError(["orbctl", "run"], 10)})
     with pytest.raises(cloudinit.CloudInitError, match="raise --orb-ready-timeout"):
         _create_only(orb).obtain(MachineSpec("ubuntu:22.04", user_data=_user_data(tmp_path)))
     assert orb.machines == {}
 
 
 def test_cloud_init_wait_is_what_is_left_of_the_ready_timeout() -> None:
-    seen: list[Optional[float]] = []
-
-    class Timed(RunningOrb):
-        def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-            if tuple(command) == cloudinit.STATUS:
-                seen.append(kwargs.get("timeout"))
-            return super().run(machine, command, **kwargs)
-
-    orb = Timed()
+    orb = answering()
     orb.machines["m1"] = "running"
-    vm = Machine(SimpleNamespace(client=orb, ready_timeout=60.0), "m1", MachineSpec("ubuntu"))  # type: ignore[arg-type]
+    vm = machine_on(orb, "m1", MachineSpec("ubuntu"))
     cloudinit.check(vm, 42.0)
     cloudinit.check(vm, -3.0)  # readiness used it all: still a short wait
-    assert seen == [42.0, 10.0]
+    assert [call.kwargs.get("timeout") for call in orb.asked("run")] == [42.0, 10.0]
+    assert {tuple(call.command) for call in orb.asked("run")} == {cloudinit.STATUS}
 
 
 def test_a_base_with_failed_cloud_init_is_not_built_and_says_why(tmp_path: Path) -> None:
-    orb = RunningOrb({cloudinit.STATUS: (1, FAILED_STATUS), LOG_TAIL_ARGV: (0, LOG_TAIL)})
+    orb = answering({cloudinit.STATUS: (1, FAILED_STATUS), LOG_TAIL_ARGV: (0, LOG_TAIL)})
     hooks = Hooks()
     p = worker(orb, tmp_path, hooks=hooks)
     with pytest.raises(BaseBuildError) as excinfo:
@@ -149,33 +148,33 @@ def test_a_base_with_failed_cloud_init_is_not_built_and_says_why(tmp_path: Path)
 
 
 def test_clones_of_a_checked_base_are_not_checked_again(tmp_path: Path) -> None:
-    orb = RunningOrb()
+    orb = answering()
     p = worker(orb, tmp_path)
     spec = MachineSpec("ubuntu:22.04", user_data=_user_data(tmp_path))
     p.obtain(spec)
     p.obtain(spec)
-    assert orb.commands().count(cloudinit.STATUS) == 1
+    assert commands(orb).count(cloudinit.STATUS) == 1
 
 
 # --- sealing ----------------------------------------------------------------------------------
 
 
 def test_a_base_is_sealed_as_root_after_provisioning_and_before_it_is_stopped(tmp_path: Path) -> None:
-    orb = RunningOrb()
+    orb = answering()
     order: list[str] = []
 
     class Ordered(Hooks):
         def provision(self, machine: Machine) -> None:
             order.append("provision")
-            assert (SEAL, "root", "/") not in orb.runs
+            assert (SEAL, "root", "/") not in runs(orb)
 
-    real_stop = orb.stop
+    real_stop = orb.unscripted("stop")
 
     def stop(name: str, force: bool = False) -> None:
-        order.append("stop" if (SEAL, "root", "/") in orb.runs else "stop before seal")
+        order.append("stop" if (SEAL, "root", "/") in runs(orb) else "stop before seal")
         real_stop(name, force=force)
 
-    orb.stop = stop  # type: ignore[method-assign]
+    orb.on("stop", stop)
     p = worker(orb, tmp_path, hooks=Ordered())
     p.obtain(MachineSpec("ubuntu:22.04"))
     assert order == ["provision", "stop"]
@@ -187,7 +186,7 @@ def test_a_base_is_sealed_as_root_after_provisioning_and_before_it_is_stopped(tm
 
 
 def test_a_seal_that_fails_fails_the_build_and_deletes_the_base(tmp_path: Path) -> None:
-    orb = RunningOrb({SEAL: (1, "")})
+    orb = answering({SEAL: (1, "")})
     p = worker(orb, tmp_path)
     with pytest.raises(BaseBuildError, match="CommandFailedError"):
         p.obtain(MachineSpec("ubuntu:22.04"))
@@ -205,7 +204,7 @@ class WritesTmp(Hooks):
 
 
 def test_provision_hooks_naming_tmp_warn_once_per_process(tmp_path: Path) -> None:
-    orb = RunningOrb()
+    orb = answering()
     p = worker(orb, tmp_path, hooks=WritesTmp())
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
@@ -225,5 +224,5 @@ def test_no_warning_for_hooks_that_keep_off_tmp_nor_without_cloning(tmp_path: Pa
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        worker(RunningOrb(), tmp_path, hooks=Clean()).obtain(MachineSpec("ubuntu:22.04"))
-        _create_only(RunningOrb(), hooks=WritesTmp()).obtain(MachineSpec("ubuntu:22.04"))  # no base
+        worker(answering(), tmp_path, hooks=Clean()).obtain(MachineSpec("ubuntu:22.04"))
+        _create_only(answering(), hooks=WritesTmp()).obtain(MachineSpec("ubuntu:22.04"))  # no base
