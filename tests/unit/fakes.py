@@ -297,11 +297,12 @@ def info(state: str, ip4: Optional[str] = None, name: str = "m1") -> MachineInfo
 
 @dataclass(frozen=True)
 class Call:
-    """One call a client received: its verb, positional arguments and keywords."""
+    """One call a client received: its verb, positional arguments and keywords, the calling thread."""
 
     verb: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    thread: str = ""
 
     @property
     def command(self) -> list[str]:
@@ -368,7 +369,7 @@ class ScriptedOrb(FakeOrb):
 
     def _answer(self, verb: str, default: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with self._lock:
-            self.received.append(Call(verb, args, kwargs))
+            self.received.append(Call(verb, args, kwargs, threading.current_thread().name))
         return self._handlers.get(verb, default)(*args, **kwargs)
 
     def status(self) -> str:

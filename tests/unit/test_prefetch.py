@@ -1,4 +1,4 @@
-"""prefetch.py against the in-memory fake orbctl of test_provisioner: machines made ahead, taken, deleted."""
+"""prefetch.py against the shared scripted client (fakes.py): machines made ahead, taken, deleted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 import pytest
-from fakes import SPEC, FakeOrb, Hooks, make
+from fakes import SPEC, FakeOrb, Hooks, ScriptedOrb, make
 
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.models import MachineSpec
@@ -18,20 +18,25 @@ from pytest_orbstack.provisioner import Provisioner
 OTHER = MachineSpec("debian:12")
 
 
-class GatedOrb(FakeOrb):
-    """``create`` from a prefetch thread waits for ``gate``; every create is recorded with its thread."""
+def gated(orb: ScriptedOrb) -> threading.Event:
+    """A gate, open at first, that ``orb``'s creates from a prefetch thread wait for."""
+    gate = threading.Event()
+    gate.set()
+    create = orb.unscripted("create")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.gate.set()
-        self.created_by: dict[str, str] = {}
-
-    def create(self, image: str, name: str, **kwargs: Any) -> None:
+    def waiting(image: str, name: str, **kwargs: Any) -> None:
         if threading.current_thread().name.startswith("orb-prefetch"):
-            assert self.gate.wait(timeout=10)
-        super().create(image, name, **kwargs)
-        self.created_by[name] = threading.current_thread().name
+            assert gate.wait(timeout=10)
+        create(image, name, **kwargs)
+
+    orb.on("create", waiting)
+    return gate
+
+
+def made_by(orb: ScriptedOrb, name: str) -> str:
+    """The thread whose ``create`` made the machine ``name``."""
+    (thread,) = [call.thread for call in orb.asked("create") if call.args[1] == name]
+    return thread
 
 
 class ThreadHooks(Hooks):
@@ -59,21 +64,21 @@ def prefetching(orb: FakeOrb, hooks: Hooks, limit: int = 2) -> tuple[Provisioner
 
 
 def test_a_prepared_machine_is_taken_by_the_next_request_and_hooks_run_then() -> None:
-    orb, hooks = GatedOrb(), ThreadHooks()
+    orb, hooks = ScriptedOrb(), ThreadHooks()
     p, source = prefetching(orb, hooks)
     first = p.obtain(SPEC)
     assert list(orb.machines) == [first.name]  # nothing is made ahead unless asked
     source.prepare(SPEC)
     _until(lambda: len(orb.machines) == 2)
     (ahead,) = set(orb.machines) - {first.name}
-    assert orb.created_by[ahead].startswith("orb-prefetch")
+    assert made_by(orb, ahead).startswith("orb-prefetch")
     assert ("ready", ahead) not in hooks.events  # made and waited for, nothing else
     second = p.obtain(SPEC)
     assert second.name == ahead
     assert hooks.events[-2:] == [("provision", ahead), ("ready", ahead)]
     assert hooks.threads == {threading.current_thread().name}  # hooks never run on a prefetch thread
     third = p.obtain(SPEC)  # nothing prepared: made now
-    assert orb.created_by[third.name] == threading.current_thread().name
+    assert made_by(orb, third.name) == threading.current_thread().name
     p.close()
     assert len(orb.machines) == 3
     assert (p.stats.created, p.stats.deleted) == (3, 0)
@@ -81,68 +86,71 @@ def test_a_prepared_machine_is_taken_by_the_next_request_and_hooks_run_then() ->
 
 def test_nothing_is_made_ahead_for_a_spec_not_made_yet() -> None:
     """The first machine of a spec may build its base and run provision hooks: on the test's thread."""
-    orb, hooks = GatedOrb(), Hooks()
+    orb, hooks = ScriptedOrb(), Hooks()
     p, source = prefetching(orb, hooks)
     source.prepare(SPEC)
     first = p.obtain(SPEC)
-    assert orb.created_by[first.name] == threading.current_thread().name
+    assert made_by(orb, first.name) == threading.current_thread().name
     p.close()  # waits for anything made ahead: there must be nothing
     assert orb.count("create") == 1
     assert (p.stats.created, p.stats.deleted) == (1, 0)
 
 
 def test_prepare_asks_for_a_count_per_spec_not_a_machine_per_call() -> None:
-    orb, hooks = GatedOrb(), Hooks()
+    orb, hooks = ScriptedOrb(), Hooks()
+    gate = gated(orb)
     p, source = prefetching(orb, hooks)
     made = {p.obtain(SPEC).name, p.obtain(OTHER).name}
-    orb.gate.clear()
+    gate.clear()
     for _ in range(3):
         source.prepare(SPEC)
     source.prepare(OTHER)
-    orb.gate.set()
+    gate.set()
     taken = p.obtain(OTHER)
-    assert orb.created_by[taken.name].startswith("orb-prefetch")
+    assert made_by(orb, taken.name).startswith("orb-prefetch")
     p.close()  # waits for everything made ahead, then deletes what nobody took
     assert orb.count("create") == 4  # two now, one of each spec ahead, however often prepared
     assert set(orb.machines) == made | {taken.name}  # the unused SPEC machine was deleted
 
 
 def test_a_request_waits_for_the_machine_being_made_instead_of_making_another() -> None:
-    orb, hooks = GatedOrb(), Hooks()
+    orb, hooks = ScriptedOrb(), Hooks()
+    gate = gated(orb)
     p, source = prefetching(orb, hooks)
     first = p.obtain(SPEC)
-    orb.gate.clear()
+    gate.clear()
     source.prepare(SPEC)
-    threading.Timer(0.2, orb.gate.set).start()
+    threading.Timer(0.2, gate.set).start()
     machine = p.obtain(SPEC)
-    assert orb.created_by[machine.name].startswith("orb-prefetch")
+    assert made_by(orb, machine.name).startswith("orb-prefetch")
     assert orb.count("create") == 2
     p.close()
     assert set(orb.machines) == {first.name, machine.name}
 
 
 def test_a_failed_prefetch_is_reported_and_the_machine_made_now() -> None:
-    orb, hooks = GatedOrb(), Hooks()
+    orb, hooks = ScriptedOrb(), Hooks()
     p, source = prefetching(orb, hooks)
     first = p.obtain(SPEC)
     orb.create_faults = ["bad-image"]
     source.prepare(SPEC)
     _until(lambda: orb.count("create") == 2)
     machine = p.obtain(SPEC)
-    assert orb.created_by[machine.name] == threading.current_thread().name
+    assert made_by(orb, machine.name) == threading.current_thread().name
     assert any("a prefetched machine failed" in line for _, line in p.stats.take_events())
     p.close()
     assert set(orb.machines) == {first.name, machine.name}
 
 
 def test_close_waits_for_machines_being_made_and_deletes_them() -> None:
-    orb, hooks = GatedOrb(), Hooks()
+    orb, hooks = ScriptedOrb(), Hooks()
+    gate = gated(orb)
     p, source = prefetching(orb, hooks)
     made = {p.obtain(SPEC).name, p.obtain(OTHER).name}
-    orb.gate.clear()
+    gate.clear()
     source.prepare(SPEC)
     source.prepare(OTHER)
-    threading.Timer(0.2, orb.gate.set).start()
+    threading.Timer(0.2, gate.set).start()
     p.close()
     assert set(orb.machines) == made
     assert (p.stats.created, p.stats.deleted) == (4, 2)
@@ -151,10 +159,11 @@ def test_close_waits_for_machines_being_made_and_deletes_them() -> None:
 
 
 def test_interrupted_wait_still_deletes_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    orb, hooks = GatedOrb(), Hooks()
+    orb, hooks = ScriptedOrb(), Hooks()
+    gate = gated(orb)
     p, source = prefetching(orb, hooks)
     first = p.obtain(SPEC)
-    orb.gate.clear()
+    gate.clear()
     source.prepare(SPEC)
 
     def interrupted(self: Future[Any], timeout: Optional[float] = None) -> Any:
@@ -164,25 +173,26 @@ def test_interrupted_wait_still_deletes_the_machine(monkeypatch: pytest.MonkeyPa
     with pytest.raises(KeyboardInterrupt):
         p.obtain(SPEC)
     monkeypatch.undo()
-    orb.gate.set()
+    gate.set()
     p.close()
     assert list(orb.machines) == [first.name]  # made after the interrupt, then deleted
 
 
 def test_count_and_limit_bound_the_machines_made_ahead() -> None:
-    orb, hooks = GatedOrb(), Hooks()
+    orb, hooks = ScriptedOrb(), Hooks()
+    gate = gated(orb)
     p, source = prefetching(orb, hooks, limit=3)
     made = {p.obtain(SPEC).name, p.obtain(OTHER).name}
-    orb.gate.clear()
+    gate.clear()
     source.prepare(SPEC, 2)
     source.prepare(SPEC, 2)  # still two of SPEC
     assert source.ahead == 2
     source.prepare(OTHER, 5)  # only one more fits under the limit
     assert source.ahead == 3
-    orb.gate.set()
+    gate.set()
     first, second = p.obtain(SPEC), p.obtain(SPEC)
     assert {first.name, second.name}.isdisjoint(made)
-    assert all(orb.created_by[m.name].startswith("orb-prefetch") for m in (first, second))
+    assert all(made_by(orb, m.name).startswith("orb-prefetch") for m in (first, second))
     assert source.ahead == 1
     p.close()
     assert orb.count("create") == 5  # two now, three ahead; the unused OTHER one was deleted
