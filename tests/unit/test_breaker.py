@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fakes import SPEC, FakeOrb, ScriptedOrb, err, make
+from fakes import SPEC, ScriptedOrb, err, make
 
 from pytest_orbstack.breaker import THRESHOLD, AddressBreaker, NoAddressError
 from pytest_orbstack.errors import MachineNotReadyError, TransientOrbctlError
@@ -90,25 +89,14 @@ def test_provisioner_stops_creating_once_tripped() -> None:
     assert orb.machines == {}
 
 
-class Recovering(FakeOrb):
-    """Creates fail as OrbStack #2688 does while :attr:`broken`."""
-
-    broken = True
-
-    def create(self, image: str, name: str, **kwargs: Any) -> None:
-        if self.broken:
-            raise err(TransientOrbctlError, "create", name, MISSING)
-        super().create(image, name, **kwargs)
-
-
 def test_provisioner_success_in_between_resets_the_count() -> None:
-    orb = Recovering()
+    orb = no_ip_orb()
     p = make(orb, retries=THRESHOLD - 2)  # THRESHOLD - 1 attempts a machine
     with pytest.raises(TransientOrbctlError):
         p.obtain(SPEC)
-    orb.broken = False  # OrbStack recovered: the next machine is ready
+    orb.on("create", orb.unscripted("create"))  # OrbStack recovered: the next machine is ready
     machine = p.obtain(SPEC)
-    orb.broken = True
+    orb.script("create", no_ip_create())
     with pytest.raises(TransientOrbctlError):
         p.obtain(SPEC)  # THRESHOLD - 1 again: not tripped
     assert not p.breaker.tripped

@@ -1,4 +1,4 @@
-"""provisioner.py against an in-memory fake orbctl client: create retries, adoption, delete, keep."""
+"""provisioner.py against the shared fake clients (fakes.py): create retries, adoption, delete, keep."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from fakes import SPEC, FakeOrb, Hooks, err, make
+from fakes import SPEC, FakeClock, FakeOrb, Hooks, ScriptedOrb, err, make
 
 from pytest_orbstack.errors import (
     ImageNotFoundError,
@@ -95,16 +95,15 @@ def test_a_create_that_hangs_twice_is_not_repeated_for_later_machines() -> None:
 
 
 def test_a_create_retry_never_starts_after_the_machine_deadline() -> None:
-    now = [0.0]
+    clock, orb = FakeClock(0.0), ScriptedOrb()
+    create = orb.unscripted("create")
 
-    class Slow(FakeOrb):
-        def create(self, image: str, name: str, **kwargs: Any) -> None:
-            now[0] += 40.0  # every attempt takes 40 s, then fails transiently
-            super().create(image, name, **kwargs)
+    def slow(image: str, name: str, **kwargs: Any) -> None:
+        clock.advance(40.0)  # every attempt takes 40 s, then fails transiently
+        create(image, name, **kwargs)
 
-    orb = Slow()
-    orb.create_faults = ["transient", "transient", "transient"]
-    p = make(orb, clock=lambda: now[0], machine_timeout=60.0)
+    orb.on("create", slow).create_faults = ["transient", "transient", "transient"]
+    p = make(orb, clock=clock, machine_timeout=60.0)
     with pytest.raises(MachineDeadlineError) as excinfo:
         p.obtain(SPEC)
     message = str(excinfo.value)
@@ -112,53 +111,43 @@ def test_a_create_retry_never_starts_after_the_machine_deadline() -> None:
     assert "60s" in message
     assert "502 Bad Gateway" in message
     assert "\n" not in message
-    assert orb.count("create") == 2  # the retry at 40 s ran; none at 80 s, past the 60 s deadline
+    assert len(orb.asked("create")) == 2  # the retry at 40 s ran; none at 80 s, past the 60 s deadline
 
 
 def test_a_create_is_killed_at_the_machine_deadline() -> None:
-    now = [0.0]
+    clock = FakeClock(0.0)
 
-    class Stalling(FakeOrb):
-        timeouts = SimpleNamespace(create=600.0)
+    def stalling(image: str, name: str, timeout: float = 600.0, **kwargs: Any) -> None:
+        clock.advance(timeout)  # the create stalls until it is killed
+        raise OrbctlTimeoutError(["orbctl", "create", name], timeout)
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.given: list[float] = []
-
-        def create(self, image: str, name: str, **kwargs: Any) -> None:
-            self.record("create", name)
-            timeout = kwargs.get("timeout", self.timeouts.create)
-            self.given.append(timeout)
-            now[0] += timeout  # the create stalls until it is killed
-            raise OrbctlTimeoutError(["orbctl", "create", name], timeout)
-
-    orb = Stalling()
-    p = make(orb, clock=lambda: now[0], machine_timeout=900.0)
+    orb = ScriptedOrb().on("create", stalling)
+    orb.timeouts = SimpleNamespace(create=600.0)  # type: ignore[attr-defined]  # the client's create timeout
+    p = make(orb, clock=clock, machine_timeout=900.0)
     with pytest.raises(MachineDeadlineError, match="--orb-machine-timeout") as excinfo:
         p.obtain(SPEC)
-    assert orb.given == [600.0, 300.0]  # the retry was cut to what was left of the 900 s
-    assert now[0] == 900.0
+    # the first create keeps the client's own 600 s (none passed), the retry is cut to what was left
+    assert [call.kwargs.get("timeout") for call in orb.asked("create")] == [None, 300.0]
+    assert clock() == 900.0
     assert "\n" not in str(excinfo.value)
     with pytest.raises(OrbctlHungError):
         p.obtain(SPEC)  # the hang is remembered all the same
-    assert orb.count("create") == 2
+    assert len(orb.asked("create")) == 2
 
 
 def test_machine_stop_is_retried_like_every_lifecycle_call() -> None:
-    class ConflictOnce(FakeOrb):
-        stops = 0
+    orb = ScriptedOrb()
+    stop = orb.unscripted("stop")
 
-        def stop(self, name: str, force: bool = False) -> None:
-            self.stops += 1
-            if self.stops == 1:
-                raise err(TransientOrbctlError, "stop", name, "cannot transition from starting to stopping")
-            self.machines[name] = "stopped"
+    def conflict_once(name: str, force: bool = False) -> None:
+        if len(orb.asked("stop")) == 1:
+            raise err(TransientOrbctlError, "stop", name, "cannot transition from starting to stopping")
+        stop(name, force=force)
 
-    orb = ConflictOnce()
-    p = make(orb)
+    p = make(orb.on("stop", conflict_once))
     machine = p.obtain(SPEC)
     machine.stop()
-    assert orb.stops == 2
+    assert len(orb.asked("stop")) == 2
     assert orb.machines[machine.name] == "stopped"
     assert any("retrying stop of" in e for _, e in p.stats.take_events())
 
@@ -175,17 +164,10 @@ def test_hung_create_whose_machine_never_gets_ready_is_deleted_and_retried() -> 
 def test_a_half_made_machine_is_not_woken_by_the_readiness_probe() -> None:
     """``orbctl run`` starts a stopped machine: adoption looks at ``info`` before any probe."""
 
-    class WakingOrb(FakeOrb):
-        def run(self, machine: str, command: list[str], **kwargs: Any) -> Any:
-            self.record("run", machine)
-            if self.machines.get(machine) == "stopped":
-                self.machines[machine] = "running"
-            return super().run(machine, command, **kwargs)
-
-    orb = WakingOrb()
+    orb = ScriptedOrb()  # its run starts a stopped machine, as orbctl run does
     orb.create_faults = ["hang-dead"]
     machine = make(orb).obtain(SPEC)
-    probed = set(orb.ops("run"))
+    probed = {call.args[0] for call in orb.asked("run")}
     assert probed == {machine.name}  # only the machine of the second, clean create was probed
     assert orb.count("delete") == 1
 
@@ -259,11 +241,10 @@ def test_keep_leaves_the_machine_under_the_kept_prefix() -> None:
 
 
 def test_keep_leaves_the_machine_under_its_name_when_the_rename_fails() -> None:
-    class NoRename(FakeOrb):
-        def rename(self, old: str, new: str) -> None:
-            raise err(OrbctlCommandError, "rename", old, "rename failed")
+    def failing(old: str, new: str) -> None:
+        raise err(OrbctlCommandError, "rename", old, "rename failed")
 
-    orb = NoRename()
+    orb = ScriptedOrb().on("rename", failing)
     p = make(orb)
     machine = p.obtain(SPEC)
     p.release(machine, keep=True)
