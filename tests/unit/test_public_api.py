@@ -71,6 +71,29 @@ def test_orbsim_imports_nothing_from_the_plugin() -> None:
     assert offending == set()
 
 
+def sim_imports(source: str) -> set[str]:
+    """What in ``source`` imports orbsim (``pytest_orbstack.sim`` or a module of it)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("pytest_orbstack.sim"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "pytest_orbstack":
+            found.update(f"pytest_orbstack.{a.name}" for a in node.names if a.name == "sim")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pytest_orbstack.sim"):
+            found.add(str(node.module))
+    return found
+
+
+def test_the_plugin_imports_nothing_from_orbsim() -> None:
+    offending = {f"{path.name}: {sorted(sim_imports(path.read_text()))}" for path in PACKAGE.glob("*.py")}
+    assert {line for line in offending if not line.endswith("[]")} == set()
+    assert sim_imports("from pytest_orbstack import sim\n") == {"pytest_orbstack.sim"}
+    assert sim_imports("def f():\n    from pytest_orbstack.sim.engine import get_engine\n") == {
+        "pytest_orbstack.sim.engine"
+    }
+    assert sim_imports("import pytest_orbstack.sim.cli\n") == {"pytest_orbstack.sim.cli"}
+
+
 def test_orbsim_starts_without_loading_the_plugin() -> None:
     code = (
         "import sys, pytest_orbstack.sim.__main__, pytest_orbstack.sim.cli;"
