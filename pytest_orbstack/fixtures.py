@@ -19,21 +19,15 @@ from pytest_orbstack.marker import marker_overrides, spec_fields, spec_for
 from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.orbctl import Orbctl
 from pytest_orbstack.provisioner import MachineFactory
-
-# The runtime's names, where plugin.py has always found them.
-from pytest_orbstack.runtime import OrbRuntime, get_runtime, new_runtime, runtime_key
+from pytest_orbstack.runtime import OrbRuntime, get_runtime
 
 __all__ = [
     "MACHINE_FIXTURES",
-    "OrbRuntime",
-    "get_runtime",
     "machines_used_by",
-    "new_runtime",
     "orb_client",
     "orb_machines",
     "orb_vm",
     "orb_vm_fresh",
-    "runtime_key",
 ]
 
 #: Fixtures whose machines a failed test keeps (``--orb-keep failed``) and reports.

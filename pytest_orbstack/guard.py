@@ -36,8 +36,8 @@ from pytest_orbstack.errors import OrbstackError, first_line
 from pytest_orbstack.settings import Clone
 
 if TYPE_CHECKING:
-    from pytest_orbstack.fixtures import OrbRuntime
     from pytest_orbstack.orbctl import Orbctl
+    from pytest_orbstack.runtime import OrbRuntime
 
 __all__ = ["ControllerGuard", "Guard", "HostRun", "RemoteWorkerGuard", "Steps", "WorkerGuard", "mark_purged"]
 

@@ -35,21 +35,12 @@ from pytest_orbstack import (
 )
 from pytest_orbstack.client import OrbctlClient
 from pytest_orbstack.errors import MarkerError, first_line
-from pytest_orbstack.fixtures import (
-    OrbRuntime,
-    get_runtime,
-    machines_used_by,
-    new_runtime,
-    orb_client,
-    orb_machines,
-    orb_vm,
-    orb_vm_fresh,
-    runtime_key,
-)
+from pytest_orbstack.fixtures import machines_used_by, orb_client, orb_machines, orb_vm, orb_vm_fresh
 from pytest_orbstack.guard import ControllerGuard, Guard, RemoteWorkerGuard, Steps, WorkerGuard
 from pytest_orbstack.marker import MARKER_LINE, check_marker_use, marker_overrides
 from pytest_orbstack.orbctl import Orbctl
 from pytest_orbstack.report import header_line, machine_properties
+from pytest_orbstack.runtime import OrbRuntime, get_runtime, new_runtime, runtime_key
 from pytest_orbstack.settings import add_options, load_settings
 from pytest_orbstack.timeout import TimeoutPause
 from pytest_orbstack.xdist_hooks import WorkerCollection, XdistHooks

@@ -25,8 +25,8 @@ from pytest_orbstack.errors import OrbstackError, first_line
 from pytest_orbstack.report import EVENTS_ATTR, failure_section, summary_lines
 
 if TYPE_CHECKING:
-    from pytest_orbstack.fixtures import OrbRuntime
     from pytest_orbstack.machine import Machine
+    from pytest_orbstack.runtime import OrbRuntime
 
 __all__ = [
     "ProgressPrinter",

@@ -22,7 +22,7 @@ from pytest_orbstack import availability, guard, hosts, naming
 from pytest_orbstack.report import WORKEROUTPUT_KEY
 
 if TYPE_CHECKING:
-    from pytest_orbstack.fixtures import OrbRuntime
+    from pytest_orbstack.runtime import OrbRuntime
 
 __all__ = [
     "ACTIVE_KEY",

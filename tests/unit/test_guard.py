@@ -26,7 +26,7 @@ PREFIX = "pytest-test-"
 
 
 class Runtime:
-    """What a guard reads and sets of its process's runtime (``fixtures.OrbRuntime``)."""
+    """What a guard reads and sets of its process's runtime (``runtime.OrbRuntime``)."""
 
     def __init__(self, run_id: str, lock_dir: Optional[Path] = None, clone: Clone = Clone.AUTO) -> None:
         self.run_id = run_id
