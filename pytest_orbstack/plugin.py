@@ -215,6 +215,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     runtime = config.stash.get(runtime_key, None)
     if runtime is None or config.option.collectonly:
         return
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    runtime.demand = lookahead.demand(session.items, runtime.settings, workers)
     if _is_worker(config):
         # On the controller's host the controller prepares and starts the duties (XdistHooks),
         # before any test; on another host this worker joins (or is elected for) that host's now.
