@@ -12,10 +12,10 @@ Two parts, in one invocation, on orbsim's ``orbstack`` profile:
    the base build (create, hooks and seal, stop), the other workers' wait
    for it, each worker's clone + start + ready.
 2. **One test.**  ``pytest -k`` one fresh-machine test (a developer running
-   one test), without xdist: the old way (``--orb-clone always``: a base is
-   built, then cloned) against the default (``--orb-clone auto``: the run
-   needs one machine, so it is created directly), alternated ``--rounds``
-   times; medians side by side.
+   one test), without xdist (``--one-test-workers N``: with ``-n N``): the
+   old way (``--orb-clone always``: a base is built, then cloned) against the
+   default (``--orb-clone auto``: the run needs one machine, so it is created
+   directly), alternated ``--rounds`` times; medians side by side.
 
 Reproduce:
 
@@ -234,7 +234,8 @@ def part_one_test(base: Path, opts: argparse.Namespace) -> None:
             write_suite(root, 4, 2, ORBSTACK_CONFTEST)
             env = s.orbsim_env(home, profile="orbstack", scale=opts.scale)
             before = len(s.argv_log(env))
-            wall, code, _ = run_pytest(root, env, ["-p", "no:xdist", "-k", "test_fresh_0", *extra])
+            xdist = ["-n", str(opts.one_test_workers)] if opts.one_test_workers else ["-p", "no:xdist"]
+            wall, code, _ = run_pytest(root, env, [*xdist, "-k", "test_fresh_0", *extra])
             c = s.command_counts(env, before)
             counts[name] = (
                 f"create {c['create']}, clone {c['clone']}, stop {c['stop']}, calls {sum(c.values())}"
@@ -258,6 +259,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--scale", default="1")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the one-test comparison")
+    parser.add_argument(
+        "--one-test-workers", type=int, default=0, help="run the one test with -n N (0: without xdist)"
+    )
     parser.add_argument("--skip", action="append", default=[], choices=("timeline", "one-test"))
     parser.add_argument("args", nargs="*", help="more pytest arguments for the timeline run")
     opts = parser.parse_args()
@@ -268,12 +272,14 @@ def main() -> int:
             part_timeline(base, opts)
             print()
         if "one-test" not in opts.skip:
-            print("2. one fresh-machine test (pytest -k test_fresh_0, no xdist):")
+            how = f"-n {opts.one_test_workers}" if opts.one_test_workers else "no xdist"
+            print(f"2. one fresh-machine test (pytest -k test_fresh_0, {how}):")
             part_one_test(base, opts)
     print(f"{s.load()} at end")
     print(
         f"reproduce: {sys.executable} benchmarks/bench_startup.py --tests {opts.tests} --fresh {opts.fresh} "
-        f"--workers {opts.workers} --scale {opts.scale} --rounds {opts.rounds}"
+        f"--workers {opts.workers} --scale {opts.scale} --rounds {opts.rounds} "
+        f"--one-test-workers {opts.one_test_workers}"
     )
     return 0
 
