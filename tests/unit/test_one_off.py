@@ -16,9 +16,9 @@ import filelock
 import pytest
 from fakes import RUN, SPEC, FakeOrb, Hooks, make, worker
 
-from pytest_orbstack.basekey import base_key
+from pytest_orbstack.basekey import base_key, reused_base_name
 from pytest_orbstack.bases import BaseManager, OneOffSource, install
-from pytest_orbstack.basestore import BaseStore
+from pytest_orbstack.basestore import BaseBuildError, BaseStore
 from pytest_orbstack.clonesource import CloneSource
 from pytest_orbstack.lookahead import demand
 from pytest_orbstack.models import MachineSpec, OrbVersion
@@ -191,3 +191,35 @@ def test_a_record_of_another_run_is_not_read(tmp_path: Path) -> None:
     assert BaseStore(lock_dir=tmp_path, run_id=RUN, worker="gw0").recorded(base_key(SPEC, SOURCES)) is None
     worker(orb, tmp_path, name="gw0").obtain(SPEC)
     assert orb.count("create") == 2  # this run built its own base
+
+
+def test_a_reused_base_read_from_its_record_is_held_as_in_use(tmp_path: Path) -> None:
+    orb = FakeOrb()
+    builder = worker(orb, tmp_path, name="gw0", reuse="on")
+    builder.obtain(SPEC)
+    builder.close()  # gw0 lets go of the base: gw1 alone will hold it
+    other = make(orb, worker="gw1")
+    install(
+        other,
+        clone="auto",
+        version=OrbVersion(2, 0, 4),
+        reuse="on",
+        lock_dir=tmp_path,
+        sources=lambda: SOURCES,
+        state_dir=tmp_path / "state",
+        lock_timeout=0.2,
+    )
+    (lock_path,) = tmp_path.glob(f"orbstack-base-*-{RUN}.lock")
+    with filelock.FileLock(str(lock_path), timeout=0):
+        other.obtain(SPEC)  # from the record, without the run's build lock
+    assert orb.count("create") == 1
+    # gw1 is now a user of the reused base: a refresh elsewhere may not take it over
+    refresher = BaseStore(lock_dir=tmp_path, run_id="another0001", worker="gw0", state_dir=tmp_path / "state")
+    key = base_key(SPEC, SOURCES)
+    taking = refresher.taken_over(SPEC, key, reused_base_name(key))
+    with pytest.raises(BaseBuildError, match="another live run clones machines from it"), taking:
+        pass
+    other.close()
+    with refresher.taken_over(SPEC, key, reused_base_name(key)):  # nobody uses it any more
+        pass
+    refresher.close()
