@@ -87,14 +87,17 @@ def _worker_queue(config: pytest.Config) -> Optional[list[int]]:
     return None
 
 
-def demand(items: Sequence[pytest.Item], settings: Settings, processes: int) -> Demand:
+def demand(
+    items: Sequence[pytest.Item], settings: Settings, processes: int, *, every_process: bool = False
+) -> Demand:
     """The machines of each spec ``items`` (the run's selected tests) can need.
 
     ``processes`` runs share them (xdist's worker count, else 1): ``orb_vm``
     (the options' spec) gives at most one machine per process, each
-    ``orb_vm_fresh`` test one of its own spec.  A test marked ``skip`` needs
-    none; an ``orb_machines`` test can make any number (open-ended); a test
-    whose ``orb`` marker is wrong errors before it has a machine.
+    ``orb_vm_fresh`` test one of its own spec.  ``every_process``: each process
+    runs every test (``--dist each``).  A test marked ``skip`` needs none; an
+    ``orb_machines`` test can make any number (open-ended); a test whose
+    ``orb`` marker is wrong errors before it has a machine.
     """
     counts: collections.Counter[MachineSpec] = collections.Counter()
     shared = 0
@@ -113,6 +116,9 @@ def demand(items: Sequence[pytest.Item], settings: Settings, processes: int) -> 
                 counts[spec_for(settings, marker_overrides(item))] += 1
             except MarkerError:
                 continue
+    processes = max(1, processes)
+    if every_process:
+        counts = collections.Counter({spec: count * processes for spec, count in counts.items()})
     if shared:
-        counts[settings.spec] += min(shared, max(1, processes))
+        counts[settings.spec] += processes if every_process else min(shared, processes)
     return Demand(dict(counts), open_ended=False)

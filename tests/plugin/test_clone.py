@@ -235,6 +235,13 @@ def test_a_run_that_needs_one_machine_creates_it_and_builds_no_base(
     assert base in log.deleted()
     assert_no_leftovers()
 
+    if "no:xdist" not in xdist:  # --dist each: every worker runs the one test, so two machines
+        log = argv_log()
+        run_pytest(*xdist, "--dist", "each", "-k", "test_first").assert_outcomes(passed=2)
+        (base,) = log.created()
+        assert [source for source, _ in log.cloned()] == [base, base]
+        assert_no_leftovers()
+
 
 def test_clone_never_creates_every_machine(
     pytester: pytest.Pytester,

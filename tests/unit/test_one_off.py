@@ -70,6 +70,14 @@ def test_each_fresh_test_is_a_machine_and_orb_vm_one_per_process() -> None:
     assert not demand([_item("orb_vm", "orb_vm_fresh")], SETTINGS, 1).single(SETTINGS.spec)
 
 
+def test_with_dist_each_every_worker_runs_every_test() -> None:
+    found = demand([_item("orb_vm_fresh")], SETTINGS, 2, every_process=True)
+    assert not found.single(SETTINGS.spec)
+    assert dict(found.counts) == {SETTINGS.spec: 2}
+    assert dict(demand([_item("orb_vm")], SETTINGS, 3, every_process=True).counts) == {SETTINGS.spec: 3}
+    assert demand([_item("orb_vm")], SETTINGS, 1, every_process=True).single(SETTINGS.spec)
+
+
 def test_the_marker_gives_a_fresh_machine_its_own_spec() -> None:
     found = demand([_item("orb_vm_fresh", image="debian:12"), _item("orb_vm")], SETTINGS, 2)
     assert found.single(DEBIAN)
