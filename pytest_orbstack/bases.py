@@ -18,6 +18,12 @@ Base names:
 - reused (``--orb-reuse``): ``pytest-base-<key>``, outside the purge prefix, kept
   across runs; its key covers the provision hooks' source, so changing a hook
   builds a new base.
+
+A base pays for itself from the second machine of its spec on: building it and
+then cloning it costs a stop, a clone and a start more than creating one
+machine.  So when the run's selected tests need only one machine of a spec
+(``--orb-clone auto``, no ``--orb-reuse``), :class:`OneOffSource` creates it
+directly and builds no base.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import TYPE_CHECKING, Callable, Final, Optional
 from pytest_orbstack import commands
 from pytest_orbstack.basebuild import BaseBuilder, VolatileProvisionWarning
 from pytest_orbstack.basekey import base_key, reused_base_name
-from pytest_orbstack.basestore import BaseBuildError, BaseStore
+from pytest_orbstack.basestore import BaseBuildError, BaseRecord, BaseStore
 from pytest_orbstack.clonesource import CloneSource
 from pytest_orbstack.errors import (
     OrbctlCommandError,
@@ -40,6 +46,7 @@ from pytest_orbstack.errors import (
 )
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.settings import Clone, Reuse
+from pytest_orbstack.sources import CreateSource, MachineSource, Made
 
 if TYPE_CHECKING:
     from pytest_orbstack.context import MakeContext
@@ -49,7 +56,14 @@ if TYPE_CHECKING:
 
 #: ``VolatileProvisionWarning`` is also named here, where it was first announced, so that
 #: ``-W ignore::pytest_orbstack.bases.VolatileProvisionWarning`` keeps working.
-__all__ = ["BaseManager", "VolatileProvisionWarning", "clone_decision", "install", "wait_seconds"]
+__all__ = [
+    "BaseManager",
+    "OneOffSource",
+    "VolatileProvisionWarning",
+    "clone_decision",
+    "install",
+    "wait_seconds",
+]
 
 #: The first OrbStack with ``orbctl clone``.
 CLONE_SINCE: Final = commands.CLONE_SINCE
@@ -137,19 +151,12 @@ class BaseManager:
 
     def _obtain_shared(self, spec: MachineSpec, key: str) -> str:
         start = self._c.clock()
+        record = self._store.recorded(key)  # built already: no lock to wait for
+        if record is not None:
+            return self._recorded(spec, key, record, start)
         with self._store.build_turn(spec, key) as turn:
-            record = turn.record
-            if record is not None:
-                if record.error is not None:
-                    raise BaseBuildError(spec, record.name, record.error, record.worker)
-                waited = self._c.clock() - start
-                if waited >= 1.0:
-                    self._c.events.event(
-                        f"waited {waited:.1f}s for base {record.name} built by {record.worker}", verbose=True
-                    )
-                if record.reused:
-                    self._store.use(key)
-                return record.name
+            if turn.record is not None:
+                return self._recorded(spec, key, turn.record, start)
             reused = self.reuse != Reuse.OFF
             try:
                 name = (
@@ -165,6 +172,19 @@ class BaseManager:
                     self.built.append(name)
             turn.built(name, reused=reused)
             return name
+
+    def _recorded(self, spec: MachineSpec, key: str, record: BaseRecord, start: float) -> str:
+        """The base another process of the run left a record of (waited for since ``start``)."""
+        if record.error is not None:
+            raise BaseBuildError(spec, record.name, record.error, record.worker)
+        waited = self._c.clock() - start
+        if waited >= 1.0:
+            self._c.events.event(
+                f"waited {waited:.1f}s for base {record.name} built by {record.worker}", verbose=True
+            )
+        if record.reused:
+            self._store.use(key)
+        return record.name
 
     def _obtain_reused(self, spec: MachineSpec, key: str) -> str:
         """The base kept across runs: found, or (re)built under a lock in the state directory."""
@@ -207,7 +227,44 @@ class BaseManager:
             raise BaseBuildError(spec, name, f"orbctl list failed: {first_line(exc)}") from None
         return None
 
-    # --- the build ---------------------------------------------------------------------------
+
+class OneOffSource:
+    """A :class:`~pytest_orbstack.sources.MachineSource`: the one machine of a spec the run needs is
+    created directly; any other machine comes from ``clone`` (the base of its spec, cloned).
+
+    ``single(spec)`` says whether the run's selected tests need exactly one
+    machine of ``spec`` (:meth:`pytest_orbstack.plan.Demand.single`).  Only the
+    first machine of such a spec is created: should the count be wrong (a
+    fixture reached through ``request.getfixturevalue``), the next one is a
+    clone, as without this source.  The created machine is provisioned at
+    hand-out, like any created machine.
+    """
+
+    def __init__(
+        self, context: MakeContext, clone: MachineSource, single: Callable[[MachineSpec], bool]
+    ) -> None:
+        self._c = context
+        #: where every machine but the one-off ones comes from
+        self.clone = clone
+        self._single = single
+        self._guard = threading.Lock()
+        self._seen: set[MachineSpec] = set()
+
+    def close(self, *, wait: bool = True) -> None:
+        self.clone.close(wait=wait)
+
+    def make(self, spec: MachineSpec, name: str) -> Made:
+        with self._guard:
+            direct = spec not in self._seen and self._single(spec)
+            self._seen.add(spec)
+        if not direct:
+            return self.clone.make(spec, name)
+        self._c.events.event(
+            f"creating {name} ({spec.describe()}) directly: the run needs one machine of it, so no base "
+            "is built",
+            verbose=True,
+        )
+        return CreateSource(self._c).make(spec, name)
 
 
 def install(
@@ -220,9 +277,12 @@ def install(
     sources: Callable[[], Sequence[str]],
     state_dir: Optional[Path] = None,
     lock_timeout: float = 1800.0,
+    single: Optional[Callable[[MachineSpec], bool]] = None,
 ) -> Optional[BaseManager]:
     """Switch ``provisioner`` to cloning (when :func:`clone_decision` says so); the manager, or ``None``.
 
+    ``single``: whether the run needs only one machine of a spec, which is then
+    created directly (:class:`OneOffSource`); ``None``: every machine is a clone.
     Raises :class:`ValueError` for ``clone="always"`` with an OrbStack without clone.
     """
     on, _ = clone_decision(clone, version)
@@ -244,7 +304,10 @@ def install(
         sources=sources,
         reuse=reuse,
     )
-    provisioner.source = CloneSource(provisioner.context, manager)
+    source: MachineSource = CloneSource(provisioner.context, manager)
+    if single is not None:
+        source = OneOffSource(provisioner.context, source, single)
+    provisioner.source = source
     return manager
 
 

@@ -9,15 +9,27 @@ looks as expected, and otherwise only ``nextitem`` is known (as pytest
 itself promises).  Work stealing can take queued items away again, so a
 machine made ahead for one of them may go unused: the prefetch bound limits
 how many.
+
+:func:`demand` looks further: how many machines of each spec the run's
+selected tests can need (every xdist worker collects the whole selection,
+so each counts the same).
 """
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Sequence
 from typing import Final, Optional
 
 import pytest
 
-__all__ = ["upcoming"]
+from pytest_orbstack.errors import MarkerError
+from pytest_orbstack.marker import marker_overrides, spec_for
+from pytest_orbstack.models import MachineSpec
+from pytest_orbstack.plan import Demand
+from pytest_orbstack.settings import Settings
+
+__all__ = ["demand", "upcoming"]
 
 #: How many coming items prefetch looks at (the machines it makes are bounded by ``--orb-prefetch``).
 WINDOW: Final = 100
@@ -73,3 +85,40 @@ def _worker_queue(config: pytest.Config) -> Optional[list[int]]:
             return None
         return [i for i in snapshot if isinstance(i, int)]
     return None
+
+
+def demand(
+    items: Sequence[pytest.Item], settings: Settings, processes: int, *, every_process: bool = False
+) -> Demand:
+    """The machines of each spec ``items`` (the run's selected tests) can need.
+
+    ``processes`` runs share them (xdist's worker count, else 1): ``orb_vm``
+    (the options' spec) gives at most one machine per process, each
+    ``orb_vm_fresh`` test one of its own spec.  ``every_process``: each process
+    runs every test (``--dist each``).  A test marked ``skip`` needs none; an
+    ``orb_machines`` test can make any number (open-ended); a test whose
+    ``orb`` marker is wrong errors before it has a machine.
+    """
+    counts: collections.Counter[MachineSpec] = collections.Counter()
+    shared = 0
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if not any(name in names for name in ("orb_vm", "orb_vm_fresh", "orb_machines")):
+            continue
+        if any(item.iter_markers("skip")):
+            continue
+        if "orb_machines" in names:
+            return Demand()
+        if "orb_vm" in names:
+            shared += 1
+        if "orb_vm_fresh" in names:
+            try:
+                counts[spec_for(settings, marker_overrides(item))] += 1
+            except MarkerError:
+                continue
+    processes = max(1, processes)
+    if every_process:
+        counts = collections.Counter({spec: count * processes for spec, count in counts.items()})
+    if shared:
+        counts[settings.spec] += processes if every_process else min(shared, processes)
+    return Demand(dict(counts), open_ended=False)

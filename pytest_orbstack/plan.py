@@ -4,19 +4,43 @@ One :class:`Plan` per process answers the questions that the progress lines
 before the first machine, the ``--orb-clone always`` check and the fixtures'
 provisioner would otherwise each ask on their own: which OrbStack, clone or
 create (:func:`pytest_orbstack.bases.clone_decision`), and how many machines
-are made ahead.  :class:`KeepPolicy` says which machines are kept.
+are made ahead.  :class:`Demand` is how many machines of each spec the
+run's selected tests can need: a spec needed once is created directly,
+without a base (:func:`pytest_orbstack.bases.install`).  :class:`KeepPolicy`
+says which machines are kept.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Optional, final
 
 from pytest_orbstack.bases import clone_decision
-from pytest_orbstack.models import OrbVersion
-from pytest_orbstack.settings import Keep, Settings
+from pytest_orbstack.models import MachineSpec, OrbVersion
+from pytest_orbstack.settings import Clone, Keep, Reuse, Settings
 
-__all__ = ["KeepPolicy", "Plan", "decide"]
+__all__ = ["Demand", "KeepPolicy", "Plan", "decide"]
+
+
+@final
+@dataclass(frozen=True, eq=False)
+class Demand:
+    """How many machines of each spec the run's selected tests can need, counted after collection.
+
+    ``orb_vm`` gives at most one machine per process, each ``orb_vm_fresh`` test one;
+    ``orb_machines`` can make any number of any spec (``open_ended``).  A run whose
+    tests were not counted is open-ended too: every spec may be needed many times.
+    """
+
+    #: spec -> the most machines of it the run can make (specs not listed: none were counted)
+    counts: Mapping[MachineSpec, int] = field(default_factory=dict)
+    #: the tests can make machines that were not counted (``orb_machines``, or no count at all)
+    open_ended: bool = True
+
+    def single(self, spec: MachineSpec) -> bool:
+        """Whether the whole run needs exactly one machine of ``spec``."""
+        return not self.open_ended and self.counts.get(spec, 0) == 1
 
 
 @final
@@ -34,6 +58,10 @@ class Plan:
     refused: Optional[str]
     #: ``orb_vm_fresh`` machines made ahead at once (0: prefetch is off)
     prefetch: int
+    #: a spec the run needs only one machine of is created directly, without a base: the clone
+    #: fast path is on with ``--orb-clone auto`` and no ``--orb-reuse`` (a reused base serves
+    #: later runs; ``--orb-clone always`` asks for a base)
+    one_off: bool = False
 
 
 def decide(settings: Settings, version: Optional[OrbVersion]) -> Plan:
@@ -42,7 +70,10 @@ def decide(settings: Settings, version: Optional[OrbVersion]) -> Plan:
         clone, note = clone_decision(settings.clone, version)
     except ValueError as exc:
         return Plan(version, clone=False, note=None, refused=str(exc), prefetch=settings.prefetch_limit)
-    return Plan(version, clone=clone, note=note, refused=None, prefetch=settings.prefetch_limit)
+    one_off = clone and settings.clone == Clone.AUTO and settings.reuse == Reuse.OFF
+    return Plan(
+        version, clone=clone, note=note, refused=None, prefetch=settings.prefetch_limit, one_off=one_off
+    )
 
 
 class KeepPolicy:

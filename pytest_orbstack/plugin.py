@@ -195,6 +195,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     runtime = config.stash.get(runtime_key, None)
     if runtime is None or config.option.collectonly:
         return
+    workerinput = getattr(config, "workerinput", {})
+    runtime.demand = lookahead.demand(
+        session.items,
+        runtime.settings,
+        int(workerinput.get("workercount", 1)),
+        every_process=bool(workerinput.get(xdist_hooks.DIST_EACH_KEY, False)),
+    )
     if _is_worker(config):
         # On the controller's host the controller prepares and starts the duties (XdistHooks),
         # before any test; on another host this worker joins (or is elected for) that host's now.

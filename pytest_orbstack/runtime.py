@@ -30,7 +30,7 @@ from pytest_orbstack.machine import Machine
 from pytest_orbstack.marker import marker_overrides, spec_for
 from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.orbctl import Orbctl
-from pytest_orbstack.plan import KeepPolicy, Plan, decide
+from pytest_orbstack.plan import Demand, KeepPolicy, Plan, decide
 from pytest_orbstack.prefetch import PrefetchSource
 from pytest_orbstack.provisioner import Provisioner
 from pytest_orbstack.report import Stats
@@ -63,6 +63,8 @@ class OrbRuntime:
         #: which machines outlive their fixture (``--orb-keep``)
         self.keep = KeepPolicy(settings.keep)
         self._plan: Optional[Plan] = None
+        #: the machines of each spec the run's selected tests can need (counted after collection)
+        self.demand = Demand()
         self._lock = threading.Lock()
         #: why no machine can be made in this run, found by the prepare step (``availability``)
         self.unavailable: Optional[str] = None
@@ -245,6 +247,7 @@ class OrbRuntime:
             lock_timeout=bases.wait_seconds(
                 settings.create_timeout, settings.ready_timeout, settings.retries
             ),
+            single=self.demand.single if plan.one_off else None,
         )
 
     def run_bases(self) -> set[str]:
@@ -266,7 +269,9 @@ class OrbRuntime:
 
     def _say_first_create(self, spec: MachineSpec) -> None:
         """On real OrbStack, the first create of an image may download it: say so before the wait."""
-        if self.bases is not None or spec.image in self._announced:
+        plan = self._plan
+        direct = plan is not None and plan.one_off and self.demand.single(spec)
+        if (self.bases is not None and not direct) or spec.image in self._announced:
             return  # the clone fast path says it builds a base instead
         self._announced.add(spec.image)
         located = self.backend.found()

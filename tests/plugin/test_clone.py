@@ -177,8 +177,70 @@ def test_each_spec_has_its_own_base(
     result.assert_outcomes(passed=3)
     creates = log.calls("create")
     assert sorted(argv[-2] for argv in creates) == ["debian:12", "ubuntu:22.04"]
-    assert len(log.cloned()) == 3
+    # two debian machines: a base, cloned twice; the one ubuntu machine is created directly
+    (debian_base,) = [argv[-1] for argv in creates if argv[-2] == "debian:12"]
+    assert [source for source, _ in log.cloned()] == [debian_base, debian_base]
     assert_no_leftovers()
+
+
+ONE_OR_TWO = """
+def test_first(orb_vm_fresh):
+    assert orb_vm_fresh.read_text("/etc/provisioned") == "v1"
+    assert orb_vm_fresh.run("id -un").stdout.strip() == orb_vm_fresh.user
+
+def test_second(orb_vm_fresh):
+    assert orb_vm_fresh.read_text("/etc/provisioned") == "v1"
+"""
+
+
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]], ids=["no-xdist", "n2"])
+def test_a_run_that_needs_one_machine_creates_it_and_builds_no_base(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    argv_log: Callable[[], ArgvLog],
+    hook_log: Path,
+    xdist: list[str],
+) -> None:
+    pytester.makeconftest(PROVISION_CONFTEST.format(marker="v1", extra=""))
+    pytester.makepyfile(test_pair=ONE_OR_TWO)
+
+    # one test selected: its machine is created and provisioned; no base, no stop, no clone
+    log = argv_log()
+    result = run_pytest("-v", *xdist, "--orb-clone", "auto", "-k", "test_first")
+    result.assert_outcomes(passed=1)
+    (made,) = log.created()
+    assert log.cloned() == []
+    assert log.calls("stop") == []
+    assert _provisions(hook_log) == [made]
+    result.stdout.fnmatch_lines([f"*creating {made} (ubuntu:22.04) directly: the run needs one machine*"])
+    assert "built base" not in result.stdout.str()
+    assert made in log.deleted()
+    result.stdout.fnmatch_lines(["*1 created, 1 deleted, 0 kept, 0 purged*"])
+    assert_no_leftovers()
+
+    # --orb-clone always asks for a base even then
+    log = argv_log()
+    run_pytest(*xdist, "--orb-clone", "always", "-k", "test_first").assert_outcomes(passed=1)
+    (base,) = log.created()
+    assert [source for source, _ in log.cloned()] == [base]
+    assert_no_leftovers()
+
+    # both tests: two machines of the spec, so a base as before
+    log = argv_log()
+    run_pytest(*xdist, "--orb-clone", "auto").assert_outcomes(passed=2)
+    (base,) = log.created()
+    assert [source for source, _ in log.cloned()] == [base, base]
+    assert _provisions(hook_log)[-1] == base
+    assert base in log.deleted()
+    assert_no_leftovers()
+
+    if "no:xdist" not in xdist:  # --dist each: every worker runs the one test, so two machines
+        log = argv_log()
+        run_pytest(*xdist, "--dist", "each", "-k", "test_first").assert_outcomes(passed=2)
+        (base,) = log.created()
+        assert [source for source, _ in log.cloned()] == [base, base]
+        assert_no_leftovers()
 
 
 def test_clone_never_creates_every_machine(

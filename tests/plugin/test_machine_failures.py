@@ -83,7 +83,7 @@ def _log(pytester: pytest.Pytester) -> list[tuple[str, str]]:
     ("clone", "workers"),
     [
         ("never", ["-p", "no:xdist"]),
-        ("auto", ["-p", "no:xdist"]),
+        ("always", ["-p", "no:xdist"]),  # one orb_vm would be created directly with auto
         ("never", ["-n", "2", "--dist", "loadfile"]),
     ],
     ids=["create", "clone", "create-n2"],
