@@ -253,3 +253,25 @@ def test_without_a_creating_timeout_creation_gets_the_ready_timeout() -> None:
     with pytest.raises(MachineNotReadyError, match="--orb-ready-timeout"):
         wait_ready(client, "m1", 5, clock=clock, sleep=clock.sleep)
     assert clock.now - 100.0 == pytest.approx(5)
+
+
+def test_a_running_machine_waiting_for_its_address_is_polled_at_short_intervals() -> None:
+    """OrbStack's start returns before the address: it is looked for often for the first seconds."""
+    clock = FakeClock()
+    client = scripted([info("running")] * 40 + [info("running", "198.19.249.3")])
+    wait_ready(client, "m1", 60, clock=clock, sleep=clock.sleep, started=True)
+    poll = Poll()
+    early = [pause for pause, at in zip(clock.sleeps, _times(clock.sleeps)) if at < poll.short_for]
+    assert early[:5] == pytest.approx([0.05, 0.075, 0.1125, 0.16875, 0.25])
+    assert max(early) == poll.short_cap
+    assert max(clock.sleeps) == poll.cap  # later it slows down as before (a machine that never gets one)
+
+
+def _times(sleeps: list[float]) -> list[float]:
+    """When each sleep began, counted from the first."""
+    began: list[float] = []
+    total = 0.0
+    for pause in sleeps:
+        began.append(total)
+        total += pause
+    return began
