@@ -166,3 +166,25 @@ def test_default_machine_is_a_name(orb: Orb, base: str) -> None:
 def test_config_username_is_per_machine(orb: Orb, base: str) -> None:
     user = orb.ok("config", "get", f"machine.{base}.username").stdout.strip()
     assert user == orb.record(base)["config"]["default_username"]
+
+
+def test_start_of_a_running_machine_is_a_no_op(orb: Orb, base: str) -> None:
+    proc = orb("start", base)
+    assert (proc.returncode, proc.stdout) == (0, "")
+    assert orb.record(base)["state"] == "running"
+
+
+def test_delete_of_several_names_deletes_them_all(orb: Orb, base: str) -> None:
+    if orb.version() < (2, 0, 0):
+        pytest.skip("clone needs OrbStack 2.0+")
+    first, second = orb.name("del-a"), orb.name("del-b")
+    try:
+        orb.ok("clone", base, first, timeout=600)
+        orb.ok("clone", base, second, timeout=600)
+        proc = orb.ok("delete", "-f", first, second)
+        assert proc.stdout == ""
+        assert first not in orb.ours() and second not in orb.ours()
+    finally:
+        left = [n for n in (first, second) if n in orb.ours()]
+        if left:
+            orb("delete", "-f", *left)
