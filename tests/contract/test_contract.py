@@ -183,7 +183,9 @@ def test_delete_of_several_names_deletes_them_all(orb: Orb, base: str) -> None:
         orb.ok("clone", base, second, timeout=600)
         proc = orb.ok("delete", "-f", first, second)
         assert proc.stdout == ""
-        assert first not in orb.ours() and second not in orb.ours()
+        left = orb.ours()
+        assert first not in left
+        assert second not in left
     finally:
         left = [n for n in (first, second) if n in orb.ours()]
         if left:
