@@ -190,3 +190,11 @@ def test_delete_of_several_names_deletes_them_all(orb: Orb, base: str) -> None:
         left = [n for n in (first, second) if n in orb.ours()]
         if left:
             orb("delete", "-f", *left)
+
+
+def test_create_unknown_version_image_not_found_and_nothing_left(orb: Orb) -> None:
+    name = orb.name("noimage")
+    proc = orb("create", "ubuntu:99.04", name, timeout=600)
+    assert proc.returncode == 1
+    assert f"[-32098] create '{name}': make rootfs: image not found: {{ubuntu 99.04 " in proc.stderr
+    assert name not in orb.ours()  # a failed create deletes its half-made machine
