@@ -15,6 +15,11 @@ from orbctl_contract import Orb
 RECORD_KEYS = {"id", "name", "image", "config", "builtin", "state"}
 
 
+def _plain(orb: Orb) -> bool:
+    """orbsim's plain mode: not isolated, so no hostname and no machine root of its own."""
+    return orb.kind == "orbsim" and orb.env.get("ORBSIM_MODE") == "plain"
+
+
 def test_status_running(orb: Orb) -> None:
     proc = orb("status")
     assert (proc.returncode, proc.stdout) == (0, "Running\n")
@@ -97,7 +102,8 @@ def test_run_flags_exit_code_stdin_and_env(orb: Orb, base: str) -> None:
     script = 'echo "${CONTRACT_A:-unset} ${CONTRACT_B:-unset}"'
     env = {"CONTRACT_A": "a", "CONTRACT_B": "b", "ORBENV": "CONTRACT_B"}
     assert orb.ok("run", "-m", base, "sh", "-c", script, env=env).stdout == "unset b\n"
-    assert orb.ok("run", "-m", base, "-w", "/tmp", "pwd").stdout == "/tmp\n"
+    if not _plain(orb):  # plain mode runs on the host, in a directory standing for the machine's /
+        assert orb.ok("run", "-m", base, "-w", "/tmp", "pwd").stdout == "/tmp\n"
 
 
 def test_run_rejects_double_dash(orb: Orb, base: str) -> None:
@@ -133,7 +139,8 @@ def test_clone_is_stopped_start_before_ip_rename_and_all_or_nothing_delete(orb: 
         orb.wait_for("ip4 after start", lambda: "ip4" in orb.info(clone))
         orb.ok("rename", clone, renamed)
         assert orb.record(renamed)["name"] == renamed
-        assert orb.ok("run", "-m", renamed, "hostname").stdout.strip() == renamed
+        if not _plain(orb):  # plain mode has no UTS namespace: the host's hostname
+            assert orb.ok("run", "-m", renamed, "hostname").stdout.strip() == renamed
         orb.ok("stop", renamed)
         assert orb.record(renamed)["state"] == "stopped"
         assert orb.ok("run", "-m", renamed, "true").returncode == 0  # run starts a stopped machine
@@ -166,3 +173,35 @@ def test_default_machine_is_a_name(orb: Orb, base: str) -> None:
 def test_config_username_is_per_machine(orb: Orb, base: str) -> None:
     user = orb.ok("config", "get", f"machine.{base}.username").stdout.strip()
     assert user == orb.record(base)["config"]["default_username"]
+
+
+def test_start_of_a_running_machine_is_a_no_op(orb: Orb, base: str) -> None:
+    proc = orb("start", base)
+    assert (proc.returncode, proc.stdout) == (0, "")
+    assert orb.record(base)["state"] == "running"
+
+
+def test_delete_of_several_names_deletes_them_all(orb: Orb, base: str) -> None:
+    if orb.version() < (2, 0, 0):
+        pytest.skip("clone needs OrbStack 2.0+")
+    first, second = orb.name("del-a"), orb.name("del-b")
+    try:
+        orb.ok("clone", base, first, timeout=600)
+        orb.ok("clone", base, second, timeout=600)
+        proc = orb.ok("delete", "-f", first, second)
+        assert proc.stdout == ""
+        left = orb.ours()
+        assert first not in left
+        assert second not in left
+    finally:
+        left = [n for n in (first, second) if n in orb.ours()]
+        if left:
+            orb("delete", "-f", *left)
+
+
+def test_create_unknown_version_image_not_found_and_nothing_left(orb: Orb) -> None:
+    name = orb.name("noimage")
+    proc = orb("create", "ubuntu:99.04", name, timeout=600)
+    assert proc.returncode == 1
+    assert f"[-32098] create '{name}': make rootfs: image not found: {{ubuntu 99.04 " in proc.stderr
+    assert name not in orb.ours()  # a failed create deletes its half-made machine

@@ -137,3 +137,29 @@ def test_ssh_user_at_machine_at_orb(orb: Orb, machines: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [user, name]
     orb.ok("delete", "-f", name)
+
+
+APPENDING = """#cloud-config
+write_files:
+  - path: /var/tmp/contract-written
+    content: first
+runcmd:
+  - [sh, -c, "echo ran >> /var/tmp/contract-runs"]
+"""
+
+
+def test_cloud_init_user_data_runs_once_per_instance(orb: Orb, machines: list[str], tmp_path: Path) -> None:
+    """runcmd and write_files are once-per-instance modules: a restart does not run them again."""
+    path = tmp_path / "user-data.yml"
+    path.write_text(APPENDING)
+    name = _create(orb, machines, "ci-once", "-c", str(path))
+    wait = ["run", "-m", name, "-u", "root", "cloud-init", "status", "--wait"]
+    orb.ok(*wait, timeout=900)
+    assert orb.ok("run", "-m", name, "cat", "/var/tmp/contract-runs").stdout == "ran\n"
+    orb.ok("run", "-m", name, "-u", "root", "sh", "-c", "echo changed > /var/tmp/contract-written")
+    orb.ok("restart", name)
+    assert orb.record(name)["state"] == "running"
+    orb.ok(*wait, timeout=900)
+    assert orb.ok("run", "-m", name, "cat", "/var/tmp/contract-runs").stdout == "ran\n"
+    assert orb.ok("run", "-m", name, "cat", "/var/tmp/contract-written").stdout == "changed\n"
+    orb.ok("delete", "-f", name)
