@@ -107,7 +107,8 @@ class PrefetchSource:
 
         ``wait``: return only when that is done (else, after Ctrl-C, return at
         once: the threads finish their make, delete it, and the process exits
-        after them).
+        after them).  The inner source is closed only after them either way: a
+        clone under way still needs its base, and the users lock that keeps it.
         """
         with self._lock:
             self._closed = True
@@ -116,8 +117,16 @@ class PrefetchSource:
         for spec, future in pending:
             future.cancel()  # not started yet: never made
             future.add_done_callback(functools.partial(self._discard, spec))  # now, or once made
-        self._pool.shutdown(wait=wait)
-        self.inner.close(wait=wait)
+        if wait:
+            self._pool.shutdown(wait=True)
+            self.inner.close(wait=True)
+            return
+
+        def close_after_makes() -> None:
+            self._pool.shutdown(wait=True)
+            self.inner.close(wait=False)
+
+        threading.Thread(target=close_after_makes, name="orb-prefetch-close").start()  # not a daemon
 
     def _make_ahead(self, spec: MachineSpec) -> Made:
         name = self._c.new_name()

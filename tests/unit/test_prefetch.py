@@ -230,3 +230,37 @@ def test_hooks_failing_later_delete_the_machines_made_ahead_of_that_spec() -> No
     p.close()
     assert set(orb.machines) == {first.name}
     assert orb.count("create") == 4
+
+
+class Closing:
+    """A source that records, when it is closed, the machines that exist then."""
+
+    def __init__(self, inner: Any, orb: FakeOrb) -> None:
+        self.inner, self.orb = inner, orb
+        self.closed_with: Optional[set[str]] = None
+
+    def make(self, spec: MachineSpec, name: str) -> Any:
+        return self.inner.make(spec, name)
+
+    def close(self, *, wait: bool = True) -> None:
+        self.closed_with = set(self.orb.machines)
+        self.inner.close(wait=wait)
+
+
+def test_after_ctrl_c_the_inner_source_is_closed_only_once_the_machines_being_made_are_done() -> None:
+    """The inner source may hold a reused base's users lock: a clone under way still needs the base."""
+    orb, hooks = ScriptedOrb(), Hooks()
+    gate = gated(orb)
+    p = make(orb, hooks)
+    inner = Closing(p.source, orb)
+    source = PrefetchSource(p.context, inner, limit=2)  # type: ignore[arg-type]
+    p.source = source
+    first = p.obtain(SPEC)
+    gate.clear()
+    source.prepare(SPEC)
+    _until(lambda: len(orb.asked("create")) == 2)  # the make started: close cannot cancel it
+    p.close(wait=False)  # returns at once
+    assert inner.closed_with is None  # the machine being made still needs what the source holds
+    gate.set()
+    _until(lambda: inner.closed_with is not None)
+    assert inner.closed_with == {first.name}  # made, deleted, and only then the source closed
