@@ -299,13 +299,24 @@ class OrbctlClient:
             raise classify(list(result.args), result.returncode, result.stdout, result.stderr)
         return result
 
-    def push(self, machine: str, sources: Sequence[str], dest: str | None = None) -> None:
-        """Copy Mac (host) files into the machine (``dest`` defaults to the Linux home)."""
-        self.execute(commands.push(machine, sources, dest), timeout=self.timeouts.run)
+    def push(
+        self, machine: str, sources: Sequence[str], dest: str | None = None, *, timeout: float | None = None
+    ) -> None:
+        """Copy Mac (host) files into the machine (``dest`` defaults to the Linux home).
 
-    def pull(self, machine: str, sources: Sequence[str], dest: str | None = None) -> None:
-        """Copy files out of the machine (``dest`` defaults to the current directory)."""
-        self.execute(commands.pull(machine, sources, dest), timeout=self.timeouts.run)
+        ``timeout`` (default :attr:`Timeouts.run`) bounds the copy; output is bounded as every call's.
+        """
+        self.execute(
+            commands.push(machine, sources, dest), timeout=self.timeouts.run if timeout is None else timeout
+        )
+
+    def pull(
+        self, machine: str, sources: Sequence[str], dest: str | None = None, *, timeout: float | None = None
+    ) -> None:
+        """Copy files out of the machine (``dest`` defaults to the current directory), within ``timeout``."""
+        self.execute(
+            commands.pull(machine, sources, dest), timeout=self.timeouts.run if timeout is None else timeout
+        )
 
 
 def _environ() -> dict[str, str]:

@@ -173,8 +173,9 @@ class HostRun:
         try:
             if runtime.stats.kept:
                 lease.keep(runtime.stats.kept)
-            wanted = runtime.machines_wanted or not workers_idle
-            client = self._steps.usable_client() if wanted else None
+            # Every xdist worker ended saying it made no machine (none died unheard, and the
+            # controller of workers runs no test): no process of the run made one.
+            client = self._steps.usable_client() if not workers_idle else None
             if client is not None:
                 _purge(runtime, client, self._state_dir, own=True)
             watchdog, self._watchdog = self._watchdog, None

@@ -21,7 +21,10 @@ that hook and without a sign, it costs nothing.
 - Stopped (or stopping, starting): started again and waited for.
 - Running with an init that started since the last look (the machine
   restarted: the start time of its PID 1 changed): ``pytest_orbstack_machine_ready``
-  runs again, since what it started is gone.
+  runs again, since what it started is gone.  A start time that cannot be read
+  (``orbctl run`` failing for a moment) is unknown, not a restart: the machine is
+  looked at with ``orbctl info``, and the hook runs again only when the start
+  time read later differs from the last one read, or the machine was started.
 """
 
 from __future__ import annotations
@@ -105,9 +108,13 @@ class SharedMachine:
                 return
             # A ready hook started something in the machine: a restart with no sign (a
             # command that ended before the machine went down) would lose it unseen.
-            if boot_mark(provisioner.client, machine.name) == self.boot and self.boot is not None:
+            mark = boot_mark(provisioner.client, machine.name)
+            if mark is None:  # unknown, not a restart: is the machine still there?
+                machine.suspect = "its init could not be read"
+            elif self._restarted(mark):
+                machine.suspect = "its init is not the one the ready hook saw"
+            else:
                 return
-            machine.suspect = "its init is not the one the ready hook saw"
         why, machine.suspect = machine.suspect, None
         where = f"during {self.last_test}" if self.last_test else "before this test"
         state: Optional[str] = None
@@ -124,7 +131,8 @@ class SharedMachine:
             machine.deleted = True  # gone: its teardown must neither keep nor delete it
             self._replace(provisioner, f"orb_vm machine {machine.name} is gone {where} ({why})")
             return
-        if state != "running":
+        started = state != "running"
+        if started:
             try:
                 provisioner.start(machine)
             except OrbstackError as exc:
@@ -134,7 +142,7 @@ class SharedMachine:
         if not self.watch_boot:
             return
         mark = boot_mark(provisioner.client, machine.name)
-        if mark == self.boot:
+        if not started and not self._restarted(mark):
             return
         self.boot = mark
         provisioner.stats.event(
@@ -142,6 +150,15 @@ class SharedMachine:
             "pytest_orbstack_machine_ready runs again"
         )
         provisioner.hooks.ready(machine)
+
+    def _restarted(self, mark: Optional[str]) -> bool:
+        """Whether ``mark`` says init restarted: an unreadable mark (``None``) is unknown, not a change."""
+        if mark is None:
+            return False
+        if self.boot is None:  # unknown until now: learnt, and the next change counts
+            self.boot = mark
+            return False
+        return mark != self.boot
 
     def _replace(self, provisioner: Provisioner, what: str) -> None:
         finish, self._finish = self._finish, None

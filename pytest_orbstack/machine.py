@@ -349,26 +349,33 @@ class Machine:
             except OrbstackError:
                 pass  # info cannot tell either: the command's exit code stands
 
-    def push(self, local: Union[str, PathLike[str]], remote: Optional[str] = None) -> None:
+    def push(
+        self,
+        local: Union[str, PathLike[str]],
+        remote: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> None:
         """Copy a local file or directory into the machine (``remote`` defaults to the user's home).
 
-        Relative ``remote`` paths are relative to the default user's home.
+        Relative ``remote`` paths are relative to the default user's home.  ``timeout``: the most
+        seconds the copy may take (default: that of :meth:`run`, an hour).
         """
         self._watch(f"push {local} {remote or '~'}", [remote or ""])
         try:
-            self._client.push(self.name, [str(local)], remote)
+            self._client.push(self.name, [str(local)], remote, timeout=timeout)
         except Exception:
             self.suspect = "a push failed"
             raise
         self._record(f"push {local} {remote or '~'}", 0, 0.0)
 
-    def pull(self, remote: str, local: Union[str, PathLike[str]]) -> None:
+    def pull(self, remote: str, local: Union[str, PathLike[str]], *, timeout: Optional[float] = None) -> None:
         """Copy a file or directory from the machine to ``local``.
 
-        Relative ``remote`` paths are relative to the default user's home.
+        Relative ``remote`` paths are relative to the default user's home.  ``timeout`` as :meth:`push`'s.
         """
         try:
-            self._client.pull(self.name, [remote], str(local))
+            self._client.pull(self.name, [remote], str(local), timeout=timeout)
         except Exception:
             self.suspect = "a pull failed"
             raise

@@ -111,13 +111,22 @@ def owner_of(run_id: str) -> Optional[tuple[int, str]]:
 
 def validate_prefix(prefix: str) -> str:
     """Return ``prefix`` if machine names can start with it, else raise :class:`InvalidSpecError`."""
-    # An empty prefix would let the purge consider every machine on the host.
-    if not prefix or not _NAME_RE.match(prefix + "x0") or len(prefix) + _SUFFIX_LENGTH > _MAX_NAME_LENGTH:
+    # An empty prefix would let the purge consider every machine on the host.  At least 2
+    # characters and a separator last: the run id stays a word of its own in names
+    # (``ci-k3x9q2ab-main-...``, not ``xk3x9q2ab-main-...``), and the prefix cannot end in the
+    # middle of a word of another prefix's names (``team`` would also start ``teamcity-...``).
+    if (
+        len(prefix) < 2
+        or not prefix.endswith(("-", "."))
+        or not _NAME_RE.match(prefix + "x0")
+        or len(prefix) + _SUFFIX_LENGTH > _MAX_NAME_LENGTH
+    ):
         raise InvalidSpecError(
             "machine name prefix",
             prefix,
-            "use 1 or more letters, digits, '-' and '.', starting with a letter or digit "
-            f"(no '_'), at most {_MAX_NAME_LENGTH - _SUFFIX_LENGTH} characters, e.g. 'pytest-test-'",
+            "use at least 2 characters ending in '-' or '.': letters, digits, '-' and '.', starting "
+            f"with a letter or digit (no '_'), at most {_MAX_NAME_LENGTH - _SUFFIX_LENGTH} characters, "
+            "e.g. 'pytest-test-' or 'ci.'",
         )
     return prefix
 

@@ -169,11 +169,6 @@ def _user_data_problem(data: bytes) -> Optional[str]:
 
 
 def prefix(value: str, base: Path) -> str:
-    # At least 2 characters and a separator last: the run id stays a word of its own in names
-    # (``ci-k3x9q2ab-main-...``, not ``xk3x9q2ab-main-...``), and the prefix cannot end in the
-    # middle of a word of another prefix's names (``team`` would also start ``teamcity-...``).
-    if len(value) < 2 or not value.endswith(("-", ".")):
-        raise ValueError("use at least 2 characters ending in '-' or '.', e.g. 'pytest-test-' or 'ci.'")
     try:
         return validate_prefix(value)
     except InvalidSpecError as exc:

@@ -12,7 +12,10 @@ The next request for a spec takes the oldest of its machines, waiting for it
 if it is not ready yet, so nothing is made twice.  Hooks still run
 when a machine is handed out, on the caller's thread: a prefetched machine is
 only made and waited for.  One that failed is reported as a progress line and
-the machine is made the usual way.  At the end of the session
+the machine is made the usual way.  Once a machine of a spec failed in its
+hooks (:meth:`PrefetchSource.hooks_failed`), no machine of that spec is made
+ahead again (those made ahead are deleted): each test that needs one makes it
+on its own thread and reports the failure as usual.  At the end of the session
 :meth:`PrefetchSource.close` deletes any nobody took (a test skipped in its
 setup, a run stopped early).
 """
@@ -49,6 +52,8 @@ class PrefetchSource:
         self._ahead: dict[MachineSpec, collections.deque[Future[Made]]] = {}
         #: specs this process has made a machine of: their base exists, their hooks have run once
         self._made: set[MachineSpec] = set()
+        #: specs a machine of which failed in its hooks: never made ahead again
+        self._failed: set[MachineSpec] = set()
         self._pool = ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="orb-prefetch")
         self._closed = False
 
@@ -60,7 +65,7 @@ class PrefetchSource:
         on the test's thread.
         """
         with self._lock:
-            if self._closed or spec not in self._made:
+            if self._closed or spec not in self._made or spec in self._failed:
                 return
             queue = self._ahead.setdefault(spec, collections.deque())
             room = self.limit - sum(len(q) for q in self._ahead.values())
@@ -84,12 +89,26 @@ class PrefetchSource:
             self._made.add(spec)
         return made
 
+    def hooks_failed(self, spec: MachineSpec) -> None:
+        """A machine of ``spec`` failed in its hooks: make none ahead again, delete those made ahead."""
+        with self._lock:
+            if spec in self._failed:
+                return
+            self._failed.add(spec)
+            pending = self._ahead.pop(spec, collections.deque())
+        what = f"no more machines made ahead for {spec.describe()}: its hooks failed"
+        self._c.events.event(what, verbose=True)
+        for future in pending:
+            future.cancel()
+            future.add_done_callback(functools.partial(self._discard, spec))
+
     def close(self, *, wait: bool = True) -> None:
         """Delete the machines nobody took; those still being made are deleted once they exist.
 
         ``wait``: return only when that is done (else, after Ctrl-C, return at
         once: the threads finish their make, delete it, and the process exits
-        after them).
+        after them).  The inner source is closed only after them either way: a
+        clone under way still needs its base, and the users lock that keeps it.
         """
         with self._lock:
             self._closed = True
@@ -98,8 +117,16 @@ class PrefetchSource:
         for spec, future in pending:
             future.cancel()  # not started yet: never made
             future.add_done_callback(functools.partial(self._discard, spec))  # now, or once made
-        self._pool.shutdown(wait=wait)
-        self.inner.close(wait=wait)
+        if wait:
+            self._pool.shutdown(wait=True)
+            self.inner.close(wait=True)
+            return
+
+        def close_after_makes() -> None:
+            self._pool.shutdown(wait=True)
+            self.inner.close(wait=False)
+
+        threading.Thread(target=close_after_makes, name="orb-prefetch-close").start()  # not a daemon
 
     def _make_ahead(self, spec: MachineSpec) -> Made:
         name = self._c.new_name()

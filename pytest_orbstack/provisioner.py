@@ -24,6 +24,7 @@ from pytest_orbstack.deleter import BackgroundDeleter, InlineDeleter
 from pytest_orbstack.errors import first_line
 from pytest_orbstack.events import Events, Silent
 from pytest_orbstack.machine import Machine
+from pytest_orbstack.prefetch import PrefetchSource
 from pytest_orbstack.retry import Retrier
 from pytest_orbstack.sources import CreateSource, MachineHooks, MachineSource, clone_ready
 
@@ -107,8 +108,10 @@ class Provisioner:
             if not made.provisioned:
                 self.hooks.provision(machine)
             self.hooks.ready(machine)
-        except BaseException:
+        except BaseException as exc:
             self.delete_quietly(machine)
+            if isinstance(exc, Exception) and isinstance(self.source, PrefetchSource):
+                self.source.hooks_failed(spec)  # they would fail again: make none ahead
             raise
         events.record_created(made.create_seconds, made.ready_seconds)
         events.event(

@@ -127,8 +127,9 @@ class XdistHooks:
             self.idle.add(str(node.gateway.id))
 
     def all_idle(self) -> bool:
-        """True when every worker ended and said it made no machine (Ctrl-C may end some unheard)."""
-        return self.started <= self.idle
+        """True when there were workers and every one ended saying it made no machine (Ctrl-C may end
+        some unheard).  Without workers (``-n 0``) this process runs the tests itself: False."""
+        return bool(self.started) and self.started <= self.idle
 
 
 class WorkerCollection:

@@ -326,3 +326,32 @@ def test_a_state_dir_others_can_write_stops_the_run_before_any_machine(
         assert list(shared.iterdir()) == []  # nothing was written there, no watchdog started from it
     # a run that needs no machine does not care
     assert run_pytest("-p", "no:xdist", "-k", "unit").ret == 0
+
+
+@pytest.mark.parametrize("clone", ["never", "auto"])
+def test_a_run_that_ends_normally_leaves_no_worker_pin_file(
+    clone: str,
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    own_home: Callable[..., list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    assert_no_leftovers: Callable[[], None],
+) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("PYTEST_ORBSTACK_STATE_DIR", str(state))
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("i", range(2))
+        def test_machine(i, orb_vm):
+            assert orb_vm.run(["true"]).returncode == 0
+        """
+    )
+    result = run_pytest("-n", "2", "--orb-clone", clone)
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*2 passed*"])
+    assert sorted(p.name for p in (state / "runs").iterdir()) == []  # no lease, no pins
+    assert own_home(DEFAULT_PREFIX) == []
+    assert_no_leftovers()

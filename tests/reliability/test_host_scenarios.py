@@ -169,6 +169,7 @@ def test_each_host_makes_and_deletes_its_own_machines(
         host.assert_empty()
         assert not watchdogs_of(host.state_dir)
         assert not list((host.state_dir / "runs").glob("*.json"))  # the host's lease is gone
+        assert sorted(p.name for p in (host.state_dir / "runs").iterdir()) == []  # and its pins
     assert {_run_id(n) for n in held[str(a.home)]} != {_run_id(n) for n in held[str(b.home)]}
     assert scenario.argv_log() == []  # the controller never ran orbctl on its own host
     summary = [line for line in output.splitlines() if line.startswith("host ")]

@@ -411,11 +411,11 @@ class ScriptedOrb(FakeOrb):
     def logs(self, machine: str, **kwargs: Any) -> Any:
         return self._answer("logs", lambda *args, **kwargs: "", machine, **kwargs)
 
-    def push(self, machine: str, sources: Sequence[str], dest: Optional[str] = None) -> None:
-        self._answer("push", lambda *args: None, machine, sources, dest)
+    def push(self, machine: str, sources: Sequence[str], dest: Optional[str] = None, **kwargs: Any) -> None:
+        self._answer("push", lambda *args, **kwargs: None, machine, sources, dest, **kwargs)
 
-    def pull(self, machine: str, sources: Sequence[str], dest: Optional[str] = None) -> None:
-        self._answer("pull", lambda *args: None, machine, sources, dest)
+    def pull(self, machine: str, sources: Sequence[str], dest: Optional[str] = None, **kwargs: Any) -> None:
+        self._answer("pull", lambda *args, **kwargs: None, machine, sources, dest, **kwargs)
 
 
 class Manager:

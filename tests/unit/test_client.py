@@ -249,11 +249,14 @@ def test_each_operation_uses_its_timeout() -> None:
     client.pull("m1", ["a"])
     client.run("m1", ["true"], timeout=7)
     client.create("ubuntu", "m4", timeout=8)
+    client.push("m1", ["a"], timeout=9)
+    client.pull("m1", ["a"], timeout=10)
     got = [(args[0], timeout) for args, timeout, _ in client.calls]
     assert got == [
         ("status", 1), ("list", 1), ("info", 1), ("logs", 1),
         ("create", 3), ("start", 2), ("stop", 2), ("restart", 2), ("delete", 2), ("rename", 2),
         ("version", 1), ("clone", 4), ("run", 5), ("push", 5), ("pull", 5), ("run", 7), ("create", 8),
+        ("push", 9), ("pull", 10),
     ]  # fmt: skip
 
 
@@ -814,3 +817,13 @@ def test_orbctl_gets_an_explicit_environment_snapshot(monkeypatch: pytest.Monkey
     (env,) = seen
     assert env is not None
     assert dict(env)["PYTEST_ORBSTACK_SNAPSHOT_MARK"] == "1"
+
+
+@pytest.mark.parametrize("command", ["push", "pull"])
+def test_a_copy_that_hangs_is_killed_at_its_timeout(fake_orbctl: FakeOrbctl, command: str) -> None:
+    fake_orbctl.answer(command, sleep=30)
+    copy = getattr(OrbctlClient(str(fake_orbctl.path)), command)
+    with pytest.raises(OrbctlTimeoutError) as excinfo:
+        copy("m1", ["/tmp/a"], "/tmp/b", timeout=0.5)
+    first = str(excinfo.value).splitlines()[0]
+    assert first.startswith(f"orbctl {command} did not finish within 0.5s and was killed; raise the timeout=")

@@ -21,6 +21,7 @@ from pytest_orbstack.errors import OrbctlNotFoundError
 from pytest_orbstack.guard import ControllerGuard, RemoteWorkerGuard, Steps, WorkerGuard
 from pytest_orbstack.report import Stats
 from pytest_orbstack.settings import Clone
+from pytest_orbstack.xdist_hooks import XdistHooks
 
 PREFIX = "pytest-test-"
 
@@ -148,6 +149,28 @@ def test_the_final_purge_runs_when_a_worker_made_machines(state: Path) -> None:
     run_guard.finish(workers_idle=False)  # a worker that died says nothing: it may have made some
     assert plugin.asked == ["client"]
     assert orb.machines == {}
+
+
+def test_no_final_purge_when_the_duties_started_but_every_worker_made_no_machine(state: Path) -> None:
+    run_id = naming.new_run_id()
+    orb = FakeOrb()
+    runtime, plugin = Runtime(run_id), Plugin(orb)
+    run_guard = ControllerGuard(runtime, plugin.steps(), state)  # type: ignore[arg-type]
+    run_guard.start()  # the workers' collection wanted machines: the start-up purge ran
+    assert orb.count("list") == 1
+    run_guard.finish(workers_idle=True)  # then every worker ended saying it made none
+    assert orb.count("list") == 1
+    assert leases(state) == []
+
+
+def test_without_workers_the_controller_is_never_idle() -> None:
+    """With xdist installed but ``-n 0`` the controller runs the tests itself: its purge must run."""
+    hooks = XdistHooks(Runtime(naming.new_run_id()), None, lambda: None)  # type: ignore[arg-type]
+    assert not hooks.all_idle()
+    hooks.pytest_configure_node(SimpleNamespace(workerinput={}, gateway=SimpleNamespace(id="gw0")))
+    assert not hooks.all_idle()
+    hooks.idle.add("gw0")
+    assert hooks.all_idle()
 
 
 def test_clone_always_is_checked_before_the_start_up_purge(state: Path) -> None:

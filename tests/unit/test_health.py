@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fakes import Hooks, ScriptedOrb, machine_on, reply
 
-from pytest_orbstack.errors import OrbStackNotRunningError
+from pytest_orbstack.errors import OrbctlCommandError, OrbStackNotRunningError
 from pytest_orbstack.health import SharedMachine, boot_mark
 from pytest_orbstack.machine import Machine
 from pytest_orbstack.report import Stats
@@ -183,3 +183,36 @@ def test_a_failed_test_makes_the_machine_suspect() -> None:
     shared.used_by(SimpleNamespace(nodeid="t.py::test_a"), failed=True)  # type: ignore[arg-type]
     assert m.suspect == "the test failed"
     assert shared.last_test == "t.py::test_a"
+
+
+def test_an_unreadable_init_start_time_is_unknown_not_a_restart() -> None:
+    shared, p, m, finished = setup()
+    stat = reply(0, STAT.format(start=500), "")
+    for failure in (reply(1, "", "orbctl: connection reset"), OrbctlCommandError(["orbctl"], 1, "", "reset")):
+        p.client.script("run", failure, failure, stat)  # orbctl failing a while, then the same init
+        shared.before_test(p)  # type: ignore[arg-type]
+        shared.before_test(p)  # type: ignore[arg-type]
+    assert p.readied() == []
+    assert m.suspect is None
+    assert finished == []
+    assert shared.boot == "500"
+
+
+def test_an_init_start_time_unreadable_at_hand_out_is_learnt_later_without_announcing() -> None:
+    shared, p, _m, _ = setup()
+    shared.boot = None  # the read when orb_vm handed it out failed
+    shared.before_test(p)  # type: ignore[arg-type]
+    assert shared.boot == "500"
+    boots(p.client, 900)
+    shared.before_test(p)  # type: ignore[arg-type]
+    assert p.readied() == ["m1"]
+
+
+def test_a_suspect_machine_whose_init_cannot_be_read_is_not_announced_again() -> None:
+    shared, p, m, _ = setup()
+    m.suspect = "the test failed"
+    p.client.script("run", reply(1, "", "orbctl: connection reset"), reply(0, STAT.format(start=500), ""))
+    shared.before_test(p)  # type: ignore[arg-type]
+    shared.before_test(p)  # type: ignore[arg-type]
+    assert p.readied() == []
+    assert shared.boot == "500"

@@ -87,12 +87,14 @@ def test_worker_tag(worker_id: str | None, tag: str) -> None:
     assert worker_tag(worker_id) == tag
 
 
-@pytest.mark.parametrize("prefix", ["pytest-test-", "ci.", "a", "team-7-"])
+@pytest.mark.parametrize("prefix", ["pytest-test-", "ci.", "a-", "team-7-"])
 def test_good_prefixes(prefix: str) -> None:
     assert validate_prefix(prefix) == prefix
 
 
-@pytest.mark.parametrize("prefix", ["", "my_tests-", ".hidden-", "-x", "a b", "x" * 60, "tést-"])
+@pytest.mark.parametrize(
+    "prefix", ["", "a", "-", "ci", "team", "my_tests-", ".hidden-", "-x", "a b", "x" * 60 + "-", "tést-"]
+)
 def test_bad_prefixes_say_what_is_allowed(prefix: str) -> None:
     with pytest.raises(InvalidSpecError, match=r"letters, digits, '-' and '\.'") as info:
         validate_prefix(prefix)

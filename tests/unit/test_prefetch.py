@@ -197,3 +197,70 @@ def test_count_and_limit_bound_the_machines_made_ahead() -> None:
     p.close()
     assert orb.count("create") == 5  # two now, three ahead; the unused OTHER one was deleted
     assert set(orb.machines) == made | {first.name, second.name}
+
+
+def test_a_spec_whose_hooks_failed_is_not_made_ahead_again() -> None:
+    orb, hooks = ScriptedOrb(), Hooks(fail_provision=True)
+    p, source = prefetching(orb, hooks)
+    for _ in range(2):  # each test makes its machine on its own thread and reports the failure
+        with pytest.raises(RuntimeError, match="provisioning failed"):
+            p.obtain(SPEC)
+        source.prepare(SPEC)
+        assert source.ahead == 0
+    assert orb.count("create") == 2
+    assert {made_by(orb, call.args[1]) for call in orb.asked("create")} == {threading.current_thread().name}
+    p.close()
+    assert orb.machines == {}
+
+
+def test_hooks_failing_later_delete_the_machines_made_ahead_of_that_spec() -> None:
+    orb, hooks = ScriptedOrb(), Hooks()
+    p, source = prefetching(orb, hooks)
+    first = p.obtain(SPEC)
+    source.prepare(SPEC, 2)
+    _until(lambda: orb.count("create") == 3)
+    hooks.fail_provision = True
+    with pytest.raises(RuntimeError, match="provisioning failed"):
+        p.obtain(SPEC)  # takes a machine made ahead; its hooks fail: the other one is deleted
+    _until(lambda: set(orb.machines) == {first.name})
+    source.prepare(SPEC)
+    assert source.ahead == 0
+    with pytest.raises(RuntimeError, match="provisioning failed"):
+        p.obtain(SPEC)
+    p.close()
+    assert set(orb.machines) == {first.name}
+    assert orb.count("create") == 4
+
+
+class Closing:
+    """A source that records, when it is closed, the machines that exist then."""
+
+    def __init__(self, inner: Any, orb: FakeOrb) -> None:
+        self.inner, self.orb = inner, orb
+        self.closed_with: Optional[set[str]] = None
+
+    def make(self, spec: MachineSpec, name: str) -> Any:
+        return self.inner.make(spec, name)
+
+    def close(self, *, wait: bool = True) -> None:
+        self.closed_with = set(self.orb.machines)
+        self.inner.close(wait=wait)
+
+
+def test_after_ctrl_c_the_inner_source_is_closed_only_once_the_machines_being_made_are_done() -> None:
+    """The inner source may hold a reused base's users lock: a clone under way still needs the base."""
+    orb, hooks = ScriptedOrb(), Hooks()
+    gate = gated(orb)
+    p = make(orb, hooks)
+    inner = Closing(p.source, orb)
+    source = PrefetchSource(p.context, inner, limit=2)  # type: ignore[arg-type]
+    p.source = source
+    first = p.obtain(SPEC)
+    gate.clear()
+    source.prepare(SPEC)
+    _until(lambda: len(orb.asked("create")) == 2)  # the make started: close cannot cancel it
+    p.close(wait=False)  # returns at once
+    assert inner.closed_with is None  # the machine being made still needs what the source holds
+    gate.set()
+    _until(lambda: inner.closed_with is not None)
+    assert inner.closed_with == {first.name}  # made, deleted, and only then the source closed

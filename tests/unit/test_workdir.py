@@ -265,3 +265,14 @@ def test_write_text_and_push_under_tmp_are_noted(tmp_path: Path) -> None:
     assert len(noted) == 2
     assert "/tmp/seed.txt" in noted[0]
     assert noted[1] == f"push {tmp_path} /run/app"
+
+
+def test_push_and_pull_take_a_timeout_to_the_client(tmp_path: Path) -> None:
+    orb = ScriptedOrb("m1")
+    vm = machine_on(orb)
+    vm.push(tmp_path, "/opt/app", timeout=12)
+    vm.pull("/etc/hostname", tmp_path)
+    assert [(call.verb, call.kwargs) for call in orb.received if call.verb in ("push", "pull")] == [
+        ("push", {"timeout": 12}),
+        ("pull", {"timeout": None}),  # the client's default: Timeouts.run
+    ]
