@@ -167,7 +167,10 @@ def test_without_workers_the_controller_is_never_idle() -> None:
     """With xdist installed but ``-n 0`` the controller runs the tests itself: its purge must run."""
     hooks = XdistHooks(Runtime(naming.new_run_id()), None, lambda: None)  # type: ignore[arg-type]
     assert not hooks.all_idle()
-    hooks.pytest_configure_node(SimpleNamespace(workerinput={}, gateway=SimpleNamespace(id="gw0")))
+    options = SimpleNamespace(getoption=lambda name, default=None: "load")  # the controller's --dist
+    hooks.pytest_configure_node(
+        SimpleNamespace(workerinput={}, gateway=SimpleNamespace(id="gw0"), config=options)
+    )
     assert not hooks.all_idle()
     hooks.idle.add("gw0")
     assert hooks.all_idle()
