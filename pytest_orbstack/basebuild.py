@@ -12,7 +12,7 @@ import contextlib
 import threading
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Callable, Final
+from typing import TYPE_CHECKING, Callable, Final, Optional
 
 from pytest_orbstack import cloudinit
 from pytest_orbstack.basestore import BaseBuildError
@@ -23,10 +23,18 @@ from pytest_orbstack.sources import CreateSource
 
 if TYPE_CHECKING:
     from pytest_orbstack.context import MakeContext
+    from pytest_orbstack.events import Events
     from pytest_orbstack.machine import MachineManager
     from pytest_orbstack.models import MachineSpec
 
-__all__ = ["SEAL", "STOPPED_WAIT", "BaseBuilder", "VolatileProvisionWarning", "volatile_message"]
+__all__ = [
+    "SEAL",
+    "STOPPED_WAIT",
+    "BaseBuilder",
+    "VolatileProvisionWarning",
+    "VolatileWarner",
+    "volatile_message",
+]
 
 #: Seals a base before it is stopped (run as root): an empty ``/etc/machine-id`` makes systemd
 #: give each clone its own id at boot; dbus's copy goes.  No file is made where there is none.
@@ -49,6 +57,25 @@ def volatile_message(noted: Sequence[str]) -> str:
     )
 
 
+class VolatileWarner:
+    """Warns once that provision hooks named /tmp or /run: one per process, shared by the base
+    builder and the provisioner (a machine created instead of a base is provisioned like one)."""
+
+    def __init__(self, events: Events) -> None:
+        self._events = events
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def __call__(self, noted: Sequence[str]) -> None:
+        with self._lock:
+            if not noted or self._warned:
+                return
+            self._warned = True
+        message = volatile_message(noted)
+        self._events.event(message)
+        warnings.warn(VolatileProvisionWarning(message), stacklevel=3)
+
+
 #: How long a base may stay ``stopping`` after ``orbctl stop`` returned (its stop kills after 5 s).
 STOPPED_WAIT: Final = 30.0
 
@@ -57,15 +84,19 @@ class BaseBuilder:
     """Builds base machines for one process; warns once if provision hooks named /tmp or /run."""
 
     def __init__(
-        self, context: MakeContext, *, manager: MachineManager, provision: Callable[[Machine], None]
+        self,
+        context: MakeContext,
+        *,
+        manager: MachineManager,
+        provision: Callable[[Machine], None],
+        warn: Optional[VolatileWarner] = None,
     ) -> None:
         self._c = context
         #: the manager of the base machine's handle (what the provision hooks get)
         self._manager = manager
         self._provision = provision
-        self._guard = threading.Lock()
-        #: the /tmp-or-/run warning was given (once per process)
-        self._volatile_warned = False
+        #: the /tmp-or-/run warning (once per process)
+        self._warn_volatile = warn if warn is not None else VolatileWarner(context.events)
 
     def build(self, spec: MachineSpec, name: str) -> str:
         """Create ``name``, run the provision hooks on it, stop it.  Deleted again on any failure.
@@ -110,16 +141,6 @@ class BaseBuilder:
             verbose=True,
         )
         return name
-
-    def _warn_volatile(self, noted: Sequence[str]) -> None:
-        """Warn (once per process) that provision hooks named /tmp or /run."""
-        with self._guard:
-            if not noted or self._volatile_warned:
-                return
-            self._volatile_warned = True
-        message = volatile_message(noted)
-        self._c.events.event(message)
-        warnings.warn(VolatileProvisionWarning(message), stacklevel=2)
 
     def _check_stopped(self, spec: MachineSpec, name: str) -> None:
         """After its stop, the base must exist and be ``stopped`` before anything is cloned from it.

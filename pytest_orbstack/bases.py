@@ -29,13 +29,14 @@ directly and builds no base.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Final, Optional
 
 from pytest_orbstack import commands
-from pytest_orbstack.basebuild import BaseBuilder, VolatileProvisionWarning
+from pytest_orbstack.basebuild import BaseBuilder, VolatileProvisionWarning, VolatileWarner
 from pytest_orbstack.basekey import base_key, reused_base_name
 from pytest_orbstack.basestore import BaseBuildError, BaseRecord, BaseStore
 from pytest_orbstack.clonesource import CloneSource
@@ -103,12 +104,13 @@ class BaseManager:
         provision: Callable[[Machine], None],
         sources: Callable[[], Sequence[str]],
         reuse: Reuse = Reuse.OFF,
+        warn: Optional[VolatileWarner] = None,
     ) -> None:
         if reuse not in tuple(Reuse):
             raise ValueError(f"reuse must be one of {', '.join(map(str, Reuse))}, got {reuse!r}")
         self._c = context
         self._store = store
-        self._builder = BaseBuilder(context, manager=manager, provision=provision)
+        self._builder = BaseBuilder(context, manager=manager, provision=provision, warn=warn)
         self._sources = sources
         self.reuse = reuse
         self._guard = threading.Lock()
@@ -264,7 +266,7 @@ class OneOffSource:
             "is built",
             verbose=True,
         )
-        return CreateSource(self._c).make(spec, name)
+        return dataclasses.replace(CreateSource(self._c).make(spec, name), instead_of_base=True)
 
 
 def install(
@@ -303,6 +305,7 @@ def install(
         provision=provisioner.hooks.provision,
         sources=sources,
         reuse=reuse,
+        warn=provisioner.warn_volatile,
     )
     source: MachineSource = CloneSource(provisioner.context, manager)
     if single is not None:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from pytest_orbstack import cloudinit, naming
+from pytest_orbstack.basebuild import VolatileWarner
 from pytest_orbstack.breaker import AddressBreaker
 from pytest_orbstack.context import REAL_TIME, Limits, MakeContext, Namer, Time
 from pytest_orbstack.deleter import BackgroundDeleter, InlineDeleter
@@ -74,6 +75,8 @@ class Provisioner:
         self.deleter: Union[InlineDeleter, BackgroundDeleter] = InlineDeleter(self.delete_quietly)
         self._lock = threading.Lock()
         self._clones: dict[str, list[Machine]] = {}
+        #: the /tmp-or-/run warning of provision hooks, once per process (the base builder's too)
+        self.warn_volatile = VolatileWarner(self.context.events)
 
     @property
     def client(self) -> Orbctl:
@@ -106,11 +109,16 @@ class Provisioner:
             if spec.user_data is not None and not made.provisioned:  # a clone's base was checked
                 cloudinit.check(machine, self.ready_timeout - made.ready_seconds, events.event)
             if not made.provisioned:
+                if made.instead_of_base:
+                    machine.watch_volatile()
                 self.hooks.provision(machine)
+                if made.instead_of_base:
+                    self.warn_volatile(machine.volatile_commands())
             self.hooks.ready(machine)
         except BaseException as exc:
             self.delete_quietly(machine)
-            if isinstance(exc, Exception) and isinstance(self.source, PrefetchSource):
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+            if not interrupted and isinstance(self.source, PrefetchSource):  # pytest.fail() included
                 self.source.hooks_failed(spec)  # they would fail again: make none ahead
             raise
         events.record_created(made.create_seconds, made.ready_seconds)
@@ -229,7 +237,11 @@ class Provisioner:
             # Registered first: a clone that fails or hangs half-way is still deleted with its
             # source (deleting a machine that never came to be counts as done).
             self._clones.setdefault(machine.name, []).append(copy)
-        made = clone_ready(self.context, machine.name, copy.name, wake_up=False)
+
+        def gone() -> None:  # deleted at once: its source's release has nothing to do with it
+            copy.deleted = True
+
+        made = clone_ready(self.context, machine.name, copy.name, wake_up=False, gone=gone)
         self.context.events.record_created(made.create_seconds, made.ready_seconds)
         self.context.events.event(
             f"cloned {machine.name} as {copy.name} in {made.create_seconds:.1f}s", verbose=True

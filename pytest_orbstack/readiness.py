@@ -256,4 +256,6 @@ def _wait(
                 logs_tail(client, name),
             )
         sleep(min(interval, deadline - now))
-        interval = poll.next(interval, short=last_state == "running" and now - start < poll.short_for)
+        interval = poll.next(
+            interval, short=last_state == "running" and not addressed and now - start < poll.short_for
+        )

@@ -48,6 +48,9 @@ class Made:
     provisioned: bool = False
     #: the machine's name when the source made it under a name of its own (ahead), else ``None``
     name: Optional[str] = None
+    #: created instead of a base (the run needs one machine of its spec): provisioned like a base,
+    #: so hooks that name /tmp or /run get the base's warning (clones would not keep what they left)
+    instead_of_base: bool = False
 
 
 class MachineSource(Protocol):
@@ -178,6 +181,7 @@ def clone_ready(
     *,
     wake_up: bool,
     missing: Optional[Callable[[MachineNotFoundError], Exception]] = None,
+    gone: Optional[Callable[[], None]] = None,
 ) -> Made:
     """Clone ``source`` as ``name``, start the copy and wait until it is ready; the copy's :class:`Made`.
 
@@ -190,6 +194,7 @@ def clone_ready(
     ``wake_up``: start a stopped copy by its first command (``orbctl run``
     starts a stopped machine), which is also the readiness probe; else
     ``orbctl start``.  ``missing``: the error to raise when ``source`` is gone.
+    ``gone``: called when a failed copy was deleted here.
     """
     c = context
     start = c.clock()
@@ -220,6 +225,8 @@ def clone_ready(
     except BaseException as exc:
         with contextlib.suppress(Exception):
             c.delete_name(name)
+            if gone is not None:
+                gone()
         if isinstance(exc, OrbstackError):
             deadline.check(exc)
         raise

@@ -7,6 +7,7 @@ finished base's record (``BaseStore.recorded``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ import filelock
 import pytest
 from fakes import RUN, SPEC, FakeOrb, Hooks, make, worker
 
+from pytest_orbstack.basebuild import VolatileProvisionWarning
 from pytest_orbstack.basekey import base_key, reused_base_name
 from pytest_orbstack.bases import BaseManager, OneOffSource, install
 from pytest_orbstack.basestore import BaseBuildError, BaseStore
@@ -231,3 +233,23 @@ def test_a_reused_base_read_from_its_record_is_held_as_in_use(tmp_path: Path) ->
     with refresher.taken_over(SPEC, key, reused_base_name(key)):  # nobody uses it any more
         pass
     refresher.close()
+
+
+class _WritesTmp(Hooks):
+    def provision(self, machine: Any) -> None:
+        super().provision(machine)
+        machine.run("echo seed > /tmp/seed")
+
+
+def test_the_lone_machine_warns_as_a_base_would_of_hooks_that_name_tmp(tmp_path: Path) -> None:
+    """Run alone the test gets the created machine; in the whole suite a clone, which starts with an
+    empty /tmp: the warning says so in both cases, once."""
+    orb = FakeOrb()
+    p = _one_off(orb, tmp_path, lambda spec: spec == SPEC, _WritesTmp())
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        first = p.obtain(SPEC)
+        p.obtain(SPEC)  # the second is a clone of a base built now: no second warning
+    assert [type(w.message) for w in record] == [VolatileProvisionWarning]
+    assert "/tmp and /run start empty" in str(record[0].message)
+    assert orb.ops("create")[0] == first.name

@@ -213,6 +213,23 @@ def test_a_spec_whose_hooks_failed_is_not_made_ahead_again() -> None:
     assert orb.machines == {}
 
 
+class _FailsWithPytest(Hooks):
+    def provision(self, machine: Any) -> None:
+        super().provision(machine)
+        pytest.fail("provisioning failed", pytrace=False)  # an OutcomeException, not an Exception
+
+
+def test_a_hook_that_calls_pytest_fail_stops_the_making_ahead_too() -> None:
+    orb = ScriptedOrb()
+    p, source = prefetching(orb, _FailsWithPytest())
+    with pytest.raises(pytest.fail.Exception, match="provisioning failed"):
+        p.obtain(SPEC)
+    source.prepare(SPEC)
+    assert source.ahead == 0
+    p.close()
+    assert orb.machines == {}
+
+
 def test_hooks_failing_later_delete_the_machines_made_ahead_of_that_spec() -> None:
     orb, hooks = ScriptedOrb(), Hooks()
     p, source = prefetching(orb, hooks)

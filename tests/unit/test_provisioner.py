@@ -293,6 +293,20 @@ def test_a_half_made_clone_that_cannot_be_deleted_at_once_is_deleted_with_its_so
     assert orb.machines == {}
 
 
+def test_a_failed_clone_deleted_at_once_is_not_torn_down_or_kept_with_its_source() -> None:
+    orb, hooks = FakeOrb(), Hooks()
+    p = make(orb, hooks)
+    machine = p.obtain(SPEC)
+    orb.clone_faults = [OrbctlTimeoutError(["orbctl", "clone", machine.name, "x"], 3)]
+    with pytest.raises(OrbctlTimeoutError):
+        machine.clone("pytest-test-abcd1234-gw0-copy01")
+    assert "pytest-test-abcd1234-gw0-copy01" not in orb.machines  # deleted at once
+    p.release(machine, keep=True)
+    assert ("teardown", "pytest-test-abcd1234-gw0-copy01") not in hooks.events  # no test ever had it
+    assert p.stats.kept == [kept_name(machine.name)]
+    assert list(orb.machines) == p.stats.kept
+
+
 def test_a_transient_clone_failure_is_retried() -> None:
     orb = FakeOrb()
     p = make(orb)

@@ -275,3 +275,11 @@ def _times(sleeps: list[float]) -> list[float]:
         began.append(total)
         total += pause
     return began
+
+
+def test_a_machine_with_its_address_whose_probe_fails_is_not_polled_at_short_intervals() -> None:
+    """The short interval is for the address OrbStack is about to show, not for a failing command."""
+    clock = FakeClock()
+    client = scripted([info("running", "198.19.249.3")], probe_codes=(1,) * 8 + (0,))
+    wait_ready(client, "m1", 60, clock=clock, sleep=clock.sleep, started=True)
+    assert clock.sleeps[:7] == pytest.approx([0.05 * 1.5**i for i in range(7)])  # 0.57 s, within 5 s
