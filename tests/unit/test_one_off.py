@@ -168,22 +168,27 @@ def test_a_spec_needed_more_than_once_gets_a_base(tmp_path: Path) -> None:
 # --- the base's record, read without the build lock --------------------------------------------------
 
 
+def _join(p: Any, tmp_path: Path, *, reuse: str) -> None:
+    """``p`` clones the run's bases as another worker would (a short wait for the build lock)."""
+    install(
+        p,
+        clone="auto",
+        version=OrbVersion(2, 0, 4),
+        reuse=reuse,
+        lock_dir=tmp_path,
+        sources=lambda: SOURCES,
+        state_dir=tmp_path / "state",
+        lock_timeout=0.2,
+    )
+
+
 def test_a_finished_base_is_read_without_waiting_for_the_build_lock(tmp_path: Path) -> None:
     orb = FakeOrb()
     builder = worker(orb, tmp_path, name="gw0")
     builder.obtain(SPEC)
     (base,) = orb.ops("stop")
     other = make(orb, worker="gw1")
-    install(
-        other,
-        clone="auto",
-        version=OrbVersion(2, 0, 4),
-        reuse="off",
-        lock_dir=tmp_path,
-        sources=lambda: SOURCES,
-        state_dir=tmp_path / "state",
-        lock_timeout=0.2,
-    )
+    _join(other, tmp_path, reuse="off")
     (lock_path,) = tmp_path.glob(f"orbstack-base-*-{RUN}.lock")
     held = filelock.FileLock(str(lock_path), timeout=0)
     with held:  # as if another process held it (e.g. still leaving): no reason to wait for it
@@ -209,16 +214,7 @@ def test_a_reused_base_read_from_its_record_is_held_as_in_use(tmp_path: Path) ->
     builder.obtain(SPEC)
     builder.close()  # gw0 lets go of the base: gw1 alone will hold it
     other = make(orb, worker="gw1")
-    install(
-        other,
-        clone="auto",
-        version=OrbVersion(2, 0, 4),
-        reuse="on",
-        lock_dir=tmp_path,
-        sources=lambda: SOURCES,
-        state_dir=tmp_path / "state",
-        lock_timeout=0.2,
-    )
+    _join(other, tmp_path, reuse="on")
     (lock_path,) = tmp_path.glob(f"orbstack-base-*-{RUN}.lock")
     with filelock.FileLock(str(lock_path), timeout=0):
         other.obtain(SPEC)  # from the record, without the run's build lock

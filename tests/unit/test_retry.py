@@ -13,6 +13,7 @@ from pytest_orbstack.errors import (
     TransientOrbctlError,
     first_line,
 )
+from pytest_orbstack.events import Silent
 from pytest_orbstack.retry import MAX_RETRIES, Retrier, RetryPolicy, call_with_retry
 
 
@@ -106,7 +107,7 @@ def test_retries_are_capped(retries: int) -> None:
 # --- Retrier: the one place that decides retries ---------------------------------------------
 
 
-class Lines:
+class Lines(Silent):
     """An :class:`~pytest_orbstack.events.Events` that keeps the progress lines."""
 
     def __init__(self) -> None:
@@ -114,21 +115,6 @@ class Lines:
 
     def event(self, line: str, *, verbose: bool = False) -> None:
         self.lines.append(line)
-
-    def waiting(self, line: str) -> None:
-        pass
-
-    def record_created(self, create_seconds: float, ready_seconds: float) -> None:
-        pass
-
-    def record_deleted(self) -> None:
-        pass
-
-    def record_kept(self, name: str) -> None:
-        pass
-
-    def record_failed_delete(self, name: str, error: str) -> None:
-        pass
 
 
 def hang() -> OrbctlTimeoutError:
