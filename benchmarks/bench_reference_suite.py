@@ -16,8 +16,19 @@ fresh machine, the rest share the worker's machine.  Four ways:
   while the test before it runs (prefetch, the default);
 - **pytest-orbstack --orb-no-prefetch**: the same without prefetch.
 
-The lower bound is the issue's: one base create + one clone round (clone,
-start, IP) + test work / workers, each measured here on the same orbsim.
+The lower bound: one base create + one clone round (clone, start, IP) + the
+suite's tests themselves, each measured here on the same orbsim.  "The tests
+themselves" is the **floor** run: the same suite, ``-n 4``, every test using
+one machine made before the run (no machine is made or deleted in it), so it
+holds what no plugin can save: pytest's and xdist's start-up and per-test
+work, and each test's ``orbctl run`` and work on the CPUs that really run
+them (this host has 2 for 4 workers).  The issue's formula, test work divided
+by the workers, is printed beside it: on 2 CPUs it divides CPU work by 4.
+
+Every way calls the same ``orbctl``: by default a launcher written by
+``orbsim shims`` (``python -I -S``, what docs/orbsim.md recommends for speed);
+``--orbctl console-script`` uses the ``orbsim`` console script, which loads
+``site`` on every call.
 
 Reproduce (about 3-6 minutes on a 2-core host):
 
@@ -34,6 +45,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -132,6 +145,21 @@ def fresh_machine():
     orbctl("delete", "--force", vm.name, timeout=60)
 """
 
+# The floor: the original's VM and orbctl(), every test on one machine the benchmark made before.
+FLOOR_CONFTEST = (
+    ORIGINAL_CONFTEST.split("def _create_with_retry", 1)[0]
+    + """
+@pytest.fixture
+def machine():
+    return VM(os.environ["BENCH_FLOOR_MACHINE"])
+
+
+@pytest.fixture
+def fresh_machine():
+    return VM(os.environ["BENCH_FLOOR_MACHINE"])
+"""
+)
+
 
 def write_suite(root: Path, tests: int, fresh: int, conftest: str) -> None:
     root.mkdir(parents=True)
@@ -150,11 +178,17 @@ def write_suite(root: Path, tests: int, fresh: int, conftest: str) -> None:
 
 def run_variant(name: str, root: Path, env: dict[str, str], args: list[str]) -> dict[str, object]:
     before = len(s.argv_log(env))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     with s.cleaned(env):
         proc = _pytest(root, env, args)
         wall = time.perf_counter() - start
-        return _row(name, env, before, wall, proc)
+        return {**_row(name, env, before, wall, proc), "cpu": _children_cpu() - cpu}
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the ended child processes waited for so far, theirs included."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _pytest(root: Path, env: dict[str, str], args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -195,19 +229,41 @@ def lower_bound_parts(env: dict[str, str], rounds: int) -> dict[str, float]:
         return _lower_bound_parts(env, rounds)
 
 
+def floor_run(home: Path, env: dict[str, str], tests: int, fresh: int, workers: int) -> tuple[float, float]:
+    """Wall time and CPU seconds of the suite, ``-n workers``, every test on one machine that exists
+    already."""
+    root = home / "suite"
+    write_suite(root, tests, fresh, FLOOR_CONFTEST)
+    env = {**env, "BENCH_FLOOR_MACHINE": "pytest-test-floor"}
+    with s.cleaned(env):
+        s.timed([env["ORBCTL"], "create", "ubuntu:22.04", "pytest-test-floor"], env)
+        start, cpu = time.perf_counter(), _children_cpu()
+        proc = _pytest(root, env, ["-n", str(workers), "-p", "no:orbstack"])
+        wall = time.perf_counter() - start
+        used = _children_cpu() - cpu
+    if proc.returncode != 0:
+        raise RuntimeError(f"the floor run failed: {proc.stdout[-2000:]}")
+    return wall, used
+
+
 def _lower_bound_parts(env: dict[str, str], rounds: int) -> dict[str, float]:
-    orb = s.orbsim()
+    orb = env["ORBCTL"]  # what the suites call; orbsim's own commands (timeline) need its own name
     create = s.timed([orb, "create", "ubuntu:22.04", "pytest-test-lb-base"], env)
     s.orb(env, "stop", "pytest-test-lb-base")
     start = time.perf_counter()
-    s.orb(env, "clone", "pytest-test-lb-base", "pytest-test-lb-clone")
-    s.orb(env, "start", "pytest-test-lb-clone")
+    s.timed([orb, "clone", "pytest-test-lb-base", "pytest-test-lb-clone"], env)
+    s.timed([orb, "start", "pytest-test-lb-clone"], env)
     while not json.loads(s.orb(env, "timeline", "pytest-test-lb-clone"))[0]["ip_visible"]:
         time.sleep(0.01)
     clone_round = time.perf_counter() - start
     runs = [s.timed([orb, "run", "-m", "pytest-test-lb-clone", "true"], env) for _ in range(rounds)]
     s.clean(env)
     return {"create": create, "clone_round": clone_round, "run": s.median(runs)}
+
+
+def _ours(rows: list[dict[str, object]]) -> float:
+    """pytest-orbstack's wall time in ``rows`` (0.0 if it was skipped)."""
+    return next((float(r["wall"]) for r in rows if r["variant"] == "pytest-orbstack"), 0.0)  # type: ignore[arg-type]
 
 
 def main() -> int:
@@ -218,21 +274,37 @@ def main() -> int:
     parser.add_argument("--naive-sample", type=int, default=29, help="tests the naive way runs (0 = all)")
     parser.add_argument("--scale", default="0.1")
     parser.add_argument("--profile", default="orbstack", choices=("orbstack", "orbstack-copy"))
+    parser.add_argument(
+        "--orbctl",
+        default="launcher",
+        choices=("launcher", "console-script"),
+        help="how every way calls orbsim: a launcher from `orbsim shims` (python -I -S, what "
+        "docs/orbsim.md recommends) or the `orbsim` console script (loads site)",
+    )
     ways = ("naive", "original", "pytest-orbstack", "pytest-orbstack --orb-no-prefetch")
     parser.add_argument("--skip", action="append", default=[], choices=ways)
     opts = parser.parse_args()
     n = opts.workers
     print(
         f"reference suite: {opts.tests} tests ({opts.fresh} need a fresh machine), -n {n}, "
-        f"orbsim profile {opts.profile} x{opts.scale}; {s.stamp()}; {s.load()} at start"
+        f"orbsim profile {opts.profile} x{opts.scale}, orbctl: {opts.orbctl}; {s.stamp()}; "
+        f"{s.load()} at start"
     )
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-ref-") as tmp:
         base = Path(tmp)
-        lb_env = s.orbsim_env(base / "lb", profile=opts.profile, scale=opts.scale)
+        orbctl = s.launcher(base / "bin") if opts.orbctl == "launcher" else None
+        lb_env = s.orbsim_env(base / "lb", profile=opts.profile, scale=opts.scale, orbctl=orbctl)
         parts = lower_bound_parts(lb_env, 10)
         work = float(WORK) + parts["run"]
-        lower = parts["create"] + parts["clone_round"] + opts.tests * work / n
+        formula = parts["create"] + parts["clone_round"] + opts.tests * work / n
+        floor_env = s.orbsim_env(base / "floor", profile=opts.profile, scale=opts.scale, orbctl=orbctl)
+        floor, floor_cpu = floor_run(base / "floor", floor_env, opts.tests, opts.fresh, n)
+        print(
+            f"  floor (the tests on a machine made before, -n {n}): {floor:.1f}s, CPU {floor_cpu:.1f}s",
+            flush=True,
+        )
+        lower = parts["create"] + parts["clone_round"] + floor
         variants = [
             (
                 "pytest-orbstack",
@@ -270,7 +342,7 @@ def main() -> int:
             home = base / name.replace(" ", "_")
             root = home / "suite"
             write_suite(root, tests, fresh, conftest)
-            env = {**s.orbsim_env(home, profile=opts.profile, scale=opts.scale), **extra}
+            env = {**s.orbsim_env(home, profile=opts.profile, scale=opts.scale, orbctl=orbctl), **extra}
             row = run_variant(name, root, env, args)
             row["tests"] = tests
             if tests != opts.tests:
@@ -282,11 +354,21 @@ def main() -> int:
     print()
     print(
         f"lower bound = create {parts['create']:.2f}s + clone round {parts['clone_round']:.2f}s + "
-        f"{opts.tests} x ({parts['run']:.3f}s run + {WORK}s work) / {n} = {lower:.1f}s"
+        f"the tests on a machine made before, -n {n}, {floor:.2f}s = {lower:.1f}s"
+    )
+    print(
+        f"(the issue's formula, test work / workers: create + clone round + {opts.tests} x "
+        f"({parts['run']:.3f}s run + {WORK}s work) / {n} = {formula:.1f}s; "
+        + (f"ours {ours_wall / formula:.2f}x that" if (ours_wall := _ours(rows)) else "")
+        + ")"
     )
     print()
-    print("| way | wall time | creates | clones | orbctl calls | x lower bound | x original |")
-    print("|---|---|---|---|---|---|---|")
+    cpus = os.cpu_count() or 1
+    print(
+        f"| way | wall time | CPU time ({cpus} CPUs) | creates | clones | orbctl calls "
+        "| x lower bound | x original |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     original = next((float(r["wall"]) for r in rows if r["variant"] == "original"), None)  # type: ignore[arg-type]
     for row in rows:
         wall = float(row["wall"])  # type: ignore[arg-type]
@@ -298,7 +380,8 @@ def main() -> int:
             row["calls"] = f"{row['calls']} (x{k:.0f} = ~{int(row['calls'] * k)})"  # type: ignore[operator]
         vs_orig = f"{wall / original:.2f}x" if original else "-"
         print(
-            f"| {row['variant']} | {wall:.1f}s{note} | {row['creates']} | {row['clones']} | {row['calls']} "
+            f"| {row['variant']} | {wall:.1f}s{note} | {row['cpu']:.1f}s | {row['creates']} "
+            f"| {row['clones']} | {row['calls']} "
             f"| {wall / lower:.2f}x | {vs_orig} |"
         )
     print()
@@ -318,7 +401,7 @@ def main() -> int:
     print(
         f"reproduce: {sys.executable} benchmarks/bench_reference_suite.py --tests {opts.tests} "
         f"--fresh {opts.fresh} --workers {n} --naive-sample {opts.naive_sample} --scale {opts.scale} "
-        f"--profile {opts.profile}"
+        f"--profile {opts.profile} --orbctl {opts.orbctl}"
     )
     return 1 if bad else 0
 

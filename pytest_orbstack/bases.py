@@ -255,6 +255,12 @@ class OneOffSource:
     def close(self, *, wait: bool = True) -> None:
         self.clone.close(wait=wait)
 
+    def warm(self, spec: MachineSpec) -> bool:
+        """The base, unless the next machine of ``spec`` is the one-off one (``False``: nothing ahead)."""
+        with self._guard:
+            direct = spec not in self._seen and self._single(spec)
+        return False if direct else self.clone.warm(spec)
+
     def make(self, spec: MachineSpec, name: str) -> Made:
         with self._guard:
             direct = spec not in self._seen and self._single(spec)

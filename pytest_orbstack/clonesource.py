@@ -47,6 +47,11 @@ class CloneSource:
         """Let go of the reused bases (run-scoped bases end with the run's purge)."""
         self.bases.close()
 
+    def warm(self, spec: MachineSpec) -> bool:
+        """The spec's base exists (built now, or waited for): clones can be made on any thread."""
+        self.bases.base_for(spec)
+        return True
+
     def make(self, spec: MachineSpec, name: str) -> Made:
         base = self.bases.base_for(spec)
 

@@ -1,4 +1,4 @@
-"""Which tests this process runs next: the ones prefetch may make machines for.
+"""Which tests this process runs next, and the machines prefetch makes for them (:func:`ahead`).
 
 Without xdist the session's whole item list is known, so the tests after
 pytest's ``nextitem`` are those that follow it in ``session.items``.  An
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
-from typing import Final, Optional
+from typing import Final, NamedTuple, Optional
 
 import pytest
 
@@ -29,7 +29,7 @@ from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.plan import Demand
 from pytest_orbstack.settings import Settings
 
-__all__ = ["demand", "upcoming"]
+__all__ = ["Ahead", "ahead", "demand", "upcoming"]
 
 #: How many coming items prefetch looks at (the machines it makes are bounded by ``--orb-prefetch``).
 WINDOW: Final = 100
@@ -51,6 +51,62 @@ def upcoming(item: pytest.Item, nextitem: Optional[pytest.Item], limit: int) -> 
     else:
         rest = session.items[_index(session, nextitem) + 1 :]
     return [nextitem, *rest][:limit]
+
+
+class Ahead(NamedTuple):
+    """The machines to make ahead: how many of each spec, the spec of the nearest test first."""
+
+    counts: dict[MachineSpec, int]
+    #: how many of them are beyond the prefetch bound (the current test's own, the shared one)
+    extra: int
+
+
+def ahead(
+    items: Sequence[pytest.Item],
+    settings: Settings,
+    limit: int,
+    *,
+    shared: bool,
+    surely_shared: bool = False,
+    current: bool = False,
+) -> Ahead:
+    """The machines ``items`` (tests in the order this process runs them) will take, to make ahead.
+
+    ``orb_vm_fresh`` tests' up to ``limit``; the shared ``orb_vm`` machine when
+    this process has none yet (``shared``) and one of ``items`` uses it or
+    ``surely_shared`` (:attr:`~pytest_orbstack.plan.Demand.shared_everywhere`);
+    ``current``: the first item is the test being set up, its own machine is
+    needed now.  Those two are beyond ``limit`` (:attr:`Ahead.extra`).  Items
+    marked ``skip`` or ``skipif`` may well be skipped (known only at their
+    setup) and an item whose ``orb`` marker is wrong reports that itself:
+    neither counts.
+    """
+    counts: collections.Counter[MachineSpec] = collections.Counter()
+    fresh = extra = 0
+    asked = not shared  # the shared machine: exists, or asked for below
+    if not asked and surely_shared:  # this process will run an orb_vm test sooner or later
+        counts[settings.spec] += 1
+        asked, extra = True, 1
+    for index, item in enumerate(items):
+        names = getattr(item, "fixturenames", ())
+        if any(item.iter_markers("skip")) or any(item.iter_markers("skipif")):
+            continue
+        if not asked and "orb_vm" in names:
+            counts[settings.spec] += 1
+            asked, extra = True, extra + 1
+        own = current and index == 0
+        if (own or fresh < limit) and "orb_vm_fresh" in names:
+            try:
+                counts[spec_for(settings, marker_overrides(item))] += 1
+            except MarkerError:
+                continue
+            if own:
+                extra += 1
+            else:
+                fresh += 1
+        if fresh >= limit and asked:
+            break
+    return Ahead(dict(counts), extra)
 
 
 def _index(session: pytest.Session, item: pytest.Item) -> int:
@@ -87,18 +143,21 @@ def _worker_queue(config: pytest.Config) -> Optional[list[int]]:
     return None
 
 
-def demand(
-    items: Sequence[pytest.Item], settings: Settings, processes: int, *, every_process: bool = False
-) -> Demand:
+#: xdist's ``--dist`` modes that hand out tests one by one (not by file, scope or group)
+_SPREAD: Final = frozenset({"load", "worksteal", "each"})
+
+
+def demand(items: Sequence[pytest.Item], settings: Settings, processes: int, *, dist: str = "no") -> Demand:
     """The machines of each spec ``items`` (the run's selected tests) can need.
 
     ``processes`` runs share them (xdist's worker count, else 1): ``orb_vm``
     (the options' spec) gives at most one machine per process, each
-    ``orb_vm_fresh`` test one of its own spec.  ``every_process``: each process
-    runs every test (``--dist each``).  A test marked ``skip`` needs none; an
-    ``orb_machines`` test can make any number (open-ended); a test whose
-    ``orb`` marker is wrong errors before it has a machine.
+    ``orb_vm_fresh`` test one of its own spec.  ``dist``: xdist's ``--dist``
+    (``each``: each process runs every test).  A test marked ``skip`` needs
+    none; an ``orb_machines`` test can make any number (open-ended); a test
+    whose ``orb`` marker is wrong errors before it has a machine.
     """
+    every_process = dist == "each"
     counts: collections.Counter[MachineSpec] = collections.Counter()
     shared = 0
     for item in items:
@@ -121,4 +180,5 @@ def demand(
         counts = collections.Counter({spec: count * processes for spec, count in counts.items()})
     if shared:
         counts[settings.spec] += processes if every_process else min(shared, processes)
-    return Demand(dict(counts), open_ended=False)
+    everywhere = shared >= 1 if processes == 1 or every_process else shared >= processes and dist in _SPREAD
+    return Demand(dict(counts), open_ended=False, shared_everywhere=everywhere)

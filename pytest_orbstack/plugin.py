@@ -200,7 +200,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         session.items,
         runtime.settings,
         int(workerinput.get("workercount", 1)),
-        every_process=bool(workerinput.get(xdist_hooks.DIST_EACH_KEY, False)),
+        dist=str(workerinput.get(xdist_hooks.DIST_KEY, "no")),
     )
     if _is_worker(config):
         # On the controller's host the controller prepares and starts the duties (XdistHooks),
@@ -254,6 +254,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:
     item.stash[_next_item_key] = nextitem
+    runtime = item.config.stash.get(runtime_key, None)
+    if runtime is not None:  # what the first machines of a spec are made beside (once its base exists)
+        runtime.coming = lambda: [item, *lookahead.upcoming(item, nextitem, lookahead.WINDOW)]
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -4,10 +4,17 @@
 :class:`~pytest_orbstack.sources.MachineSource` (create or clone).
 :meth:`PrefetchSource.prepare` makes sure ``count`` machines of a spec are
 ready or on their way, each made in a background thread, never more than
-``limit`` at once over every spec, and none before the process has made one
-of that spec itself (its base build and provision hooks stay on the test's
-thread).  The plugin calls it when a test starts its call phase, for the
-``orb_vm_fresh`` tests it knows are coming (see :mod:`pytest_orbstack.lookahead`).
+``limit`` at once over every spec (``extra`` more for the round that also
+asks for the current test's own machine or the process's shared one), and none before machines of that spec
+can be made off the test's thread: once the process made one of that spec
+itself, or, with the clone fast path, once the spec's base exists
+(:meth:`~pytest_orbstack.sources.MachineSource.warm`; the base build and its
+provision hooks stay on the test's thread).  Right after a spec becomes
+ready so, ``on_warm`` is called on the test's thread: the plugin then asks
+for the machines of the current test and of those coming, so that they are
+cloned side by side with the test's own instead of one after the other.
+The plugin also calls :meth:`prepare` when a test starts its call phase, for
+the tests it knows are coming (see :mod:`pytest_orbstack.lookahead`).
 The next request for a spec takes the oldest of its machines, waiting for it
 if it is not ready yet, so nothing is made twice.  Hooks still run
 when a machine is handed out, on the caller's thread: a prefetched machine is
@@ -27,7 +34,7 @@ import dataclasses
 import functools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from pytest_orbstack.errors import first_line
 
@@ -42,33 +49,45 @@ __all__ = ["PrefetchSource"]
 class PrefetchSource:
     """A :class:`~pytest_orbstack.sources.MachineSource` that can make a machine ahead of its request."""
 
-    def __init__(self, context: MakeContext, inner: MachineSource, *, limit: int = 1) -> None:
+    def __init__(
+        self,
+        context: MakeContext,
+        inner: MachineSource,
+        *,
+        limit: int = 1,
+        on_warm: Optional[Callable[[MachineSpec], None]] = None,
+    ) -> None:
         self._c = context
         #: the source that really makes machines
         self.inner = inner
         #: the most machines made ahead (ready or on their way) at once, over every spec
         self.limit = limit
+        #: called on the test's thread once machines of a spec can be made ahead (its base exists)
+        self.on_warm = on_warm
         self._lock = threading.Lock()
         self._ahead: dict[MachineSpec, collections.deque[Future[Made]]] = {}
-        #: specs this process has made a machine of: their base exists, their hooks have run once
+        #: specs machines of which can be made ahead: the process made one, or their base exists
         self._made: set[MachineSpec] = set()
         #: specs a machine of which failed in its hooks: never made ahead again
         self._failed: set[MachineSpec] = set()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="orb-prefetch")
+        # up to two beyond the limit: the current test's machine and the shared one (see prepare)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, limit) + 2, thread_name_prefix="orb-prefetch")
         self._closed = False
 
-    def prepare(self, spec: MachineSpec, count: int = 1) -> None:
-        """Make sure ``count`` machines of ``spec`` are ready or on their way, within :attr:`limit`.
+    def prepare(self, spec: MachineSpec, count: int = 1, *, extra: int = 0) -> None:
+        """Make sure ``count`` machines of ``spec`` are ready or on their way, within :attr:`limit`
+        (+ ``extra``, at most 2: the current test's own machine and the process's shared one,
+        asked for beside those of the tests coming).
 
-        Only for a spec this process has already made a machine of: the first
-        one of a spec may build its base and run provision hooks, which stay
-        on the test's thread.
+        Only for a spec this process has made a machine of, or whose base
+        exists: the first one of a spec may build its base and run provision
+        hooks, which stay on the test's thread.
         """
         with self._lock:
             if self._closed or spec not in self._made or spec in self._failed:
                 return
             queue = self._ahead.setdefault(spec, collections.deque())
-            room = self.limit - sum(len(q) for q in self._ahead.values())
+            room = self.limit + extra - sum(len(q) for q in self._ahead.values())
             for _ in range(min(count - len(queue), room)):
                 queue.append(self._pool.submit(self._make_ahead, spec))
 
@@ -78,7 +97,11 @@ class PrefetchSource:
         with self._lock:
             return sum(len(q) for q in self._ahead.values())
 
+    def warm(self, spec: MachineSpec) -> bool:
+        return self.inner.warm(spec)
+
     def make(self, spec: MachineSpec, name: str) -> Made:
+        self._warm(spec)
         with self._lock:
             queue = self._ahead.get(spec)
             ahead = queue.popleft() if queue else None
@@ -127,6 +150,22 @@ class PrefetchSource:
             self.inner.close(wait=False)
 
         threading.Thread(target=close_after_makes, name="orb-prefetch-close").start()  # not a daemon
+
+    def _warm(self, spec: MachineSpec) -> None:
+        """Before the first machine of ``spec``: its base, then :attr:`on_warm` (machines made ahead)."""
+        with self._lock:
+            if self._closed or spec in self._made or spec in self._failed:
+                return
+        if not self.inner.warm(spec):  # raises as the make itself would (a base that cannot be built)
+            return
+        with self._lock:
+            self._made.add(spec)
+        if self.on_warm is None:
+            return
+        try:
+            self.on_warm(spec)
+        except Exception as exc:  # never this test's problem: its machine is made the usual way
+            self._c.events.event(f"could not make machines ahead: {first_line(exc)}", verbose=True)
 
     def _make_ahead(self, spec: MachineSpec) -> Made:
         name = self._c.new_name()

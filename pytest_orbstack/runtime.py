@@ -11,7 +11,6 @@ machine), the :class:`~pytest_orbstack.plan.KeepPolicy` and the run's bases.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
@@ -20,14 +19,13 @@ from typing import Final, Optional, cast
 
 import pytest
 
-from pytest_orbstack import availability, basekey, bases, naming, ownership
+from pytest_orbstack import availability, basekey, bases, lookahead, naming, ownership
 from pytest_orbstack.backend import Backend, Located
 from pytest_orbstack.breaker import AddressBreaker
 from pytest_orbstack.context import Limits, Namer
-from pytest_orbstack.errors import MarkerError, OrbstackError
+from pytest_orbstack.errors import OrbstackError
 from pytest_orbstack.health import SharedMachine
 from pytest_orbstack.machine import Machine
-from pytest_orbstack.marker import marker_overrides, spec_for
 from pytest_orbstack.models import MachineSpec
 from pytest_orbstack.orbctl import Orbctl
 from pytest_orbstack.plan import Demand, KeepPolicy, Plan, decide
@@ -79,6 +77,8 @@ class OrbRuntime:
         self.worker_bases: set[str] = set()
         #: the ``orb_vm`` machine between tests (replaced when it died)
         self.shared = SharedMachine()
+        #: the test running now and those coming next (set by the plugin as each test starts)
+        self.coming: Callable[[], Sequence[pytest.Item]] = list
         #: called once before this process makes its first machine (the run's lease, watchdog, purge)
         self.before_first_machine: Optional[Callable[[], None]] = None
         #: True once a test of the run set out to use a machine (here or in an xdist worker)
@@ -175,7 +175,10 @@ class OrbRuntime:
                 self._install_clone(self._provisioner, plan)
                 if plan.prefetch:
                     self._provisioner.source = PrefetchSource(
-                        self._provisioner.context, self._provisioner.source, limit=plan.prefetch
+                        self._provisioner.context,
+                        self._provisioner.source,
+                        limit=plan.prefetch,
+                        on_warm=lambda spec: self.prefetch(self.coming(), current=True),
                     )
             return self._provisioner
 
@@ -186,13 +189,20 @@ class OrbRuntime:
                 self.before_first_machine()  # a failure here fails this test; the next one tries again
             self._started = True
 
-    def prefetch(self, items: Sequence[pytest.Item]) -> None:
-        """Start making the ``orb_vm_fresh`` machines of ``items`` (the tests coming next, in order).
+    def prefetch(self, items: Sequence[pytest.Item], *, current: bool = False) -> None:
+        """Start making the machines ``items`` (the tests coming next, in order) will take.
 
-        Does nothing when prefetch is off, before this process made its first
-        machine (the provisioner, its lock directory and OrbStack's state come
-        from a fixture's setup).  Skips items marked ``skip`` or ``skipif``
-        and items whose ``orb`` marker is wrong (the test reports that itself).
+        Those of ``orb_vm_fresh``, up to ``--orb-prefetch``, and the shared
+        ``orb_vm`` machine while this process has none, when one of ``items``
+        uses it or the run's selected tests say this process will run such a
+        test (:attr:`~pytest_orbstack.plan.Demand.shared_everywhere`): one
+        more, beyond that bound.  ``current``: the first item is the test
+        being set up; its ``orb_vm_fresh`` machine is asked for beyond the
+        bound too (it is not ahead: it is needed now).  Does nothing when
+        prefetch is off, or before this process can make a machine of a spec
+        ahead (see :class:`~pytest_orbstack.prefetch.PrefetchSource`).  Skips
+        items marked ``skip`` or ``skipif`` and items whose ``orb`` marker is
+        wrong (the test reports that itself).
         """
         with self._lock:
             provisioner = self._provisioner
@@ -200,20 +210,17 @@ class OrbRuntime:
             return
         if provisioner.breaker.tripped:  # no more machines this run
             return
-        wanted: collections.Counter[MachineSpec] = collections.Counter()
-        for item in items:
-            if sum(wanted.values()) >= provisioner.source.limit:
-                break
-            if "orb_vm_fresh" not in getattr(item, "fixturenames", ()):
-                continue
-            if any(item.iter_markers("skip")) or any(item.iter_markers("skipif")):
-                continue  # may well be skipped: whether is only known at its setup
-            try:
-                wanted[spec_for(self.settings, marker_overrides(item))] += 1
-            except MarkerError:
-                continue
-        for spec, count in wanted.items():  # the spec of the nearest test first (Counter keeps order)
-            provisioner.source.prepare(spec, count)
+        source = provisioner.source
+        ahead = lookahead.ahead(
+            items,
+            self.settings,
+            source.limit,
+            shared=self.shared.machine is None,
+            surely_shared=self.demand.shared_everywhere,
+            current=current,
+        )
+        for spec, count in ahead.counts.items():  # the spec of the nearest test first (dicts keep order)
+            source.prepare(spec, count, extra=ahead.extra)
 
     def close(self, *, wait: bool = True) -> None:
         """The session ends: the provisioner lets go of what it holds (unused prefetched machines).

@@ -58,6 +58,15 @@ class MachineSource(Protocol):
 
     def make(self, spec: MachineSpec, name: str) -> Made: ...
 
+    def warm(self, spec: MachineSpec) -> bool:
+        """Make, on this thread, whatever later machines of ``spec`` are made from (a base).
+
+        ``True``: machines of ``spec`` can now be made on any thread, nothing of
+        them runs hooks or builds anything first; ``False``: not until one was
+        made (a created machine: its first make is where an error shows).
+        """
+        ...
+
     def close(self, *, wait: bool = True) -> None:
         """The session ends: let go of whatever the source holds (nothing, for most).
 
@@ -106,6 +115,10 @@ class CreateSource:
 
     def close(self, *, wait: bool = True) -> None:
         """Nothing held."""
+
+    def warm(self, spec: MachineSpec) -> bool:
+        """Nothing to make first: the first machine itself shows whether the spec works."""
+        return False
 
     def _exists(self, name: str) -> bool:
         try:

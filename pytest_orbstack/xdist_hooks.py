@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVE_KEY",
     "BASES_KEY",
-    "DIST_EACH_KEY",
+    "DIST_KEY",
     "RUN_ID_KEY",
     "WorkerCollection",
     "XdistHooks",
@@ -38,7 +38,7 @@ __all__ = [
 #: ``workerinput`` key of the run id the controller hands to xdist workers.
 RUN_ID_KEY: Final = "orbstack_run_id"
 #: ``workerinput`` key: the controller's ``--dist`` is ``each`` (every worker runs every test)
-DIST_EACH_KEY: Final = "orbstack_dist_each"
+DIST_KEY: Final = "orbstack_dist"
 #: ``workeroutput`` key of the run-scoped base machines a worker built (clone fast path).
 BASES_KEY: Final = "orbstack_bases"
 #: ``workeroutput`` key: did the worker set out to make machines (then the controller purges at the end)?
@@ -72,8 +72,8 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_KEY] = self._runtime.run_id
         node.workerinput[hosts.HOST_KEY] = self._identity
-        # a worker's own --dist reads "no": whether every worker runs every test (lookahead.demand)
-        node.workerinput[DIST_EACH_KEY] = node.config.getoption("dist", "no") == "each"
+        # a worker's own --dist reads "no": how the tests are spread over the workers (lookahead.demand)
+        node.workerinput[DIST_KEY] = str(node.config.getoption("dist", "no"))
         self.started.add(str(node.gateway.id))
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: Any) -> None:

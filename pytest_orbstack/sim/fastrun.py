@@ -184,7 +184,7 @@ def run(argv: list[str]) -> Optional[int]:
     command, workdir = command_and_workdir(opts, shell, command)
     delay = 0.0
     if not _instant(env):
-        from .profile import Profile  # start-up time: profile loads pathlib and typing
+        from .profile import Profile  # not for the instant profile (start-up time)
 
         try:
             delay = Profile.from_env().delay("run")

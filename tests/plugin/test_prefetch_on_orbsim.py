@@ -13,6 +13,7 @@ import pytest
 
 def test_shared(orb_vm):
     orb_vm.run("true")
+    print("SHARED", orb_vm.name)
 
 @pytest.mark.parametrize("i", range(3))
 def test_fresh(orb_vm_fresh, i):
@@ -78,12 +79,16 @@ def test_each_fresh_machine_was_made_during_the_test_before(
     result.assert_outcomes(passed=4)
     lines = result.stdout.lines
     fresh = [line.split("FRESH ", 1)[1] for line in lines if line.startswith("FRESH ")]
+    (shared,) = [line.split("SHARED ", 1)[1] for line in lines if line.startswith("SHARED ")]
     assert len(set(fresh)) == 3
-    assert _names(lines, "took prefetched machine ") == fresh
+    took = _names(lines, "took prefetched machine ")
+    if clone == "auto":  # once the base exists, the first test's machine is cloned beside the next two
+        assert took == [shared, *fresh]
+    else:  # a created machine: the first one is made by its test, the others while a test runs
+        assert took == fresh
     calls = _calls(orbsim_env["ORBSIM_HOME"])[before:]
     made = [argv[-1] for argv in calls if argv[:1] == ["clone" if clone == "auto" else "create"]]
-    assert len(made) == 4  # orb_vm + 3 fresh: nothing made for nothing
-    assert sorted(made[1:]) == sorted(fresh)  # up to two are made at once: in either order
+    assert sorted(made) == sorted([shared, *fresh])  # nothing made for nothing; several at once
     assert "unused prefetched" not in result.stdout.str()
     result.stdout.fnmatch_lines(["machines: 4 created, 4 deleted, 0 kept, 0 purged*"])
     assert_no_leftovers()
@@ -111,10 +116,11 @@ def test_a_machine_nobody_takes_is_deleted_at_the_end(
     result = run_pytest("-p", "no:xdist", "-p", "no:randomly", "-v")
     result.assert_outcomes(passed=3, skipped=3)
     lines = result.stdout.lines
-    # two coming fresh tests get a machine ahead (--orb-prefetch 2): test_takes_... takes the one
+    # once the base exists, test_first's machine is cloned beside the next fresh test's; then two
+    # coming fresh tests have a machine ahead (--orb-prefetch 2): test_takes_... takes the one
     # made for test_skipped, test_again its own; none is made for test_marked_skip; the one made
     # for test_last_skipped is deleted at the end
-    assert len(_names(lines, "took prefetched machine ")) == 2
+    assert len(_names(lines, "took prefetched machine ")) == 3
     (unused,) = _names(lines, "deleting unused prefetched machine ")
     assert f"orbstack: deleted {unused}" in lines
     result.stdout.fnmatch_lines(["machines: 4 created, 4 deleted, 0 kept, 0 purged*"])
@@ -126,14 +132,15 @@ def test_with_xdist(
     run_pytest: Callable[..., pytest.RunResult],
     assert_no_leftovers: Callable[..., None],
 ) -> None:
-    """Each worker knows the test it runs next: with a file per worker, every fresh machine is made ahead."""
+    """Each worker knows the tests it runs next: with a file per worker, every machine is made ahead
+    (the shared one and the first fresh ones beside each other once the base exists)."""
     pytester.makepyfile(test_one=SUITE, test_two=SUITE)
     # in file order (pytest-randomly would put test_shared between fresh tests: fewer made ahead)
     result = run_pytest("-n", "2", "--dist", "loadfile", "-v", "-s", "-p", "no:randomly")
     result.assert_outcomes(passed=8)
     lines = result.stdout.lines
     took = _names(lines, "took prefetched machine ")
-    assert len(took) == 6
+    assert len(took) == 8
     assert {name.split("-")[-2] for name in took} == {"gw0", "gw1"}
     result.stdout.fnmatch_lines(["machines: 8 created, 8 deleted, 0 kept, 0 purged*"])
     assert_no_leftovers()
@@ -234,4 +241,111 @@ def test_machines_are_made_for_tests_further_ahead_within_the_bound(
     assert len(_names(result.stdout.lines, "took prefetched machine ")) == 4
     result.stdout.fnmatch_lines(["machines: 5 created, 5 deleted, 0 kept, 0 purged*"])
     assert "unused prefetched" not in result.stdout.str()
+    assert_no_leftovers()
+
+
+@pytest.mark.parametrize("clone", ["auto", "never"])
+def test_the_shared_machine_is_made_ahead_for_the_tests_that_use_it(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    clone: str,
+) -> None:
+    """Fresh tests first, then one using ``orb_vm``: its machine is made ahead too (beyond the bound).
+
+    With the clone fast path that starts once the base exists, beside the first test's own machine.
+    """
+    pytester.makepyfile(
+        test_suite="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(2))
+        def test_fresh(orb_vm_fresh, i):
+            print("FRESH", orb_vm_fresh.name)
+
+        def test_shared(orb_vm):
+            print("SHARED", orb_vm.name)
+        """
+    )
+    result = run_pytest("-p", "no:xdist", "-p", "no:randomly", "-v", "-s", "--orb-clone", clone)
+    result.assert_outcomes(passed=3)
+    lines = result.stdout.lines
+    first, second = [line.split("FRESH ", 1)[1] for line in lines if line.startswith("FRESH ")]
+    (shared,) = [line.split("SHARED ", 1)[1] for line in lines if line.startswith("SHARED ")]
+    took = _names(lines, "took prefetched machine ")
+    assert took == ([first] if clone == "auto" else []) + [second, shared]
+    assert "unused prefetched" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["machines: 3 created, 3 deleted, 0 kept, 0 purged*"])
+    assert_no_leftovers()
+
+
+def test_a_worker_that_will_run_an_orb_vm_test_makes_its_machine_once_the_base_exists(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One worker runs every test, so its shared machine is needed: it is cloned with the first ones
+    (the first test's own and the next one's), although xdist has sent the worker only the first
+    two tests and the ``orb_vm`` test comes last."""
+    pytester.makepyfile(
+        test_suite="""
+        import pytest
+
+        def test_first(orb_vm_fresh):
+            # made side by side once the base existed: this one, the next one's, the shared one
+            import json, os, subprocess, time
+            end = time.monotonic() + 30
+            while True:
+                out = subprocess.run([os.environ["ORBCTL"], "list", "-f", "json"], capture_output=True,
+                                     text=True, timeout=60, check=True).stdout
+                running = [m["name"] for m in json.loads(out) if m["state"] == "running"]
+                if len(running) >= 3 or time.monotonic() > end:
+                    break
+                time.sleep(0.05)
+            with open(os.environ["RUNNING_FILE"], "w") as fh:
+                fh.write(str(len(running)))
+
+        @pytest.mark.parametrize("i", range(7))
+        def test_fresh(orb_vm_fresh, i):
+            pass
+
+        def test_shared(orb_vm):
+            pass
+        """
+    )
+    monkeypatch.setenv("RUNNING_FILE", str(pytester.path / "running.txt"))
+    result = run_pytest("-n", "1", "-p", "no:randomly", "-v")
+    result.assert_outcomes(passed=9)
+    assert (pytester.path / "running.txt").read_text() == "3"  # without it: 2 (the worker knows 2 tests)
+    assert "unused prefetched" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["machines: 9 created, 9 deleted, 0 kept, 0 purged*"])
+    assert_no_leftovers()
+
+
+def test_with_tests_handed_out_by_file_no_shared_machine_is_made_for_a_worker_that_may_not_need_it(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    pytester.makepyfile(
+        test_fresh="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_fresh(orb_vm_fresh, i):
+            pass
+        """,
+        test_shared="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_shared(orb_vm, i):
+            pass
+        """,
+    )
+    result = run_pytest("-n", "2", "--dist", "loadfile", "-p", "no:randomly", "-v")
+    result.assert_outcomes(passed=6)
+    assert "unused prefetched" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["machines: 4 created, 4 deleted, 0 kept, 0 purged*"])  # 3 fresh, 1 shared
     assert_no_leftovers()

@@ -88,8 +88,11 @@ def test_the_command_is_in_the_machine_and_orbsim_is_not(sim: Sim) -> None:
     assert "python3" not in ps
 
 
-@pytest.mark.parametrize("word", ["run", "exec", "shell"])
-def test_run_imports_neither_the_cli_nor_json(sim: Sim, word: str) -> None:
+@pytest.mark.parametrize(
+    ("word", "profile"), [("run", "instant"), ("exec", "instant"), ("shell", "instant"), ("run", "orbstack")]
+)
+def test_run_imports_neither_the_cli_nor_json(sim: Sim, word: str, profile: str) -> None:
+    """Nor, under a timed profile (its delay: ``ORBSIM_SCALE=0`` here), ``typing`` or ``pathlib``."""
     code = (
         "import sys\n"
         f"sys.path.insert(0, {str(Path(fastrun.__file__).parents[2])!r})\n"
@@ -100,7 +103,7 @@ def test_run_imports_neither_the_cli_nor_json(sim: Sim, word: str) -> None:
     )
     proc = subprocess.run(
         [sys.executable, "-I", "-S", "-c", code],
-        env=sim.env,
+        env={**sim.env, "ORBSIM_PROFILE": profile, "ORBSIM_SCALE": "0"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -117,6 +120,7 @@ def test_run_imports_neither_the_cli_nor_json(sim: Sim, word: str) -> None:
                 "pytest_orbstack.sim.enter",
                 "pytest_orbstack.sim.fastrun",
                 "pytest_orbstack.sim.relay",
+                *(["pytest_orbstack.sim.profile"] if profile != "instant" else []),
             ]
         )
     )

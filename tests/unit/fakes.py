@@ -21,6 +21,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
+import pytest
+
 from pytest_orbstack.bases import BaseManager, install
 from pytest_orbstack.clonesource import CloneSource
 from pytest_orbstack.context import Limits, Namer, Time
@@ -509,3 +511,26 @@ def is_our_sleep(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return cmdline == b"sleep\x00300\x00" and state != "Z"
+
+
+class _Node(SimpleNamespace):
+    pass
+
+
+def collected(
+    *fixtures: str, image: Optional[str] = None, skip: bool = False, skipif: bool = False, name: str = "t"
+) -> Any:
+    """A collected test that uses ``fixtures``, with ``@pytest.mark.orb(image=...)``, ``skip``, ``skipif``."""
+    orb = [pytest.mark.orb(image=image).mark] if image else []
+    node = _Node(own_markers=orb)
+    marks = {
+        "skip": [pytest.mark.skip.mark] if skip else [],
+        "skipif": [pytest.mark.skipif(True).mark] if skipif else [],
+    }
+    return SimpleNamespace(
+        nodeid=f"test_x.py::{name}",
+        path=Path("/suite/test_x.py"),
+        fixturenames=list(fixtures),
+        iter_markers=lambda marker: list(marks.get(marker, [])),
+        iter_markers_with_node=lambda marker: [(node, m) for m in orb] if marker == "orb" else [],
+    )

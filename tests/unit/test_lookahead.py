@@ -9,7 +9,15 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-from pytest_orbstack.lookahead import upcoming
+from fakes import collected
+
+from pytest_orbstack.lookahead import Ahead, ahead, upcoming
+from pytest_orbstack.models import MachineSpec
+from pytest_orbstack.settings import Settings
+
+SETTINGS = Settings()  # the options' spec: ubuntu:22.04
+SPEC = SETTINGS.spec
+DEBIAN = MachineSpec("debian:12")
 
 
 class Item(SimpleNamespace):
@@ -79,3 +87,49 @@ def test_an_xdist_worker_without_a_readable_queue_knows_only_nextitem() -> None:
     config = SimpleNamespace(pluginmanager=_Plugins([object()]), workerinput={})
     _, items = _session(4, config)
     assert [i.nodeid for i in upcoming(items[0], items[1], 10)] == ["t1"]
+
+
+# --- what is made ahead ---------------------------------------------------------------------------
+
+FRESH, SHARED, PLAIN = collected("orb_vm_fresh"), collected("orb_vm"), collected("tmp_path")
+
+
+def test_fresh_machines_up_to_the_bound_in_the_order_of_their_tests() -> None:
+    items = [PLAIN, collected("orb_vm_fresh", image="debian:12"), FRESH, FRESH, FRESH]
+    found = ahead(items, SETTINGS, 2, shared=False)
+    assert found == Ahead({DEBIAN: 1, SPEC: 1}, 0)
+    assert list(found.counts) == [DEBIAN, SPEC]  # the nearest test's spec first
+    assert ahead(items, SETTINGS, 0, shared=False) == Ahead({}, 0)
+
+
+def test_tests_that_may_be_skipped_or_whose_marker_is_wrong_count_for_nothing() -> None:
+    items = [collected("orb_vm_fresh", skip=True), collected("orb_vm_fresh", skipif=True), FRESH]
+    assert ahead(items, SETTINGS, 2, shared=False) == Ahead({SPEC: 1}, 0)
+    wrong = collected("orb_vm_fresh", image="not an image!")
+    assert ahead([wrong, FRESH], SETTINGS, 2, shared=False) == Ahead({SPEC: 1}, 0)
+    assert ahead([collected("orb_vm", skip=True)], SETTINGS, 2, shared=True) == Ahead({}, 0)
+
+
+def test_the_shared_machine_is_one_beyond_the_bound_while_the_process_has_none() -> None:
+    items = [FRESH, FRESH, FRESH, SHARED, SHARED]
+    assert ahead(items, SETTINGS, 2, shared=True) == Ahead({SPEC: 3}, 1)  # looked past the bound
+    assert ahead(items, SETTINGS, 2, shared=False) == Ahead({SPEC: 2}, 0)  # it exists already
+    assert ahead([FRESH], SETTINGS, 2, shared=True) == Ahead({SPEC: 1}, 0)  # no coming test uses it
+
+
+def test_the_run_can_say_the_shared_machine_will_be_needed_before_any_coming_test_does() -> None:
+    assert ahead([FRESH], SETTINGS, 2, shared=True, surely_shared=True) == Ahead({SPEC: 2}, 1)
+    assert ahead([FRESH], SETTINGS, 2, shared=False, surely_shared=True) == Ahead({SPEC: 1}, 0)
+    debian = [collected("orb_vm_fresh", image="debian:12")]
+    found = ahead(debian, SETTINGS, 2, shared=True, surely_shared=True)
+    assert found == Ahead({SPEC: 1, DEBIAN: 1}, 1)
+
+
+def test_the_current_tests_own_machine_is_needed_now_not_ahead() -> None:
+    """``current``: the first item is the test being set up; its machine does not use the bound."""
+    items = [FRESH, FRESH, FRESH, FRESH]
+    assert ahead(items, SETTINGS, 2, shared=True, current=True) == Ahead({SPEC: 3}, 1)
+    assert ahead(items, SETTINGS, 2, shared=True) == Ahead({SPEC: 2}, 0)
+    both = [collected("orb_vm", "orb_vm_fresh"), FRESH, FRESH, FRESH]
+    assert ahead(both, SETTINGS, 2, shared=True, current=True) == Ahead({SPEC: 4}, 2)
+    assert ahead([SHARED, FRESH], SETTINGS, 2, shared=True, current=True) == Ahead({SPEC: 2}, 1)

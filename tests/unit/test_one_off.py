@@ -10,12 +10,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import filelock
 import pytest
-from fakes import RUN, SPEC, FakeOrb, Hooks, make, worker
+from fakes import RUN, SPEC, FakeOrb, Hooks, collected, make, worker
 
 from pytest_orbstack.basebuild import VolatileProvisionWarning
 from pytest_orbstack.basekey import base_key, reused_base_name
@@ -32,24 +31,6 @@ DEBIAN = MachineSpec("debian:12")
 SOURCES = ("def hook(): pass",)
 
 
-class _Node(SimpleNamespace):
-    pass
-
-
-def _item(*fixtures: str, image: str | None = None, skip: bool = False, name: str = "t") -> Any:
-    """A collected test that uses ``fixtures``, with ``@pytest.mark.orb(image=...)`` and/or ``skip``."""
-    orb = [pytest.mark.orb(image=image).mark] if image else []
-    node = _Node(own_markers=orb)
-    skips = [pytest.mark.skip.mark] if skip else []
-    return SimpleNamespace(
-        nodeid=f"test_x.py::{name}",
-        path=Path("/suite/test_x.py"),
-        fixturenames=list(fixtures),
-        iter_markers=lambda marker: list(skips) if marker == "skip" else [],
-        iter_markers_with_node=lambda marker: [(node, m) for m in orb] if marker == "orb" else [],
-    )
-
-
 SETTINGS = Settings()  # the options' spec: ubuntu:22.04
 
 
@@ -57,40 +38,60 @@ SETTINGS = Settings()  # the options' spec: ubuntu:22.04
 
 
 def test_one_fresh_test_needs_one_machine_of_its_spec() -> None:
-    found = demand([_item("orb_vm_fresh"), _item("tmp_path")], SETTINGS, 1)
+    found = demand([collected("orb_vm_fresh"), collected("tmp_path")], SETTINGS, 1)
     assert found.single(SETTINGS.spec)
     assert not found.single(DEBIAN)  # not counted: a machine of it would be a surprise, so a clone
 
 
 def test_each_fresh_test_is_a_machine_and_orb_vm_one_per_process() -> None:
-    assert not demand([_item("orb_vm_fresh"), _item("orb_vm_fresh")], SETTINGS, 1).single(SETTINGS.spec)
-    three_shared = [_item("orb_vm"), _item("orb_vm"), _item("orb_vm")]
+    assert not demand([collected("orb_vm_fresh"), collected("orb_vm_fresh")], SETTINGS, 1).single(
+        SETTINGS.spec
+    )
+    three_shared = [collected("orb_vm"), collected("orb_vm"), collected("orb_vm")]
     assert demand(three_shared, SETTINGS, 1).single(SETTINGS.spec)  # one process: one orb_vm
     assert not demand(three_shared, SETTINGS, 4).single(SETTINGS.spec)  # xdist: one per worker
     assert demand(three_shared[:1], SETTINGS, 4).single(SETTINGS.spec)
-    assert not demand([_item("orb_vm"), _item("orb_vm_fresh")], SETTINGS, 1).single(SETTINGS.spec)
-    assert not demand([_item("orb_vm", "orb_vm_fresh")], SETTINGS, 1).single(SETTINGS.spec)
+    assert not demand([collected("orb_vm"), collected("orb_vm_fresh")], SETTINGS, 1).single(SETTINGS.spec)
+    assert not demand([collected("orb_vm", "orb_vm_fresh")], SETTINGS, 1).single(SETTINGS.spec)
 
 
 def test_with_dist_each_every_worker_runs_every_test() -> None:
-    found = demand([_item("orb_vm_fresh")], SETTINGS, 2, every_process=True)
+    found = demand([collected("orb_vm_fresh")], SETTINGS, 2, dist="each")
     assert not found.single(SETTINGS.spec)
     assert dict(found.counts) == {SETTINGS.spec: 2}
-    assert dict(demand([_item("orb_vm")], SETTINGS, 3, every_process=True).counts) == {SETTINGS.spec: 3}
-    assert demand([_item("orb_vm")], SETTINGS, 1, every_process=True).single(SETTINGS.spec)
+    assert dict(demand([collected("orb_vm")], SETTINGS, 3, dist="each").counts) == {SETTINGS.spec: 3}
+    assert demand([collected("orb_vm")], SETTINGS, 1, dist="each").single(SETTINGS.spec)
+
+
+def test_whether_every_process_can_count_on_running_an_orb_vm_test() -> None:
+    """Then its shared machine is made as soon as the base exists (runtime.prefetch)."""
+    one = [collected("orb_vm"), collected("orb_vm_fresh")]
+    four = [collected("orb_vm")] * 4 + [collected("orb_vm_fresh")]
+    assert demand(one, SETTINGS, 1).shared_everywhere  # one process runs every test
+    assert demand(one, SETTINGS, 1, dist="loadfile").shared_everywhere  # -n 1: the same
+    assert demand(one, SETTINGS, 4, dist="each").shared_everywhere
+    assert not demand(one, SETTINGS, 4, dist="load").shared_everywhere  # fewer than the workers
+    assert demand(four, SETTINGS, 4, dist="load").shared_everywhere
+    assert demand(four, SETTINGS, 4, dist="worksteal").shared_everywhere
+    for grouped in ("loadfile", "loadscope", "loadgroup"):  # a worker may get only fresh tests' files
+        assert not demand(four, SETTINGS, 4, dist=grouped).shared_everywhere
+    assert not demand([collected("orb_vm_fresh")], SETTINGS, 1).shared_everywhere
+    assert not demand([collected("orb_vm", skip=True)], SETTINGS, 1).shared_everywhere
+    assert not demand([*four, collected("orb_machines")], SETTINGS, 4, dist="load").shared_everywhere
+    assert not Demand().shared_everywhere  # not counted
 
 
 def test_the_marker_gives_a_fresh_machine_its_own_spec() -> None:
-    found = demand([_item("orb_vm_fresh", image="debian:12"), _item("orb_vm")], SETTINGS, 2)
+    found = demand([collected("orb_vm_fresh", image="debian:12"), collected("orb_vm")], SETTINGS, 2)
     assert found.single(DEBIAN)
     assert found.single(SETTINGS.spec)  # orb_vm takes the options' spec, markers do not apply
     assert dict(found.counts) == {DEBIAN: 1, SETTINGS.spec: 1}
 
 
 def test_skipped_tests_need_nothing_and_orb_machines_any_number() -> None:
-    found = demand([_item("orb_vm_fresh"), _item("orb_vm_fresh", skip=True)], SETTINGS, 1)
+    found = demand([collected("orb_vm_fresh"), collected("orb_vm_fresh", skip=True)], SETTINGS, 1)
     assert found.single(SETTINGS.spec)
-    open_ended = demand([_item("orb_vm_fresh"), _item("orb_machines")], SETTINGS, 1)
+    open_ended = demand([collected("orb_vm_fresh"), collected("orb_machines")], SETTINGS, 1)
     assert open_ended.open_ended
     assert not open_ended.single(SETTINGS.spec)
     assert not Demand().single(SETTINGS.spec)  # not counted (no collection): every spec may be many

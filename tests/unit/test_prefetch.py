@@ -96,6 +96,87 @@ def test_nothing_is_made_ahead_for_a_spec_not_made_yet() -> None:
     assert (p.stats.created, p.stats.deleted) == (1, 0)
 
 
+class Based:
+    """A source whose machines come from a base: ``warm`` (recorded, with its thread) makes it."""
+
+    def __init__(self, inner: Any, *, fails: bool = False) -> None:
+        self.inner, self.fails = inner, fails
+        self.warmed: list[tuple[MachineSpec, str]] = []
+
+    def warm(self, spec: MachineSpec) -> bool:
+        self.warmed.append((spec, threading.current_thread().name))
+        if self.fails:
+            raise RuntimeError("the base cannot be built")
+        return True
+
+    def make(self, spec: MachineSpec, name: str) -> Any:
+        return self.inner.make(spec, name)
+
+    def close(self, *, wait: bool = True) -> None:
+        self.inner.close(wait=wait)
+
+
+def test_once_a_base_exists_the_first_machine_is_made_beside_those_asked_for_then() -> None:
+    """``on_warm`` runs on the test's thread after the base, before the first machine: what it
+    prepares (the first test's machine among them) is made side by side."""
+    orb, hooks = ScriptedOrb(), ThreadHooks()
+    p = make(orb, hooks)
+    based = Based(p.source)
+    asked: list[tuple[MachineSpec, str, int]] = []
+
+    def on_warm(spec: MachineSpec) -> None:
+        asked.append((spec, threading.current_thread().name, orb.count("create")))
+        source.prepare(spec, 3, extra=1)  # the first test's, the next one's and a shared machine
+
+    source = PrefetchSource(p.context, based, limit=2, on_warm=on_warm)
+    p.source = source
+    here = threading.current_thread().name
+    first = p.obtain(SPEC)
+    assert based.warmed == [(SPEC, here)]
+    assert asked == [(SPEC, here, 0)]  # after the base, before any machine
+    assert made_by(orb, first.name).startswith("orb-prefetch")  # one of the three made ahead
+    _until(lambda: len(orb.machines) == 3)  # extra=1: one beyond the limit of 2
+    second, third = p.obtain(SPEC), p.obtain(SPEC)
+    assert {made_by(orb, m.name)[:12] for m in (second, third)} == {"orb-prefetch"}
+    fourth = p.obtain(SPEC)  # nothing left ahead, and on_warm is not called again
+    assert made_by(orb, fourth.name) == here
+    assert len(asked) == 1
+    assert len(based.warmed) == 1
+    assert hooks.threads == {here}  # hooks still run at hand-out, on the test's thread
+    p.close()
+    assert orb.count("create") == 4
+
+
+def test_a_base_that_cannot_be_built_fails_the_first_request_and_nothing_is_made_ahead() -> None:
+    orb, hooks = ScriptedOrb(), Hooks()
+    p = make(orb, hooks)
+    calls: list[MachineSpec] = []
+    source = PrefetchSource(p.context, Based(p.source, fails=True), limit=2, on_warm=calls.append)
+    p.source = source
+    with pytest.raises(RuntimeError, match="base cannot be built"):
+        p.obtain(SPEC)
+    source.prepare(SPEC, 2)
+    p.close()
+    assert calls == []
+    assert orb.count("create") == 0
+
+
+def test_without_a_base_nothing_is_made_ahead_before_the_first_machine() -> None:
+    """A created machine (``warm`` says ``False``): ``on_warm`` never runs, the first is the test's own."""
+    orb, hooks = ScriptedOrb(), Hooks()
+    p = make(orb, hooks)
+    calls: list[MachineSpec] = []
+    source = PrefetchSource(p.context, p.source, limit=2, on_warm=calls.append)
+    p.source = source
+    first = p.obtain(SPEC)
+    assert made_by(orb, first.name) == threading.current_thread().name
+    source.prepare(SPEC)  # made one: now it may
+    second = p.obtain(SPEC)
+    assert made_by(orb, second.name).startswith("orb-prefetch")
+    assert calls == []
+    p.close()
+
+
 def test_prepare_asks_for_a_count_per_spec_not_a_machine_per_call() -> None:
     orb, hooks = ScriptedOrb(), Hooks()
     gate = gated(orb)
@@ -258,6 +339,9 @@ class Closing:
 
     def make(self, spec: MachineSpec, name: str) -> Any:
         return self.inner.make(spec, name)
+
+    def warm(self, spec: MachineSpec) -> bool:
+        return bool(self.inner.warm(spec))
 
     def close(self, *, wait: bool = True) -> None:
         self.closed_with = set(self.orb.machines)
