@@ -5,7 +5,10 @@
 service restart).  Run twice on orbsim with the ``orbstack`` profile x
 ``--scale`` (default 0.25: clone 1.5 s, start and IP 0.25 s each, delete
 0.25 s), alternating ways for ``--rounds`` rounds: with prefetch (the default)
-and with ``--orb-no-prefetch``.  Prints the median wall times and their ratio.
+and with ``--orb-no-prefetch``.  Prints the median wall times and their ratio,
+and what each ``test_work`` test spent on its machine on its own time: the
+median of its setup (the hand-out: taking the machine, waiting for it if it is
+not ready) and of its teardown (handing the machine to the background delete).
 
 Reproduce:
 
@@ -17,6 +20,7 @@ Prints figures only; nothing here passes or fails on time.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -41,6 +45,31 @@ def test_work(orb_vm_fresh, i):
     time.sleep({work})
 """
 
+#: Each test_work test's setup and teardown, in seconds, one JSON line each in $BENCH_PHASES.
+CONFTEST = """
+import json, os, time
+
+import pytest
+
+
+def _timed(item, phase):
+    start = time.perf_counter()
+    yield
+    if item.name.startswith("test_work"):
+        with open(os.environ["BENCH_PHASES"], "a") as out:
+            out.write(json.dumps([phase, time.perf_counter() - start]) + "\\n")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    yield from _timed(item, "setup")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    yield from _timed(item, "teardown")
+"""
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,6 +84,7 @@ def main() -> int:
     )
     ways = {"prefetch (default)": [], "--orb-no-prefetch": ["--orb-no-prefetch"]}
     walls: dict[str, list[float]] = {name: [] for name in ways}
+    phases: dict[str, dict[str, list[float]]] = {name: {"setup": [], "teardown": []} for name in ways}
     problems = []
     with tempfile.TemporaryDirectory(prefix="bench-prefetch-") as tmp:
         for round_ in range(opts.rounds):
@@ -63,7 +93,12 @@ def main() -> int:
                 root = home / "suite"
                 root.mkdir(parents=True)
                 (root / "test_suite.py").write_text(SUITE.format(tests=opts.tests, work=opts.work))
-                env = s.orbsim_env(home, profile="orbstack", scale=opts.scale)
+                (root / "conftest.py").write_text(CONFTEST)
+                record = home / "phases.jsonl"
+                env = {
+                    **s.orbsim_env(home, profile="orbstack", scale=opts.scale),
+                    "BENCH_PHASES": str(record),
+                }
                 with s.cleaned(env):
                     start = time.perf_counter()
                     proc = subprocess.run(
@@ -87,6 +122,9 @@ def main() -> int:
                     )
                     walls[name].append(time.perf_counter() - start)
                     left = s.leftovers(env)
+                for line in record.read_text().splitlines() if record.exists() else []:
+                    phase, seconds = json.loads(line)
+                    phases[name][phase].append(seconds)
                 if proc.returncode != 0 or left:
                     problems.append(
                         f"{name}: exit {proc.returncode}, leftovers {left}\n{proc.stdout[-2000:]}"
@@ -94,13 +132,25 @@ def main() -> int:
                 print(f"  round {round_ + 1} {name}: {walls[name][-1]:.1f}s", flush=True)
     print(f"{s.load()} at end")
     print()
-    print("| way | median wall time | runs |")
-    print("|---|---|---|")
+    print("| way | median wall time | runs | setup (hand-out), median | teardown, median |")
+    print("|---|---|---|---|---|")
     for name, values in walls.items():
-        print(f"| {name} | {s.median(values):.1f}s | {', '.join(f'{v:.1f}' for v in values)} |")
+        setup, teardown = (
+            s.median(phases[name][p]) * 1000 if phases[name][p] else 0.0 for p in ("setup", "teardown")
+        )
+        print(
+            f"| {name} | {s.median(values):.1f}s | {', '.join(f'{v:.1f}' for v in values)} "
+            f"| {setup:.0f} ms | {teardown:.0f} ms |"
+        )
     on, off = (s.median(walls[name]) for name in ways)
     print()
     print(f"prefetch / no prefetch = {on / off:.2f}x (medians)")
+    handout = (
+        s.median(phases["prefetch (default)"]["setup"]) * 1000
+        if phases["prefetch (default)"]["setup"]
+        else 0.0
+    )
+    print(f"hand-out of a machine made ahead: {handout:.0f} ms median on the test's time (target <= 50 ms)")
     for problem in problems:
         print(f"PROBLEM {problem}")
     print(

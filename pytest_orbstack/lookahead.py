@@ -76,10 +76,10 @@ def ahead(
     this process has none yet (``shared``) and one of ``items`` uses it or
     ``surely_shared`` (:attr:`~pytest_orbstack.plan.Demand.shared_everywhere`);
     ``current``: the first item is the test being set up, its own machine is
-    needed now.  Those two are beyond ``limit`` (:attr:`Ahead.extra`).  Items
-    marked ``skip`` or ``skipif`` may well be skipped (known only at their
-    setup) and an item whose ``orb`` marker is wrong reports that itself:
-    neither counts.
+    needed now.  Those two are beyond ``limit`` (:attr:`Ahead.extra`).  Coming
+    items marked ``skip`` or ``skipif`` may well be skipped (known only at
+    their setup) and an item whose ``orb`` marker is wrong reports that
+    itself: neither counts.
     """
     counts: collections.Counter[MachineSpec] = collections.Counter()
     fresh = extra = 0
@@ -89,12 +89,15 @@ def ahead(
         asked, extra = True, 1
     for index, item in enumerate(items):
         names = getattr(item, "fixturenames", ())
-        if any(item.iter_markers("skip")) or any(item.iter_markers("skipif")):
+        own = current and index == 0  # being set up: not skipped
+        shares = not asked and "orb_vm" in names
+        if not (shares or ((own or fresh < limit) and "orb_vm_fresh" in names)):
+            continue  # (the cheap test first: this runs at every test's call phase)
+        if not own and (any(item.iter_markers("skip")) or any(item.iter_markers("skipif"))):
             continue
-        if not asked and "orb_vm" in names:
+        if shares:
             counts[settings.spec] += 1
             asked, extra = True, extra + 1
-        own = current and index == 0
         if (own or fresh < limit) and "orb_vm_fresh" in names:
             try:
                 counts[spec_for(settings, marker_overrides(item))] += 1

@@ -4,10 +4,11 @@
 :class:`~pytest_orbstack.sources.MachineSource` (create or clone).
 :meth:`PrefetchSource.prepare` makes sure ``count`` machines of a spec are
 ready or on their way, each made in a background thread, never more than
-``limit`` at once over every spec (``extra`` more for the round that also
-asks for the current test's own machine or the process's shared one), and none before machines of that spec
-can be made off the test's thread: once the process made one of that spec
-itself, or, with the clone fast path, once the spec's base exists
+``limit`` at once over every spec (``extra`` more for the round that also asks
+for the current test's own machine or the process's shared one), and none
+before machines of that spec can be made off the test's thread: once the
+process made one of that spec itself, or, with the clone fast path, once the
+spec's base exists
 (:meth:`~pytest_orbstack.sources.MachineSource.warm`; the base build and its
 provision hooks stay on the test's thread).  Right after a spec becomes
 ready so, ``on_warm`` is called on the test's thread: the plugin then asks
