@@ -5,6 +5,7 @@ Run against orbsim by default, against the real orbctl with ``ORBSTACK_CONTRACT=
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 from pathlib import Path
@@ -155,6 +156,33 @@ def test_clone_is_stopped_start_before_ip_rename_and_all_or_nothing_delete(orb: 
         left = [n for n in (clone, renamed) if n in orb.ours()]
         if left:
             orb("delete", "-f", *left)
+
+
+def test_several_clones_of_one_stopped_source_at_once_each_start_on_their_first_run(
+    orb: Orb, base: str
+) -> None:
+    """The plugin clones a stopped base from every worker and from prefetch threads at the same
+    time, and each clone's first ``run`` starts it (before 2.0 such clones fought over the
+    source's freeze state; the clone fast path is used from 2.0 on)."""
+    if orb.version() < (2, 0, 0):
+        pytest.skip("clone needs OrbStack 2.0+")
+    source = orb.name("source")
+    copies = [orb.name(f"copy{i}") for i in range(3)]
+    try:
+        orb.ok("clone", base, source, timeout=600)  # a stopped machine, as a base is
+        with concurrent.futures.ThreadPoolExecutor(len(copies)) as pool:
+            clones = list(pool.map(lambda copy: orb("clone", source, copy, timeout=600), copies))
+            assert [p.returncode for p in clones] == [0] * len(copies), [p.stderr for p in clones]
+            assert [orb.record(c)["state"] for c in copies] == ["stopped"] * len(copies)
+            runs = list(pool.map(lambda copy: orb("run", "-m", copy, "cat", "/etc/hostname"), copies))
+        assert [p.returncode for p in runs] == [0] * len(copies), [p.stderr for p in runs]
+        assert [orb.record(c)["state"] for c in copies] == ["running"] * len(copies)
+        assert orb.record(source)["state"] == "stopped"  # the source is left as it was
+    finally:
+        left = [n for n in (source, *copies) if n in orb.ours()]
+        if left:
+            orb("delete", "-f", *left)
+    assert not {source, *copies} & set(orb.ours())
 
 
 def test_logs(orb: Orb, base: str) -> None:
