@@ -22,8 +22,9 @@ themselves" is the **floor** run: the same suite, ``-n 4``, every test using
 one machine made before the run (no machine is made or deleted in it), so it
 holds what no plugin can save: pytest's and xdist's start-up and per-test
 work, and each test's ``orbctl run`` and work on the CPUs that really run
-them (this host has 2 for 4 workers).  The issue's formula, test work divided
-by the workers, is printed beside it: on 2 CPUs it divides CPU work by 4.
+them (``os.cpu_count()`` of them, perhaps fewer than the workers).  The issue's
+formula, test work divided by the workers, is printed beside it: with fewer
+CPUs than workers it divides CPU work by more than the CPUs.
 
 Every way calls the same ``orbctl``: by default a launcher written by
 ``orbsim shims`` (``python -I -S``, what docs/orbsim.md recommends for speed);
@@ -182,7 +183,8 @@ def run_variant(name: str, root: Path, env: dict[str, str], args: list[str]) -> 
     with s.cleaned(env):
         proc = _pytest(root, env, args)
         wall = time.perf_counter() - start
-        return {**_row(name, env, before, wall, proc), "cpu": _children_cpu() - cpu}
+        used = _children_cpu() - cpu  # before _row's own orbsim calls
+        return {**_row(name, env, before, wall, proc), "cpu": used}
 
 
 def _children_cpu() -> float:

@@ -75,11 +75,12 @@ def ahead(
     ``orb_vm_fresh`` tests' up to ``limit``; the shared ``orb_vm`` machine when
     this process has none yet (``shared``) and one of ``items`` uses it or
     ``surely_shared`` (:attr:`~pytest_orbstack.plan.Demand.shared_everywhere`);
-    ``current``: the first item is the test being set up, its own machine is
-    needed now.  Those two are beyond ``limit`` (:attr:`Ahead.extra`).  Coming
-    items marked ``skip`` or ``skipif`` may well be skipped (known only at
-    their setup) and an item whose ``orb`` marker is wrong reports that
-    itself: neither counts.
+    ``current``: the first item is the test being set up, its own
+    ``orb_vm_fresh`` machine, unless handed out already, is needed now.  Those
+    two are beyond ``limit`` (:attr:`Ahead.extra`).  Coming items marked
+    ``skip`` or ``skipif`` may well be skipped (known only at their setup)
+    and an item whose ``orb`` marker is wrong reports that itself: neither
+    counts.
     """
     counts: collections.Counter[MachineSpec] = collections.Counter()
     fresh = extra = 0
@@ -89,16 +90,19 @@ def ahead(
         asked, extra = True, 1
     for index, item in enumerate(items):
         names = getattr(item, "fixturenames", ())
-        own = current and index == 0  # being set up: not skipped
+        now = current and index == 0  # being set up, so not skipped
+        # its orb_vm_fresh handed out already: another spec is warming (orb_machines.create(image=))
+        own = now and "orb_vm_fresh" not in getattr(item, "funcargs", {})
         shares = not asked and "orb_vm" in names
-        if not (shares or ((own or fresh < limit) and "orb_vm_fresh" in names)):
+        fresh_one = "orb_vm_fresh" in names and (own if now else fresh < limit)
+        if not (shares or fresh_one):
             continue  # (the cheap test first: this runs at every test's call phase)
-        if not own and (any(item.iter_markers("skip")) or any(item.iter_markers("skipif"))):
+        if not now and (any(item.iter_markers("skip")) or any(item.iter_markers("skipif"))):
             continue
         if shares:
             counts[settings.spec] += 1
             asked, extra = True, extra + 1
-        if (own or fresh < limit) and "orb_vm_fresh" in names:
+        if fresh_one:
             try:
                 counts[spec_for(settings, marker_overrides(item))] += 1
             except MarkerError:
@@ -146,8 +150,9 @@ def _worker_queue(config: pytest.Config) -> Optional[list[int]]:
     return None
 
 
-#: xdist's ``--dist`` modes that hand out tests one by one (not by file, scope or group)
-_SPREAD: Final = frozenset({"load", "worksteal", "each"})
+#: xdist's ``--dist`` modes that hand out tests in runs of the collection order, not by file,
+#: scope or group
+_SPREAD: Final = frozenset({"load", "worksteal"})
 
 
 def demand(items: Sequence[pytest.Item], settings: Settings, processes: int, *, dist: str = "no") -> Demand:
@@ -162,7 +167,7 @@ def demand(items: Sequence[pytest.Item], settings: Settings, processes: int, *, 
     """
     every_process = dist == "each"
     counts: collections.Counter[MachineSpec] = collections.Counter()
-    shared = 0
+    shared = sure = 0  # orb_vm tests; those of them without skipif (that surely run)
     for item in items:
         names = getattr(item, "fixturenames", ())
         if not any(name in names for name in ("orb_vm", "orb_vm_fresh", "orb_machines")):
@@ -173,6 +178,7 @@ def demand(items: Sequence[pytest.Item], settings: Settings, processes: int, *, 
             return Demand()
         if "orb_vm" in names:
             shared += 1
+            sure += not any(item.iter_markers("skipif"))
         if "orb_vm_fresh" in names:
             try:
                 counts[spec_for(settings, marker_overrides(item))] += 1
@@ -183,5 +189,8 @@ def demand(items: Sequence[pytest.Item], settings: Settings, processes: int, *, 
         counts = collections.Counter({spec: count * processes for spec, count in counts.items()})
     if shared:
         counts[settings.spec] += processes if every_process else min(shared, processes)
-    everywhere = shared >= 1 if processes == 1 or every_process else shared >= processes and dist in _SPREAD
+    if processes == 1 or every_process:  # every process runs every orb_vm test that runs
+        everywhere = sure >= 1
+    else:  # an estimate: most of the run's tests use orb_vm, so every worker is likely to get one
+        everywhere = dist in _SPREAD and sure >= processes and 2 * sure >= len(items)
     return Demand(dict(counts), open_ended=False, shared_everywhere=everywhere)

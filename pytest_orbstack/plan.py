@@ -37,9 +37,10 @@ class Demand:
     counts: Mapping[MachineSpec, int] = field(default_factory=dict)
     #: the tests can make machines that were not counted (``orb_machines``, or no count at all)
     open_ended: bool = True
-    #: every process can count on running an ``orb_vm`` test: without xdist, one is selected;
-    #: with ``--dist load``/``worksteal``/``each``, at least one per worker is (tests spread one by
-    #: one, not by file or group).  Its shared machine is then made as soon as the base exists.
+    #: every process can count on running an ``orb_vm`` test: without xdist, with ``-n 1`` or with
+    #: ``--dist each``, one without ``skip``/``skipif`` is selected; with ``--dist load`` or
+    #: ``worksteal``, an estimate: such tests are at least half the selected tests and at least one
+    #: per worker.  Its shared machine is then made as soon as the base exists.
     shared_everywhere: bool = False
 
     def single(self, spec: MachineSpec) -> bool:

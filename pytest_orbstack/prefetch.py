@@ -11,7 +11,8 @@ process made one of that spec itself, or, with the clone fast path, once the
 spec's base exists
 (:meth:`~pytest_orbstack.sources.MachineSource.warm`; the base build and its
 provision hooks stay on the test's thread).  Right after a spec becomes
-ready so, ``on_warm`` is called on the test's thread: the plugin then asks
+ready so, ``on_warm`` is called on the thread that asked for the machine
+(the test's, or one of ``orb_machines.create_many``'s): the plugin then asks
 for the machines of the current test and of those coming, so that they are
 cloned side by side with the test's own instead of one after the other.
 The plugin also calls :meth:`prepare` when a test starts its call phase, for
@@ -63,7 +64,7 @@ class PrefetchSource:
         self.inner = inner
         #: the most machines made ahead (ready or on their way) at once, over every spec
         self.limit = limit
-        #: called on the test's thread once machines of a spec can be made ahead (its base exists)
+        #: called on the asking thread once machines of a spec can be made ahead (its base exists)
         self.on_warm = on_warm
         self._lock = threading.Lock()
         self._ahead: dict[MachineSpec, collections.deque[Future[Made]]] = {}

@@ -349,3 +349,26 @@ def test_with_tests_handed_out_by_file_no_shared_machine_is_made_for_a_worker_th
     assert "unused prefetched" not in result.stdout.str()
     result.stdout.fnmatch_lines(["machines: 4 created, 4 deleted, 0 kept, 0 purged*"])  # 3 fresh, 1 shared
     assert_no_leftovers()
+
+
+def test_a_second_spec_made_by_the_test_itself_asks_for_nothing_more_of_the_first(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    """When ``orb_machines.create(image=...)`` builds another spec's base in a test that already has
+    its ``orb_vm_fresh`` machine, that machine is not asked for a second time."""
+    pytester.makepyfile(
+        test_suite="""
+        def test_two_specs(orb_vm_fresh, orb_machines):
+            orb_machines.create(image="debian:12").run("true")
+
+        def test_next(orb_vm_fresh):
+            orb_vm_fresh.run("true")
+        """
+    )
+    result = run_pytest("-p", "no:xdist", "-p", "no:randomly", "-v")
+    result.assert_outcomes(passed=2)
+    assert "unused prefetched" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["machines: 3 created, 3 deleted, 0 kept, 0 purged*"])
+    assert_no_leftovers()

@@ -133,6 +133,9 @@ def test_the_current_tests_own_machine_is_needed_now_not_ahead() -> None:
     both = [collected("orb_vm", "orb_vm_fresh"), FRESH, FRESH, FRESH]
     assert ahead(both, SETTINGS, 2, shared=True, current=True) == Ahead({SPEC: 4}, 2)
     assert ahead([SHARED, FRESH], SETTINGS, 2, shared=True, current=True) == Ahead({SPEC: 2}, 1)
+    handed = collected("orb_vm_fresh")
+    handed.funcargs = {"orb_vm_fresh": object()}  # has its machine: another spec is warming
+    assert ahead([handed, FRESH], SETTINGS, 2, shared=False, current=True) == Ahead({SPEC: 1}, 0)
     maybe = [collected("orb_vm_fresh", skipif=True), FRESH]  # being set up: its skipif said no
     assert ahead(maybe, SETTINGS, 2, shared=False, current=True) == Ahead({SPEC: 2}, 1)
     assert ahead(maybe, SETTINGS, 2, shared=False) == Ahead({SPEC: 1}, 0)

@@ -77,6 +77,12 @@ def test_whether_every_process_can_count_on_running_an_orb_vm_test() -> None:
         assert not demand(four, SETTINGS, 4, dist=grouped).shared_everywhere
     assert not demand([collected("orb_vm_fresh")], SETTINGS, 1).shared_everywhere
     assert not demand([collected("orb_vm", skip=True)], SETTINGS, 1).shared_everywhere
+    assert not demand([collected("orb_vm", skipif=True)], SETTINGS, 1).shared_everywhere  # may not run
+    maybe = [collected("orb_vm", skipif=True)] * 4 + [collected("orb_vm_fresh")]
+    assert not demand(maybe, SETTINGS, 4, dist="load").shared_everywhere
+    few = [collected("orb_vm")] * 4 + [collected("tmp_path")] * 5  # most tests use no orb_vm
+    assert not demand(few, SETTINGS, 4, dist="load").shared_everywhere
+    assert demand(few, SETTINGS, 4, dist="each").shared_everywhere
     assert not demand([*four, collected("orb_machines")], SETTINGS, 4, dist="load").shared_everywhere
     assert not Demand().shared_everywhere  # not counted
 
