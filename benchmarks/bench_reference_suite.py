@@ -22,7 +22,7 @@ themselves" is the **floor** run: the same suite, ``-n 4``, every test using
 one machine made before the run (no machine is made or deleted in it), so it
 holds what no plugin can save: pytest's and xdist's start-up and per-test
 work, and each test's ``orbctl run`` and work on the CPUs that really run
-them (``os.cpu_count()`` of them, perhaps fewer than the workers).  The issue's
+them (``os.cpu_count()`` of them, perhaps fewer than the workers).  The simple
 formula, test work divided by the workers, is printed beside it: with fewer
 CPUs than workers it divides CPU work by more than the CPUs.
 
@@ -359,7 +359,7 @@ def main() -> int:
         f"the tests on a machine made before, -n {n}, {floor:.2f}s = {lower:.1f}s"
     )
     print(
-        f"(the issue's formula, test work / workers: create + clone round + {opts.tests} x "
+        f"(the simple formula, test work / workers: create + clone round + {opts.tests} x "
         f"({parts['run']:.3f}s run + {WORK}s work) / {n} = {formula:.1f}s; "
         + (f"ours {ours_wall / formula:.2f}x that" if (ours_wall := _ours(rows)) else "")
         + ")"
