@@ -263,6 +263,13 @@ def _lower_bound_parts(env: dict[str, str], rounds: int) -> dict[str, float]:
     return {"create": create, "clone_round": clone_round, "run": s.median(runs)}
 
 
+def _median_row(rows: list[dict[str, object]]) -> dict[str, object]:
+    """The row of the median wall time (the lower middle one for an even count), with every
+    round's wall time in ``walls``."""
+    ordered = sorted(rows, key=lambda r: float(r["wall"]))  # type: ignore[arg-type]
+    return {**ordered[(len(ordered) - 1) // 2], "walls": [float(r["wall"]) for r in rows]}  # type: ignore[arg-type]
+
+
 def _ours(rows: list[dict[str, object]]) -> float:
     """pytest-orbstack's wall time in ``rows`` (0.0 if it was skipped)."""
     return next((float(r["wall"]) for r in rows if r["variant"] == "pytest-orbstack"), 0.0)  # type: ignore[arg-type]
@@ -285,6 +292,9 @@ def main() -> int:
     )
     ways = ("naive", "original", "pytest-orbstack", "pytest-orbstack --orb-no-prefetch")
     parser.add_argument("--skip", action="append", default=[], choices=ways)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of every way, interleaved; medians are quoted"
+    )
     opts = parser.parse_args()
     n = opts.workers
     print(
@@ -300,13 +310,6 @@ def main() -> int:
         parts = lower_bound_parts(lb_env, 10)
         work = float(WORK) + parts["run"]
         formula = parts["create"] + parts["clone_round"] + opts.tests * work / n
-        floor_env = s.orbsim_env(base / "floor", profile=opts.profile, scale=opts.scale, orbctl=orbctl)
-        floor, floor_cpu = floor_run(base / "floor", floor_env, opts.tests, opts.fresh, n)
-        print(
-            f"  floor (the tests on a machine made before, -n {n}): {floor:.1f}s, CPU {floor_cpu:.1f}s",
-            flush=True,
-        )
-        lower = parts["create"] + parts["clone_round"] + floor
         variants = [
             (
                 "pytest-orbstack",
@@ -338,25 +341,41 @@ def main() -> int:
                 {"BENCH_SHARED_SCOPE": "function"},
             )
         )
-        for name, conftest, args, tests, fresh, extra in variants:
-            if name in opts.skip:
-                continue
-            home = base / name.replace(" ", "_")
-            root = home / "suite"
-            write_suite(root, tests, fresh, conftest)
-            env = {**s.orbsim_env(home, profile=opts.profile, scale=opts.scale, orbctl=orbctl), **extra}
-            row = run_variant(name, root, env, args)
-            row["tests"] = tests
-            if tests != opts.tests:
-                row["wall_measured"] = row["wall"]
-                row["wall"] = float(row["wall"]) * opts.tests / tests  # type: ignore[arg-type]
-            rows.append(row)
-            print(f"  {name}: {row['wall']:.1f}s ({row['result']})", flush=True)
+        floors: list[tuple[float, float]] = []
+        results: dict[str, list[dict[str, object]]] = {}
+        for round_ in range(opts.rounds):
+            where = base / f"floor-{round_}"
+            floor_env = s.orbsim_env(where, profile=opts.profile, scale=opts.scale, orbctl=orbctl)
+            floors.append(floor_run(where, floor_env, opts.tests, opts.fresh, n))
+            print(
+                f"  round {round_ + 1}: floor (the tests on a machine made before, -n {n}): "
+                f"{floors[-1][0]:.1f}s, CPU {floors[-1][1]:.1f}s",
+                flush=True,
+            )
+            for name, conftest, args, tests, fresh, extra in variants:
+                if name in opts.skip:
+                    continue
+                home = base / f"{name.replace(' ', '_')}-{round_}"
+                root = home / "suite"
+                write_suite(root, tests, fresh, conftest)
+                env = {**s.orbsim_env(home, profile=opts.profile, scale=opts.scale, orbctl=orbctl), **extra}
+                row = run_variant(name, root, env, args)
+                row["tests"] = tests
+                if tests != opts.tests:
+                    row["wall_measured"] = row["wall"]
+                    row["wall"] = float(row["wall"]) * opts.tests / tests  # type: ignore[arg-type]
+                results.setdefault(name, []).append(row)
+                print(f"  round {round_ + 1}: {name}: {row['wall']:.1f}s ({row['result']})", flush=True)
+        rows = [_median_row(found) for found in results.values()]
+        floor = s.median([f for f, _ in floors])
+        floor_cpu = s.median([c for _, c in floors])
+        lower = parts["create"] + parts["clone_round"] + floor
     print(f"{s.load()} at end")
     print()
     print(
         f"lower bound = create {parts['create']:.2f}s + clone round {parts['clone_round']:.2f}s + "
-        f"the tests on a machine made before, -n {n}, {floor:.2f}s = {lower:.1f}s"
+        f"the tests on a machine made before, -n {n}, {floor:.2f}s (CPU {floor_cpu:.1f}s) = {lower:.1f}s"
+        + (f" (floor: median of {opts.rounds} rounds)" if opts.rounds > 1 else "")
     )
     print(
         f"(the simple formula, test work / workers: create + clone round + {opts.tests} x "
@@ -367,10 +386,10 @@ def main() -> int:
     print()
     cpus = os.cpu_count() or 1
     print(
-        f"| way | wall time | CPU time ({cpus} CPUs) | creates | clones | orbctl calls "
-        "| x lower bound | x original |"
+        f"| way | wall time{' (median)' if opts.rounds > 1 else ''} | CPU time ({cpus} CPUs) | creates "
+        "| clones | orbctl calls | x lower bound | x original |" + (" rounds |" if opts.rounds > 1 else "")
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if opts.rounds > 1 else ""))
     original = next((float(r["wall"]) for r in rows if r["variant"] == "original"), None)  # type: ignore[arg-type]
     for row in rows:
         wall = float(row["wall"])  # type: ignore[arg-type]
@@ -385,6 +404,7 @@ def main() -> int:
             f"| {row['variant']} | {wall:.1f}s{note} | {row['cpu']:.1f}s | {row['creates']} "
             f"| {row['clones']} | {row['calls']} "
             f"| {wall / lower:.2f}x | {vs_orig} |"
+            + (f" {', '.join(f'{w:.1f}' for w in row['walls'])} |" if opts.rounds > 1 else "")  # type: ignore[attr-defined]
         )
     print()
     for row in rows:
@@ -403,7 +423,7 @@ def main() -> int:
     print(
         f"reproduce: {sys.executable} benchmarks/bench_reference_suite.py --tests {opts.tests} "
         f"--fresh {opts.fresh} --workers {n} --naive-sample {opts.naive_sample} --scale {opts.scale} "
-        f"--profile {opts.profile} --orbctl {opts.orbctl}"
+        f"--profile {opts.profile} --orbctl {opts.orbctl} --rounds {opts.rounds}"
     )
     return 1 if bad else 0
 
