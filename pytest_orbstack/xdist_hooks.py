@@ -37,7 +37,7 @@ __all__ = [
 
 #: ``workerinput`` key of the run id the controller hands to xdist workers.
 RUN_ID_KEY: Final = "orbstack_run_id"
-#: ``workerinput`` key: the controller's ``--dist`` is ``each`` (every worker runs every test)
+#: ``workerinput`` key: the controller's ``--dist`` mode (a worker's own reads ``no``; lookahead.demand)
 DIST_KEY: Final = "orbstack_dist"
 #: ``workeroutput`` key of the run-scoped base machines a worker built (clone fast path).
 BASES_KEY: Final = "orbstack_bases"
