@@ -105,6 +105,30 @@ def safe_read(root: Path, rel: str) -> Optional[bytes]:
         os.close(fd)
 
 
+def safe_mode(root: Path, rel: str) -> Optional[int]:
+    """``st_mode`` of ``root/rel`` itself (a symlink is not followed); None if missing or under a symlink."""
+    parts = rel.strip("/").split("/")
+    try:
+        dfd = _open_dir(root, parts[:-1], create=False)
+    except (OSError, ValueError):
+        return None
+    try:
+        return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False).st_mode
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
+
+
+def safe_mkdir(root: Path, rel: str, mode: int) -> None:
+    """``mkdir -p root/rel`` without following symlinks under ``root``; the last directory gets ``mode``."""
+    fd = _open_dir(root, rel.strip("/").split("/"), create=True)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def passwd_entry(root: Path, user: str) -> Optional[tuple[int, int, str]]:
     """(uid, gid, home) of ``user`` in ``root/etc/passwd``."""
     data = safe_read(root, "etc/passwd")

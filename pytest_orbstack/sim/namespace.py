@@ -17,14 +17,14 @@ A machine (``mdir`` = ``$ORBSIM_HOME/machines/<id>/``):
 
 Boot: ``unshare`` makes new mount, uts, ipc, pid and net namespaces; a host
 ``sh`` script mounts the overlay, ``/proc``, a read-only ``/sys``, a small
-tmpfs ``/dev`` (null, zero, full, random, urandom, tty, a private
-``/dev/pts``, ``/dev/shm``), tmpfs ``/run`` and ``/tmp``, sets the hostname,
-``pivot_root``s into the overlay (the host's tree is then unreachable and
-the machine's mount table lists only its own mounts) and execs the init: the
-image's ``/bin/sh`` looping on ``wait``, which reaps every orphan of the
-machine.  The network is attached from the host (``network.py``); then the
-boot jobs an init system would run (machine-id, sshd, cloud-init) run in the
-machine as root (``guest.py``).
+tmpfs ``/dev`` (with a private ``/dev/pts`` and ``/dev/shm``), tmpfs ``/run``
+and ``/tmp``, sets the hostname, ``pivot_root``s into the overlay (the host's
+tree is then unreachable and the machine's mount table lists only its own
+mounts) and execs the init: the image's ``/bin/sh`` looping on ``wait``,
+which reaps every orphan of the machine.  orbsim then makes ``/dev``'s nodes
+(null, zero, full, random, urandom, tty) and links through the init's root
+and attaches the network from the host (``network.py``); then come the boot
+jobs an init system would run (machine-id, sshd, cloud-init: ``guest.py``).
 
 Commands: ``nsenter`` into every namespace and the machine's root as the
 user's uid/gid, then the image's ``/bin/sh`` changes to the working directory
@@ -60,6 +60,7 @@ import contextlib
 import json
 import os
 import select
+import stat
 import sys
 import time
 from collections.abc import Mapping
@@ -75,6 +76,25 @@ if TYPE_CHECKING:
 
 DEFAULT_UID = 501
 BOOT_TIMEOUT = 20.0
+
+#: The device nodes of a machine's ``/dev`` (name, major, minor), all mode 0666, and its symlinks:
+#: made from the host through the init's root once it is up (one program each in the boot script
+#: cost more than the rest of the boot).
+DEV_NODES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
 
 #: Tools the engine runs, and the Debian package that has each.
 TOOLS = {
@@ -97,10 +117,6 @@ mount -t proc -o nosuid,nodev,noexec proc "$M/proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"
 mount -t tmpfs -o mode=755,size=1024k,nosuid tmpfs "$M/dev"
 cd "$M/dev"
-mknod -m 666 null c 1 3; mknod -m 666 zero c 1 5; mknod -m 666 full c 1 7
-mknod -m 666 random c 1 8; mknod -m 666 urandom c 1 9; mknod -m 666 tty c 5 0
-ln -s /proc/self/fd fd; ln -s /proc/self/fd/0 stdin; ln -s /proc/self/fd/1 stdout
-ln -s /proc/self/fd/2 stderr; ln -s pts/ptmx ptmx
 mkdir pts shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts pts
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs shm
@@ -116,6 +132,19 @@ echo "ready $hostpid" >&3
 exec 3>&-
 exec /bin/sh -c 'trap "exit 0" TERM; while :; do sleep 2147483647 & wait; done' orbsim-init
 """
+
+
+def _populate_dev(pid: int) -> None:
+    """Device nodes and symlinks of the new machine's ``/dev`` (a tmpfs no process in it uses yet)."""
+    fd = os.open(f"/proc/{pid}/root/dev", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for name, major, minor in DEV_NODES:
+            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=fd)
+            os.chmod(name, 0o666, dir_fd=fd)  # whatever the umask
+        for name, target in DEV_LINKS:
+            os.symlink(target, name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _read_json(path: Path) -> Optional[dict[str, object]]:
@@ -350,6 +379,7 @@ class NamespaceEngine:
         ns = procs.pid_namespace(pid)
         if start is None or ns is None or procs.parent(pid) != outer:
             raise EngineError(f"machine init exited during boot (see {mdir / 'console.log'})")
+        _populate_dev(pid)
         record: Runtime = {
             "outer": outer,
             "outer_start": outer_start,

@@ -103,6 +103,74 @@ def test_machine_id_kept_by_clones_of_an_unsealed_machine_and_new_after_sealing(
     sim.ok("delete", "-f", M, f"{M}-c1", f"{M}-c2", f"{M}-c3")
 
 
+def test_a_booted_machine_has_its_devices_machine_id_sshd_files_and_ssh_aliases(sim: Sim) -> None:
+    sim.ok("create", "debian", M)
+    devices = sim.ok(
+        "run", "-m", M, "stat", "-c", "%n %F %a %t:%T",
+        "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
+    ).stdout.splitlines()  # fmt: skip
+    assert devices == [
+        "/dev/null character special file 666 1:3",
+        "/dev/zero character special file 666 1:5",
+        "/dev/full character special file 666 1:7",
+        "/dev/random character special file 666 1:8",
+        "/dev/urandom character special file 666 1:9",
+        "/dev/tty character special file 666 5:0",
+    ]
+    links = sim.ok(
+        "run", "-m", M, "readlink", "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/ptmx"
+    )
+    assert links.stdout.split() == [
+        "/proc/self/fd",
+        "/proc/self/fd/0",
+        "/proc/self/fd/1",
+        "/proc/self/fd/2",
+        "pts/ptmx",
+    ]
+    assert (
+        sim.ok("run", "-m", M, "sh", "-c", "echo hi > /dev/null && head -c 4 /dev/zero | wc -c").stdout
+        == "4\n"
+    )
+    machine_id = sim.ok("run", "-m", M, "stat", "-c", "%a %U", "/etc/machine-id").stdout
+    assert machine_id == "444 root\n"  # as systemd writes it
+    assert re.fullmatch(r"[0-9a-f]{32}\n", sim.ok("run", "-m", M, "cat", "/etc/machine-id").stdout)
+    files = sim.ok(
+        "run", "-m", M, "-u", "root", "stat", "-c", "%n %a %U:%G",
+        "/etc/ssh/orbsim_host_ed25519_key", "/etc/ssh/orbsim_authorized_keys", "/etc/ssh/orbsim_sshd_config",
+        "/etc/passwd", "/run/sshd",
+    ).stdout.splitlines()  # fmt: skip
+    assert files == [
+        "/etc/ssh/orbsim_host_ed25519_key 600 root:root",
+        "/etc/ssh/orbsim_authorized_keys 644 root:root",
+        "/etc/ssh/orbsim_sshd_config 644 root:root",
+        "/etc/passwd 644 root:root",
+        "/run/sshd 755 root:root",
+    ]
+    aliases = [
+        line.split(":")[0] for line in sim.ok("run", "-m", M, "cat", "/etc/passwd").stdout.splitlines()
+    ]
+    assert sorted(a for a in aliases if "@" in a) == [f"root@{M}", f"tester@{M}"]  # daemon etc. have nologin
+    assert "sshd listening on port 22" in sim.ok("logs", M).stdout
+    sim.ok("restart", M)  # a second boot keeps one alias each and the machine-id
+    aliases_again = [
+        line.split(":")[0] for line in sim.ok("run", "-m", M, "cat", "/etc/passwd").stdout.splitlines()
+    ]
+    assert aliases_again == aliases
+    sim.ok("delete", "-f", M)
+
+
+def test_a_symlink_in_the_machine_cannot_make_the_boot_write_on_the_host(sim: Sim, tmp_path: Path) -> None:
+    host_dir = tmp_path / "host-ssh"
+    host_dir.mkdir()
+    sim.ok("create", "debian", M)
+    sim.ok("run", "-m", M, "-u", "root", "sh", "-c", f"rm -rf /etc/ssh && ln -s {host_dir} /etc/ssh")
+    sim.ok("restart", M)
+    assert list(host_dir.iterdir()) == []  # nothing written through the machine's symlink
+    assert sim.ok("run", "-m", M, "true").returncode == 0  # the machine still boots, without sshd
+    assert "warning: boot setup failed" in sim.ok("logs", M).stdout
+    sim.ok("delete", "-f", M)
+
+
 @pytest.mark.parametrize("version", ["2.1.3", "2.2.0"])
 def test_push_and_pull_on_isolated_machines(sim: Sim, tmp_path: Path, version: str) -> None:
     env = {"ORBSIM_VERSION": version}

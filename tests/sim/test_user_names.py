@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_orbstack.sim import fsutil
+from pytest_orbstack.sim import fsutil, guest
 from pytest_orbstack.sim.engine import EngineError
 
 
@@ -17,3 +17,21 @@ def test_macos_short_names_are_accepted(name: str) -> None:
 def test_names_linux_refuses_are_refused(name: str) -> None:
     with pytest.raises(EngineError, match="invalid user name"):
         fsutil.check_username(name)
+
+
+def test_ssh_aliases_replace_old_ones_and_skip_accounts_without_a_login_shell() -> None:
+    passwd = (
+        "root:x:0:0:root:/root:/bin/bash\n"
+        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+        "john.doe:x:501:501:John:/home/john.doe:/bin/bash\n"
+        "sync:x:4:65534:sync:/bin:/bin/sync\n"
+        "root@old:x:0:0:root:/root:/bin/bash\n"
+    )
+    assert guest.aliases(passwd, "web") == (
+        "root:x:0:0:root:/root:/bin/bash\n"
+        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+        "john.doe:x:501:501:John:/home/john.doe:/bin/bash\n"
+        "sync:x:4:65534:sync:/bin:/bin/sync\n"
+        "root@web:x:0:0:root:/root:/bin/bash\n"
+        "john.doe@web:x:501:501:John:/home/john.doe:/bin/bash\n"
+    )
