@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -82,19 +83,22 @@ def safe_write(root: Path, rel: str, data: bytes, *, mode: int = 0o644, uid: int
 
 
 def safe_read(root: Path, rel: str) -> Optional[bytes]:
-    """Contents of ``root/rel``, or None if missing or if any component is a symlink."""
+    """Contents of the regular file ``root/rel``; None if missing, not a regular file or under a symlink."""
     parts = rel.strip("/").split("/")
     try:
         dfd = _open_dir(root, parts[:-1], create=False)
     except (OSError, ValueError):
         return None
     try:
-        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+        # O_NONBLOCK: a FIFO planted there must not block the open (no effect on a regular file)
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
     except OSError:
         return None
     finally:
         os.close(dfd)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # a FIFO or a device: not a file to read
         chunks: list[bytes] = []
         while True:
             chunk = os.read(fd, 1 << 16)
@@ -105,15 +109,15 @@ def safe_read(root: Path, rel: str) -> Optional[bytes]:
         os.close(fd)
 
 
-def safe_mode(root: Path, rel: str) -> Optional[int]:
-    """``st_mode`` of ``root/rel`` itself (a symlink is not followed); None if missing or under a symlink."""
+def safe_stat(root: Path, rel: str) -> Optional[os.stat_result]:
+    """``stat`` of ``root/rel`` itself (a symlink is not followed); None if missing or under a symlink."""
     parts = rel.strip("/").split("/")
     try:
         dfd = _open_dir(root, parts[:-1], create=False)
     except (OSError, ValueError):
         return None
     try:
-        return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False).st_mode
+        return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
     except OSError:
         return None
     finally:

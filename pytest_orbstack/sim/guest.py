@@ -35,6 +35,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Optional
 
 from . import fsutil, runner, ssh
 from .fsutil import console
@@ -58,7 +59,7 @@ CLOUD_INIT_TIMEOUT = 900.0
 SETUP_TIMEOUT = 60.0
 
 #: Login shells that make no account reachable by ssh (their accounts get no alias).
-NO_LOGIN = ("nologin", "false", "sync")
+NO_LOGIN = (b"nologin", b"false", b"sync")
 #: sshd's files in the machine: (path, mode).
 SSHD_FILES = {
     "host_key": ("etc/ssh/orbsim_host_ed25519_key", 0o600),
@@ -95,40 +96,35 @@ def seed_nocloud(upper: Path, *, user_data: bytes, instance_id: str, hostname: s
     fsutil.safe_write(upper, "etc/cloud/cloud.cfg.d/90_orbsim.cfg", CLOUD_CFG.encode())
 
 
-def seeded(engine: MachineAccess, mdir: Path, pid: int) -> bool:
-
-    return fsutil.safe_read(Path(f"/proc/{pid}/root"), f"{NOCLOUD_SEED}/meta-data") is not None
-
-
 def on_boot(engine: MachineAccess, mdir: Path, *, hostname: str) -> None:
     """The boot jobs (see the module docstring); cloud-init failures only go to the console log."""
 
-    rt = engine.runtime(mdir)
-    pid = rt.get("pid") if rt else None
-    if not isinstance(pid, int):
-        return  # stopped meanwhile: nothing to set up
-    root = Path(f"/proc/{pid}/root")
     try:
         keys = ssh.ensure_keys(engine.environ)
     except (OSError, runner.RunError) as exc:  # no sshd then; the machine still boots
         console(mdir, f"orbsim: warning: no ssh keys ({exc}): sshd not started")
         keys = None
+    sshd = seed = False
     try:
-        _machine_id(root, mdir)
-        sshd = keys is not None and _is_executable(root, SSHD[0])
-        if keys is not None and sshd:
-            files = {"host_key": keys.host_key.read_bytes(), "authorized": keys.client_pub.read_bytes()}
-            for key, data in {**files, "config": SSHD_CONFIG.encode()}.items():
-                path, mode = SSHD_FILES[key]
-                fsutil.safe_write(root, path, data, mode=mode)
-            write_aliases(root, hostname)
-            fsutil.safe_mkdir(root, "run/sshd", 0o755)
+        with _MachineRoot(engine, mdir) as root:
+            if root is None:
+                return  # stopped meanwhile: nothing to set up
+            seed = fsutil.safe_read(root, f"{NOCLOUD_SEED}/meta-data") is not None
+            _machine_id(root, mdir)
+            if keys is not None and _is_executable(root, SSHD[0]):
+                files = {"host_key": keys.host_key.read_bytes(), "authorized": keys.client_pub.read_bytes()}
+                for key, data in {**files, "config": SSHD_CONFIG.encode()}.items():
+                    path, mode = SSHD_FILES[key]
+                    fsutil.safe_write(root, path, data, mode=mode)
+                write_aliases(root, hostname)
+                fsutil.safe_mkdir(root, "run/sshd", 0o755)
+                sshd = True
     except (OSError, ValueError) as exc:  # a symlink where a system file should be: boot without it
         console(mdir, f"orbsim: warning: boot setup failed ({exc}): sshd not started")
         sshd = False
     if sshd and _in_machine(engine, mdir, SSHD, SETUP_TIMEOUT) == 0:
         console(mdir, "orbsim: sshd listening on port 22")
-    if seeded(engine, mdir, pid):
+    if seed:
         started = time.monotonic()
         code = _in_machine(engine, mdir, ["/bin/sh", "-c", CLOUD_INIT_SCRIPT], CLOUD_INIT_TIMEOUT)
         took = time.monotonic() - started
@@ -146,50 +142,93 @@ def on_boot(engine: MachineAccess, mdir: Path, *, hostname: str) -> None:
 
 def renamed(engine: MachineAccess, mdir: Path, hostname: str) -> None:
     """A running machine got a new name (or new accounts): its ssh aliases follow."""
-    rt = engine.runtime(mdir)
-    pid = rt.get("pid") if rt else None
-    if isinstance(pid, int):
-        try:
-            write_aliases(Path(f"/proc/{pid}/root"), hostname)
-        except (OSError, ValueError) as exc:
-            console(mdir, f"orbsim: warning: ssh aliases not written ({exc})")
+    try:
+        with _MachineRoot(engine, mdir) as root:
+            if root is not None:
+                write_aliases(root, hostname)
+    except (OSError, ValueError) as exc:
+        console(mdir, f"orbsim: warning: ssh aliases not written ({exc})")
+
+
+class _MachineRoot:
+    """The running machine's root as a path that stays bound to its init (``/proc/self/fd/N``), or None.
+
+    The init's root is opened once and the init checked again afterwards, so a pid reused by a
+    host process after the machine stopped can never turn the writes towards the host's root.
+    """
+
+    def __init__(self, engine: MachineAccess, mdir: Path) -> None:
+        self._engine, self._mdir = engine, mdir
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> Optional[Path]:
+        rt = self._engine.runtime(self._mdir)
+        pid = rt.get("pid") if rt else None
+        if not isinstance(pid, int):
+            return None
+        self._fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+        again = self._engine.runtime(self._mdir)
+        if again is None or again.get("pid") != pid:  # exited (or replaced) before the open
+            return None
+        return Path(f"/proc/self/fd/{self._fd}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
 
 
 def _machine_id(root: Path, mdir: Path) -> None:
-    """A new random ``/etc/machine-id`` when it is missing or empty (systemd's first boot)."""
-    if (fsutil.safe_read(root, "etc/machine-id") or b"").strip():
+    """A new random ``/etc/machine-id`` when it is missing or empty (systemd's first boot).
+
+    A symlink there is left alone (systemd would follow it; orbsim writes through none)."""
+    found = fsutil.safe_stat(root, "etc/machine-id")
+    if found is not None and (stat.S_ISLNK(found.st_mode) or found.st_size > 0):
         return
-    new = os.urandom(16).hex()
+    with open("/proc/sys/kernel/random/uuid", encoding="ascii") as fh:  # a version 4 UUID, as before
+        new = fh.read().strip().replace("-", "")
     fsutil.safe_write(root, "etc/machine-id", f"{new}\n".encode(), mode=0o444)
     console(mdir, f"orbsim: new machine-id {new}")
 
 
 def _is_executable(root: Path, path: str) -> bool:
-    mode = fsutil.safe_mode(root, path)
-    return mode is not None and stat.S_ISREG(mode) and bool(mode & 0o111)
+    found = fsutil.safe_stat(root, path)
+    return found is not None and stat.S_ISREG(found.st_mode) and bool(found.st_mode & 0o111)
 
 
-def aliases(passwd: str, hostname: str) -> str:
-    """``passwd`` without its ``USER@HOST`` lines, then a ``USER@HOSTNAME`` alias of every login account."""
-    kept: list[str] = []
-    added: list[str] = []
-    for line in passwd.splitlines():
-        fields = line.split(":")
-        if "@" in fields[0]:
+def aliases(passwd: bytes, hostname: str) -> bytes:
+    """``passwd`` without its ``USER@HOST`` lines, then a ``USER@HOSTNAME`` alias of every login account.
+
+    Bytes, split on newlines only: a GECOS field may hold any other byte, kept as it is."""
+    kept: list[bytes] = []
+    added: list[bytes] = []
+    for line in passwd.split(b"\n"):
+        if not line:
+            continue
+        fields = line.split(b":")
+        if b"@" in fields[0]:
             continue
         kept.append(line)
-        shell = fields[6] if len(fields) > 6 else ""
-        if line and not shell.endswith(NO_LOGIN):
-            added.append(":".join([f"{fields[0]}@{hostname}", *fields[1:]]))
-    return "".join(f"{line}\n" for line in kept + added)
+        shell = fields[6] if len(fields) > 6 else b""
+        if not shell.endswith(NO_LOGIN):
+            added.append(b":".join([fields[0] + b"@" + hostname.encode(), *fields[1:]]))
+    return b"".join(line + b"\n" for line in kept + added)
 
 
 def write_aliases(root: Path, hostname: str) -> None:
-    """Rewrite the machine's ``/etc/passwd`` with the aliases of ``hostname`` (see :func:`aliases`)."""
+    """Rewrite the machine's ``/etc/passwd`` with the aliases of ``hostname`` (see :func:`aliases`);
+    the file keeps its mode and owner."""
+    found = fsutil.safe_stat(root, "etc/passwd")
     passwd = fsutil.safe_read(root, "etc/passwd")
-    if passwd is None:
+    if found is None or passwd is None:
         return
-    fsutil.safe_write(root, "etc/passwd", aliases(passwd.decode("utf-8", "replace"), hostname).encode())
+    fsutil.safe_write(
+        root,
+        "etc/passwd",
+        aliases(passwd, hostname),
+        mode=stat.S_IMODE(found.st_mode),
+        uid=found.st_uid,
+        gid=found.st_gid,
+    )
 
 
 def _in_machine(engine: MachineAccess, mdir: Path, argv: list[str], timeout: float) -> int:

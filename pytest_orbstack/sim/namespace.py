@@ -130,20 +130,29 @@ umount -l .
 cd /
 echo "ready $hostpid" >&3
 exec 3>&-
+read -r go  # orbsim fills /dev from the host, then says go (end of input: it gave up)
+exec </dev/null
 exec /bin/sh -c 'trap "exit 0" TERM; while :; do sleep 2147483647 & wait; done' orbsim-init
 """
 
 
 def _populate_dev(pid: int) -> None:
-    """Device nodes and symlinks of the new machine's ``/dev`` (a tmpfs no process in it uses yet)."""
-    fd = os.open(f"/proc/{pid}/root/dev", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    """Device nodes and symlinks of the new machine's ``/dev``, a fresh tmpfs: its boot script
+    waits for them before it starts the init, so nothing in the machine runs yet."""
+    try:
+        fd = os.open(f"/proc/{pid}/root/dev", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise EngineError(f"machine did not start: its /dev is gone ({exc})") from None
+    umask = os.umask(0)  # mode 0666 as given, with no chmod that could follow a symlink
     try:
         for name, major, minor in DEV_NODES:
             os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=fd)
-            os.chmod(name, 0o666, dir_fd=fd)  # whatever the umask
         for name, target in DEV_LINKS:
             os.symlink(target, name, dir_fd=fd)
+    except OSError as exc:
+        raise EngineError(f"machine did not start: cannot make its /dev nodes ({exc})") from None
     finally:
+        os.umask(umask)
         os.close(fd)
 
 
@@ -340,6 +349,7 @@ class NamespaceEngine:
         for sub in ("upper", "work", "merged"):
             (mdir / sub).mkdir(parents=True, exist_ok=True)
         r, w = os.pipe()
+        go_r, go_w = os.pipe()  # the script waits on it for /dev (``_populate_dev``)
         try:
             # A file rather than `sh -c SCRIPT`: `ps` then shows a readable command line.
             (mdir / "boot.sh").write_text(BOOT_SCRIPT)
@@ -364,22 +374,31 @@ class NamespaceEngine:
             with open(mdir / "console.log", "ab") as log:
                 log.write(f"--- boot {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
             # The script reports readiness on its stdout (then fd 3), a pipe to us.
-            outer = runner.spawn_daemon(argv, log_path=str(mdir / "console.log"), stdout=w)
+            outer = runner.spawn_daemon(argv, log_path=str(mdir / "console.log"), stdout=w, stdin=go_r)
         finally:
             os.close(w)
-        outer_start = procs.start_time(outer)
-        _write_json(mdir / "runtime.json", {"outer": outer, "outer_start": outer_start})
-        line = _read_line(r, BOOT_TIMEOUT)
-        os.close(r)
-        if not line.startswith("ready "):
-            tail = _tail(mdir / "console.log")
-            raise EngineError(f"machine did not start: {tail or 'no output'} (see {mdir / 'console.log'})")
-        pid = int(line.split()[1])
-        start = procs.start_time(pid)
-        ns = procs.pid_namespace(pid)
-        if start is None or ns is None or procs.parent(pid) != outer:
-            raise EngineError(f"machine init exited during boot (see {mdir / 'console.log'})")
-        _populate_dev(pid)
+            os.close(go_r)
+        try:
+            outer_start = procs.start_time(outer)
+            _write_json(mdir / "runtime.json", {"outer": outer, "outer_start": outer_start})
+            try:
+                line = _read_line(r, BOOT_TIMEOUT)
+            finally:
+                os.close(r)
+            if not line.startswith("ready "):
+                tail = _tail(mdir / "console.log")
+                raise EngineError(
+                    f"machine did not start: {tail or 'no output'} (see {mdir / 'console.log'})"
+                )
+            pid = int(line.split()[1])
+            start = procs.start_time(pid)
+            ns = procs.pid_namespace(pid)
+            if start is None or ns is None or procs.parent(pid) != outer:
+                raise EngineError(f"machine init exited during boot (see {mdir / 'console.log'})")
+            _populate_dev(pid)
+            os.write(go_w, b"go\n")
+        finally:
+            os.close(go_w)  # before a go, the script reads the end of input and gives up
         record: Runtime = {
             "outer": outer,
             "outer_start": outer_start,

@@ -173,10 +173,13 @@ def stream(
         raise RunError(argv, returncode, "\n".join(tail), "")
 
 
-def spawn_daemon(argv: Sequence[str], *, log_path: str, stdout: Optional[int] = None) -> int:
+def spawn_daemon(
+    argv: Sequence[str], *, log_path: str, stdout: Optional[int] = None, stdin: Optional[int] = None
+) -> int:
     """Start ``argv`` detached (own session, stdin /dev/null, output to ``log_path``); return its pid.
 
-    ``stdout``, if given, replaces the log as the program's stdout (e.g. a pipe to report readiness).
+    ``stdout``, if given, replaces the log as the program's stdout (e.g. a pipe to report readiness);
+    ``stdin``, if given, replaces /dev/null (e.g. a pipe on which it waits for a go).
 
     Used only for a machine's long-lived init, whose life is managed by the engine.
     """
@@ -184,7 +187,7 @@ def spawn_daemon(argv: Sequence[str], *, log_path: str, stdout: Optional[int] = 
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
             list(argv),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=log if stdout is None else stdout,
             stderr=log,
             start_new_session=True,

@@ -150,12 +150,16 @@ def test_a_booted_machine_has_its_devices_machine_id_sshd_files_and_ssh_aliases(
         line.split(":")[0] for line in sim.ok("run", "-m", M, "cat", "/etc/passwd").stdout.splitlines()
     ]
     assert sorted(a for a in aliases if "@" in a) == [f"root@{M}", f"tester@{M}"]  # daemon etc. have nologin
-    assert "sshd listening on port 22" in sim.ok("logs", M).stdout
-    sim.ok("restart", M)  # a second boot keeps one alias each and the machine-id
-    aliases_again = [
-        line.split(":")[0] for line in sim.ok("run", "-m", M, "cat", "/etc/passwd").stdout.splitlines()
-    ]
-    assert aliases_again == aliases
+    assert sim.ok("logs", M).stdout.count("sshd listening on port 22") == 1
+    first_id = sim.ok("run", "-m", M, "cat", "/etc/machine-id").stdout
+    sim.ok("run", "-m", M, "-u", "root", "chmod", "640", "/etc/passwd")
+    sim.ok("restart", M)  # a second boot keeps the machine-id, one alias each and passwd's mode
+    assert sim.ok("run", "-m", M, "cat", "/etc/machine-id").stdout == first_id
+    passwd = sim.ok("run", "-m", M, "-u", "root", "cat", "/etc/passwd").stdout
+    assert [line.split(":")[0] for line in passwd.splitlines()] == aliases
+    assert sim.ok("run", "-m", M, "stat", "-c", "%a", "/etc/passwd").stdout == "640\n"
+    assert sim.ok("logs", M).stdout.count("sshd listening on port 22") == 2
+    assert "cannot open /dev/null" not in sim.ok("logs", M).stdout  # the init starts after /dev
     sim.ok("delete", "-f", M)
 
 

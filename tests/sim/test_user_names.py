@@ -21,17 +21,22 @@ def test_names_linux_refuses_are_refused(name: str) -> None:
 
 def test_ssh_aliases_replace_old_ones_and_skip_accounts_without_a_login_shell() -> None:
     passwd = (
-        "root:x:0:0:root:/root:/bin/bash\n"
-        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
-        "john.doe:x:501:501:John:/home/john.doe:/bin/bash\n"
-        "sync:x:4:65534:sync:/bin:/bin/sync\n"
-        "root@old:x:0:0:root:/root:/bin/bash\n"
+        b"root:x:0:0:root:/root:/bin/bash\n"
+        b"daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+        b"john.doe:x:501:501:John\rDoe \xe9:/home/john.doe:/bin/bash\n"  # any byte but a newline
+        b"sync:x:4:65534:sync:/bin:/bin/sync\n"
+        b"svc:x:900:900::/srv:/bin/false\n"
+        b"short:x:7:7\n"
+        b"root@old:x:0:0:root:/root:/bin/bash\n"
     )
     assert guest.aliases(passwd, "web") == (
-        "root:x:0:0:root:/root:/bin/bash\n"
-        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
-        "john.doe:x:501:501:John:/home/john.doe:/bin/bash\n"
-        "sync:x:4:65534:sync:/bin:/bin/sync\n"
-        "root@web:x:0:0:root:/root:/bin/bash\n"
-        "john.doe@web:x:501:501:John:/home/john.doe:/bin/bash\n"
+        b"root:x:0:0:root:/root:/bin/bash\n"
+        b"daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+        b"john.doe:x:501:501:John\rDoe \xe9:/home/john.doe:/bin/bash\n"
+        b"sync:x:4:65534:sync:/bin:/bin/sync\n"
+        b"svc:x:900:900::/srv:/bin/false\n"
+        b"short:x:7:7\n"
+        b"root@web:x:0:0:root:/root:/bin/bash\n"
+        b"john.doe@web:x:501:501:John\rDoe \xe9:/home/john.doe:/bin/bash\n"
+        b"short@web:x:7:7\n"  # no shell field: a login shell, as awk saw it
     )
