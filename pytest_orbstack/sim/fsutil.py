@@ -64,6 +64,15 @@ def _open_dir(root: Path, parts: list[str], create: bool) -> int:
     return fd
 
 
+def _parent(root: Path, rel: str) -> Optional[tuple[int, str]]:
+    """(fd of ``root/rel``'s directory, last component), or None if missing or under a symlink."""
+    parts = rel.strip("/").split("/")
+    try:
+        return _open_dir(root, parts[:-1], create=False), parts[-1]
+    except (OSError, ValueError):
+        return None
+
+
 def safe_write(root: Path, rel: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
     """Write ``root/rel`` atomically without following any symlink under ``root``."""
     parts = rel.strip("/").split("/")
@@ -84,14 +93,13 @@ def safe_write(root: Path, rel: str, data: bytes, *, mode: int = 0o644, uid: int
 
 def safe_read(root: Path, rel: str) -> Optional[bytes]:
     """Contents of the regular file ``root/rel``; None if missing, not a regular file or under a symlink."""
-    parts = rel.strip("/").split("/")
-    try:
-        dfd = _open_dir(root, parts[:-1], create=False)
-    except (OSError, ValueError):
+    found = _parent(root, rel)
+    if found is None:
         return None
+    dfd, name = found
     try:
         # O_NONBLOCK: a FIFO planted there must not block the open (no effect on a regular file)
-        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
     except OSError:
         return None
     finally:
@@ -111,13 +119,12 @@ def safe_read(root: Path, rel: str) -> Optional[bytes]:
 
 def safe_stat(root: Path, rel: str) -> Optional[os.stat_result]:
     """``stat`` of ``root/rel`` itself (a symlink is not followed); None if missing or under a symlink."""
-    parts = rel.strip("/").split("/")
-    try:
-        dfd = _open_dir(root, parts[:-1], create=False)
-    except (OSError, ValueError):
+    found = _parent(root, rel)
+    if found is None:
         return None
+    dfd, name = found
     try:
-        return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
     except OSError:
         return None
     finally:
