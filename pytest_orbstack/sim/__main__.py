@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import fastrun
+from . import fastrun, jsontext
 
 # ``orbsim run`` starts here: only cheap modules (see fastrun.py).
 TYPE_CHECKING = False
@@ -24,7 +24,7 @@ def _log_argv(argv: list[str]) -> None:
     root = fastrun.home_dir()
     try:
         os.makedirs(root, exist_ok=True)
-        line = (fastrun.dumps_strings(argv) + "\n").encode()
+        line = (jsontext.dumps_strings(argv) + "\n").encode()
         fd = os.open(os.path.join(root, "argv.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one O_APPEND write per line: concurrent writers never interleave
@@ -49,7 +49,7 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     from .table import build_root
 
     code = cli_main(args, name, build_root)
-    try:  # noqa: SIM105 - contextlib.suppress would import contextlib on the fast path too
+    try:  # not contextlib.suppress: start-up time
         sys.stdout.flush()
     except BrokenPipeError:
         pass

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from typing import Any, Optional
 
 from . import version as versions
-from .cobra import Opts, UsageError
+from .cobra import UsageError
 from .common import (
     SERVICE_PREFIX,
     Ctx,
@@ -23,7 +23,14 @@ from .common import (
 )
 from .faults import take
 from .images import valid_name
-from .state import Data, Record, by_name, find
+from .state import by_name, find
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
+    from .cobra import Opts
+    from .state import Data, Record
 
 # --------------------------------------------------------------------------- records as orbctl shows them
 
@@ -185,9 +192,10 @@ def cmd_logs(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         msg = ctx.not_found(args[0]).message
         out(SERVICE_PREFIX + msg + "\n")  # orbctl logs reports errors on stdout, exit 0
         return 0
-    log = ctx.mdir(rec) / "console.log"
-    if log.is_file():
-        out(log.read_text(errors="replace"))
+    log = os.path.join(ctx.mdir(rec), "console.log")
+    if os.path.isfile(log):
+        with open(log, encoding="utf-8", errors="replace") as fh:
+            out(fh.read())
     return 0
 
 

@@ -10,7 +10,6 @@ What the commands share is ``common.py``; the machine registry is
 from __future__ import annotations
 
 import sys
-from typing import Callable, Optional
 
 from . import version as versions
 from .cobra import Command, HelpRequested, UsageError, check_nargs, parse_flags
@@ -19,12 +18,16 @@ from .engineapi import EngineError
 from .faults import FaultSyntaxError
 from .profile import ProfileError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    #: Builds the command tree for a program name (orbctl, orb, orbsim) and an emulated version.
+    BuildRoot = Callable[[str, versions.Version], Command]
+
 ROOT = "orbctl"
 #: orbsim's own commands: no fault of ``ORBSIM_FAULTS`` applies to them.
 ORBSIM_ONLY = frozenset({"shims", "reset", "image", "timeline", "ssh-config", "ssh-proxy"})
-
-#: Builds the command tree for a program name (orbctl, orb, orbsim) and an emulated version.
-BuildRoot = Callable[[str, versions.Version], Command]
 
 
 class UnknownCommand(UsageError):

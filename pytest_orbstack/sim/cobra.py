@@ -8,11 +8,13 @@ and the command's usage on stderr and exits 1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Callable, Optional, Union
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Callable, Optional, Union
 
-Value = Union[str, bool, None]
-Opts = dict[str, Value]
+    Value = Union[str, bool, None]
+    Opts = dict[str, Value]
 
 
 class Flag:

@@ -7,24 +7,25 @@ and ``cli.py`` dispatches to them.  Nothing here imports a command module.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Optional
 
 from . import version as versions
 from .cobra import Command
 from .engine import get_engine
 from .faults import Fault, active, take
+from .jsontext import dumps
 from .profile import Profile
-from .state import TRANSITIONAL, Data, Record, Store, find, owner_alive, settle
+from .state import TRANSITIONAL, Store, find, owner_alive, settle
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Optional
+
     from .engineapi import Engine
+    from .state import Data, Record
 
 SERVICE_PREFIX = "[-32098] "
 
@@ -83,7 +84,7 @@ class Ctx:
             self._faults = active() if os.environ.get("ORBSIM_FAULTS", "").strip() else []
         return self._faults
 
-    def mdir(self, rec: Record) -> Path:
+    def mdir(self, rec: Record) -> str:
         return self.store.mdir(rec["id"])
 
     def not_found(self, ref: str) -> ServiceError:
@@ -97,7 +98,7 @@ def out(text: str) -> None:
 
 
 def dump_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    return dumps(value, indent=2) + "\n"
 
 
 # --------------------------------------------------------------------------- the registry against reality

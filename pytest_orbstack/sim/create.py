@@ -12,16 +12,23 @@ import getpass
 import os
 import sys
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple  # create runs once per machine image: start-up time matters less
 
-from .cobra import Command, Opts, UsageError
+from .cobra import Command, UsageError
 from .common import SERVICE_PREFIX, Ctx, ServiceError, fault_error, reconcile, vm_gate
 from .faults import Fault
 from .fsutil import console
 from .images import ARCHES, IMAGE_NAMES, host_arch, resolve, split_image, valid_name
 from .lifecycle import Cancelled, forget, update
 from .profile import DOWNLOAD_SHARE
-from .state import Data, Record, claim, find, new_ulid
+from .state import claim, find, new_ulid
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from .cobra import Opts
+    from .state import Data, Record
 
 DOWNLOAD_502 = "make rootfs: download metadata: GET download status: 502 Bad Gateway"
 SETUP_TIMEOUT = "setup: machine didn't start in 30s (missing IP address)"
@@ -182,12 +189,12 @@ def _make(ctx: Ctx, o: CreateOptions, rec: Record, fault: Optional[Fault]) -> in
         if fault is not None and fault.kind == "download-stall":
             time.sleep(fault.seconds())
             update(ctx, mid)  # deleted meanwhile: cancelled
-        mdir.mkdir(parents=True, exist_ok=True)
+        os.makedirs(mdir, exist_ok=True)
         ctx.engine.prepare(mdir, hostname=name, username=o.username)
         if o.user_data is not None:
             ctx.engine.seed_cloud_init(mdir, user_data=o.user_data, instance_id=mid, hostname=name)
         console(mdir, f"orbsim: created {name} ({rec['distro']}:{rec['version']})")
-        ctx.profile.download(ctx.store.root / "downloads")
+        ctx.profile.download(os.path.join(ctx.store.root, "downloads"))
         update(ctx, mid, state="provisioning")
         ip = ctx.engine.boot(mdir, hostname=name)
         console(mdir, f"orbsim: {name} booted, ip4 {ip}")

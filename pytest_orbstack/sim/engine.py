@@ -36,8 +36,6 @@ Machines have no ``/mnt/mac``: see ``namespace.py``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Optional
 
 from .engineapi import NOT_ROOT, EngineError
 from .namespace import NamespaceEngine
@@ -46,6 +44,9 @@ __all__ = ["NOT_ROOT", "EngineError", "get_engine"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Optional
+
     from .engineapi import Engine
 
 

@@ -20,13 +20,7 @@ import os
 import time
 
 from . import enter, relay
-
-try:  # CPython's C JSON scanner and encoder: ``import json`` loads ``re``, which costs more
-    import _json
-except ImportError:  # pragma: no cover - other interpreters
-    import json
-
-    _json = None  # type: ignore[assignment]
+from .jsontext import loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,41 +74,6 @@ def scan_run(argv: list[str]) -> tuple[dict[str, str], bool, list[str], Optional
         else:
             return opts, shell, rest, ("unknown", word)
     return opts, shell, rest, None
-
-
-class _ScanContext:
-    """What ``_json.make_scanner`` reads from a ``json.JSONDecoder``: the defaults of ``json.loads``."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        return {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}[name]
-
-
-def loads(text: str) -> Any:
-    """``json.loads(text)`` through CPython's C scanner: ``import json`` loads ``re``, which costs more."""
-    if _json is None:
-        return json.loads(text)
-    start = len(text) - len(text.lstrip(" \t\n\r"))
-    try:
-        value, end = _json.make_scanner(_ScanContext())(text, start)  # type: ignore[arg-type]
-    except StopIteration:
-        raise ValueError("not JSON") from None
-    if text[end:].strip(" \t\n\r"):
-        raise ValueError("extra data after JSON")
-    return value
-
-
-def dumps_strings(items: list[str]) -> str:
-    """``json.dumps(items)`` for a list of strings, without importing json."""
-    if _json is None:
-        return json.dumps(items)
-    return "[" + ", ".join(_json.encode_basestring_ascii(item) for item in items) + "]"
 
 
 def _load(path: str) -> Optional[dict[str, Any]]:

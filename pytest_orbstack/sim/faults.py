@@ -56,11 +56,12 @@ Example: ``ORBSIM_FAULTS='create=setup-timeout*2; delete=conflict*1'``.
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
-from collections.abc import Mapping, Sequence
-from typing import Final, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Final, Optional
 
 OPS: Final = frozenset(
     {
@@ -101,9 +102,7 @@ KINDS: Final = frozenset(
         "undeletable",
     }
 )
-_RULE = re.compile(
-    r"^(?P<op>[a-z]+)(?:@(?P<glob>[^=]+))?=(?P<kind>[a-z0-9-]+)(?::(?P<arg>.*?))?(?:\*(?P<n>\d+))?$"
-)
+_RULE = r"^(?P<op>[a-z]+)(?:@(?P<glob>[^=]+))?=(?P<kind>[a-z0-9-]+)(?::(?P<arg>.*?))?(?:\*(?P<n>\d+))?$"
 
 
 class FaultSyntaxError(ValueError):
@@ -134,12 +133,14 @@ class Fault:
 
 
 def parse(text: str) -> list[Fault]:
+    import re  # start-up time: only a run with ORBSIM_FAULTS parses rules
+
     faults = []
     for raw in text.split(";"):
         rule = raw.strip()
         if not rule:
             continue
-        m = _RULE.match(rule)
+        m = re.match(_RULE, rule)
         if m is None or m["op"] not in OPS or m["kind"] not in KINDS:
             raise FaultSyntaxError(
                 f"ORBSIM_FAULTS rule {rule!r} does not parse: write OP[@GLOB]=KIND[:ARG][*N], "
@@ -154,6 +155,13 @@ def active(environ: Optional[Mapping[str, str]] = None) -> list[Fault]:
     env = os.environ if environ is None else environ
     text = env.get("ORBSIM_FAULTS", "")
     return parse(text) if text.strip() else []
+
+
+def matches(name: str, glob: str) -> bool:
+    """``fnmatch.fnmatchcase``, loaded only when a rule has a ``@GLOB`` (start-up time)."""
+    import fnmatch
+
+    return fnmatch.fnmatchcase(name, glob)
 
 
 def take(
@@ -172,8 +180,7 @@ def take(
             continue
         if kinds is not None and fault.kind not in kinds:
             continue
-        glob = fault.glob
-        if glob is not None and not any(fnmatch.fnmatchcase(n, glob) for n in names):
+        if fault.glob is not None and not any(matches(n, fault.glob) for n in names):
             continue
         if fault.count is not None:
             if used.get(fault.key, 0) >= fault.count:

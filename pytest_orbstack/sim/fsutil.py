@@ -11,38 +11,56 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import stat
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
-from typing import Optional
 
 from .engineapi import EngineError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Union
+
+    #: a path on the host: orbsim passes strings (``pathlib`` costs start-up time), tests may pass Paths
+    StrPath = Union[str, "os.PathLike[str]"]
+
 #: shadow's rule (lib/chkname.c), as OrbStack's macOS users need: ``john.doe`` and ``John`` are valid.
-_USERNAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$")
+_USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
 def check_username(name: str) -> None:
 
-    if not _USERNAME.match(name) or name.isdigit() or name in (".", ".."):
+    # ``^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,31}$`` without ``re`` (start-up time)
+    valid = 1 <= len(name) <= 32 and name[0] != "-" and all(c in _USERNAME_CHARS for c in name)
+    if not valid or name.isdigit() or name in (".", ".."):
         raise EngineError(
             f"invalid user name {name!r}: use letters, digits, '_', '.' and '-', not starting "
             "with '-', not all digits (at most 32 characters)"
         )
 
 
-@contextmanager
-def flocked(path: Path) -> Iterator[None]:
+class flocked:
+    """``with flocked(path):`` holds an exclusive flock on ``path`` (created if missing).
 
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
+    A class, not ``contextlib.contextmanager``: start-up time.
+    """
+
+    def __init__(self, path: StrPath) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing drops the lock
 
 
-def _open_dir(root: Path, parts: list[str], create: bool) -> int:
+def _open_dir(root: StrPath, parts: list[str], create: bool) -> int:
     """An fd of ``root/parts...``, refusing symlinks below ``root``; creates missing dirs if asked."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -64,7 +82,7 @@ def _open_dir(root: Path, parts: list[str], create: bool) -> int:
     return fd
 
 
-def _parent(root: Path, rel: str) -> Optional[tuple[int, str]]:
+def _parent(root: StrPath, rel: str) -> Optional[tuple[int, str]]:
     """(fd of ``root/rel``'s directory, last component), or None if missing or under a symlink."""
     parts = rel.strip("/").split("/")
     try:
@@ -73,7 +91,9 @@ def _parent(root: Path, rel: str) -> Optional[tuple[int, str]]:
         return None
 
 
-def safe_write(root: Path, rel: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+def safe_write(
+    root: StrPath, rel: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0
+) -> None:
     """Write ``root/rel`` atomically without following any symlink under ``root``."""
     parts = rel.strip("/").split("/")
     dfd = _open_dir(root, parts[:-1], create=True)
@@ -91,7 +111,7 @@ def safe_write(root: Path, rel: str, data: bytes, *, mode: int = 0o644, uid: int
         os.close(dfd)
 
 
-def safe_read(root: Path, rel: str) -> Optional[bytes]:
+def safe_read(root: StrPath, rel: str) -> Optional[bytes]:
     """Contents of the regular file ``root/rel``; None if missing, not a regular file or under a symlink."""
     found = _parent(root, rel)
     if found is None:
@@ -117,7 +137,7 @@ def safe_read(root: Path, rel: str) -> Optional[bytes]:
         os.close(fd)
 
 
-def safe_stat(root: Path, rel: str) -> Optional[os.stat_result]:
+def safe_stat(root: StrPath, rel: str) -> Optional[os.stat_result]:
     """``stat`` of ``root/rel`` itself (a symlink is not followed); None if missing or under a symlink."""
     found = _parent(root, rel)
     if found is None:
@@ -131,7 +151,7 @@ def safe_stat(root: Path, rel: str) -> Optional[os.stat_result]:
         os.close(dfd)
 
 
-def safe_mkdir(root: Path, rel: str, mode: int) -> None:
+def safe_mkdir(root: StrPath, rel: str, mode: int) -> None:
     """``mkdir -p root/rel`` without following symlinks under ``root``; the last directory gets ``mode``."""
     fd = _open_dir(root, rel.strip("/").split("/"), create=True)
     try:
@@ -140,7 +160,7 @@ def safe_mkdir(root: Path, rel: str, mode: int) -> None:
         os.close(fd)
 
 
-def passwd_entry(root: Path, user: str) -> Optional[tuple[int, int, str]]:
+def passwd_entry(root: StrPath, user: str) -> Optional[tuple[int, int, str]]:
     """(uid, gid, home) of ``user`` in ``root/etc/passwd``."""
     data = safe_read(root, "etc/passwd")
     for line in (data or b"").decode("utf-8", "replace").splitlines():
@@ -162,11 +182,12 @@ def hosts_file(hostname: str) -> str:
     )
 
 
-def _lines(image: Path, rel: str) -> list[str]:
-    return (image / rel).read_text().splitlines()
+def _lines(image: StrPath, rel: str) -> list[str]:
+    with open(os.path.join(image, rel), encoding="utf-8") as fh:
+        return fh.read().splitlines()
 
 
-def add_user(image: Path, upper: Path, name: str, uid: int) -> tuple[int, int]:
+def add_user(image: StrPath, upper: StrPath, name: str, uid: int) -> tuple[int, int]:
     """Write the default user (home, group, passwordless sudo) into a fresh upper layer; (uid, gid).
 
     Faster than ``useradd`` in a chroot: the account files of the image plus
@@ -221,26 +242,31 @@ def _add_member(line: str, group: str, user: str) -> str:
     return ":".join(fields)
 
 
-def _make_home(image: Path, upper: Path, name: str, uid: int, gid: int) -> None:
+def _make_home(image: StrPath, upper: StrPath, name: str, uid: int, gid: int) -> None:
     dfd = _open_dir(upper, ["home"], create=True)
     try:
-        with suppress(FileExistsError):
+        try:
             os.mkdir(name, 0o750, dir_fd=dfd)
+        except FileExistsError:
+            pass
         os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
     finally:
         os.close(dfd)
-    skel = image / "etc/skel"
-    if skel.is_dir():
-        for entry in skel.iterdir():
-            if entry.is_file() and not entry.is_symlink():
-                safe_write(upper, f"home/{name}/{entry.name}", entry.read_bytes(), uid=uid, gid=gid)
+    skel = os.path.join(image, "etc/skel")
+    if os.path.isdir(skel):
+        with os.scandir(skel) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    with open(entry.path, "rb") as fh:
+                        data = fh.read()
+                    safe_write(upper, f"home/{name}/{entry.name}", data, uid=uid, gid=gid)
 
 
-def console(mdir: Path, message: str) -> None:
+def console(mdir: StrPath, message: str) -> None:
     """Append a time-stamped line to the machine's console log (what ``orbctl logs`` prints)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     try:
-        with open(mdir / "console.log", "a", encoding="utf-8") as fh:
+        with open(os.path.join(mdir, "console.log"), "a", encoding="utf-8") as fh:
             fh.write(f"[{stamp}] {message}\n")
     except OSError:
         pass

@@ -34,14 +34,14 @@ from __future__ import annotations
 import os
 import stat
 import time
-from pathlib import Path
-from typing import Optional
 
 from . import fsutil, runner, ssh
 from .fsutil import console
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Optional
+
     from .engineapi import MachineAccess
 
 #: Seed directory of cloud-init's NoCloud datasource.
@@ -87,7 +87,7 @@ cloud-init modules --mode=final
 """
 
 
-def seed_nocloud(upper: Path, *, user_data: bytes, instance_id: str, hostname: str) -> None:
+def seed_nocloud(upper: str, *, user_data: bytes, instance_id: str, hostname: str) -> None:
     """Write the NoCloud seed (user-data, meta-data) and orbsim's cloud.cfg into a machine's upper layer."""
 
     meta = f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n"
@@ -96,7 +96,7 @@ def seed_nocloud(upper: Path, *, user_data: bytes, instance_id: str, hostname: s
     fsutil.safe_write(upper, "etc/cloud/cloud.cfg.d/90_orbsim.cfg", CLOUD_CFG.encode())
 
 
-def on_boot(engine: MachineAccess, mdir: Path, *, hostname: str) -> None:
+def on_boot(engine: MachineAccess, mdir: str, *, hostname: str) -> None:
     """The boot jobs (see the module docstring); cloud-init failures only go to the console log."""
 
     try:
@@ -112,7 +112,7 @@ def on_boot(engine: MachineAccess, mdir: Path, *, hostname: str) -> None:
             seed = fsutil.safe_read(root, f"{NOCLOUD_SEED}/meta-data") is not None
             _machine_id(root, mdir)
             if keys is not None and _is_executable(root, SSHD[0]):
-                files = {"host_key": keys.host_key.read_bytes(), "authorized": keys.client_pub.read_bytes()}
+                files = {"host_key": _read(keys.host_key), "authorized": _read(keys.client_pub)}
                 for key, data in {**files, "config": SSHD_CONFIG.encode()}.items():
                     path, mode = SSHD_FILES[key]
                     fsutil.safe_write(root, path, data, mode=mode)
@@ -140,7 +140,12 @@ def on_boot(engine: MachineAccess, mdir: Path, *, hostname: str) -> None:
             )
 
 
-def renamed(engine: MachineAccess, mdir: Path, hostname: str) -> None:
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def renamed(engine: MachineAccess, mdir: str, hostname: str) -> None:
     """A running machine got a new name (or new accounts): its ssh aliases follow."""
     try:
         with _MachineRoot(engine, mdir) as root:
@@ -157,11 +162,11 @@ class _MachineRoot:
     host process after the machine stopped can never turn the writes towards the host's root.
     """
 
-    def __init__(self, engine: MachineAccess, mdir: Path) -> None:
+    def __init__(self, engine: MachineAccess, mdir: str) -> None:
         self._engine, self._mdir = engine, mdir
         self._fd: Optional[int] = None
 
-    def __enter__(self) -> Optional[Path]:
+    def __enter__(self) -> Optional[str]:
         rt = self._engine.runtime(self._mdir)
         pid = rt.get("pid") if rt else None
         if not isinstance(pid, int):
@@ -170,14 +175,14 @@ class _MachineRoot:
         again = self._engine.runtime(self._mdir)
         if again is None or again.get("pid") != pid:  # exited (or replaced) before the open
             return None
-        return Path(f"/proc/self/fd/{self._fd}")
+        return f"/proc/self/fd/{self._fd}"
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             os.close(self._fd)
 
 
-def _machine_id(root: Path, mdir: Path) -> None:
+def _machine_id(root: str, mdir: str) -> None:
     """A new random ``/etc/machine-id`` when it is missing or empty (systemd's first boot).
 
     A symlink there is left alone (systemd would follow it; orbsim writes through none)."""
@@ -190,7 +195,7 @@ def _machine_id(root: Path, mdir: Path) -> None:
     console(mdir, f"orbsim: new machine-id {new}")
 
 
-def _is_executable(root: Path, path: str) -> bool:
+def _is_executable(root: str, path: str) -> bool:
     found = fsutil.safe_stat(root, path)
     return found is not None and stat.S_ISREG(found.st_mode) and bool(found.st_mode & 0o111)
 
@@ -214,7 +219,7 @@ def aliases(passwd: bytes, hostname: str) -> bytes:
     return b"".join(line + b"\n" for line in kept + added)
 
 
-def write_aliases(root: Path, hostname: str) -> None:
+def write_aliases(root: str, hostname: str) -> None:
     """Rewrite the machine's ``/etc/passwd`` with the aliases of ``hostname`` (see :func:`aliases`);
     the file keeps its mode and owner."""
     found = fsutil.safe_stat(root, "etc/passwd")
@@ -231,12 +236,12 @@ def write_aliases(root: Path, hostname: str) -> None:
     )
 
 
-def _in_machine(engine: MachineAccess, mdir: Path, argv: list[str], timeout: float) -> int:
+def _in_machine(engine: MachineAccess, mdir: str, argv: list[str], timeout: float) -> int:
     """Run ``argv`` as root in the machine; its output goes to the console log; the exit code."""
 
     cmd, env = engine.enter_argv(mdir, "root", "/", {}, argv)
     try:
-        with open(mdir / "console.log", "ab") as log:
+        with open(os.path.join(mdir, "console.log"), "ab") as log:
             res = runner.run(cmd, env=env, stdout=log, check=False, timeout=timeout)
             log.write(res.stderr.encode())
     except runner.RunError as exc:

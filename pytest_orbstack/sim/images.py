@@ -9,8 +9,10 @@ approximation of OrbStack's image index (first entry = default version).
 from __future__ import annotations
 
 import os
-import re
-from typing import Final, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final, Optional
 
 #: CLI distro name -> image name in OrbStack's records.
 IMAGE_NAMES: Final[dict[str, str]] = {
@@ -69,7 +71,9 @@ NO_CLOUD: Final = frozenset({"arch", "gentoo", "void", "nixos"})
 
 ARCHES: Final = ("amd64", "arm64")
 
-NAME_RE: Final = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+$")
+#: a machine name: an ASCII letter or digit, then at least one more of those, ``.`` or ``-``
+_NAME_FIRST: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_REST: Final = _NAME_FIRST | {".", "-"}
 RESERVED: Final = frozenset({"default", "vm", "host", "services", "gateway", "k8s", "docker"})
 
 
@@ -80,7 +84,13 @@ def host_arch() -> str:
 
 
 def valid_name(name: str) -> bool:
-    return bool(NAME_RE.match(name)) and name.lower() not in RESERVED
+    """``^[a-zA-Z0-9][a-zA-Z0-9.-]+$`` (without ``re``: start-up time), and not a reserved name."""
+    return (
+        len(name) >= 2
+        and name[0] in _NAME_FIRST
+        and all(c in _NAME_REST for c in name[1:])
+        and name.lower() not in RESERVED
+    )
 
 
 def split_image(spec: str) -> tuple[str, Optional[str]]:

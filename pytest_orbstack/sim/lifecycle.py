@@ -10,18 +10,24 @@ orbsim call settles (``common.reconcile``).
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
+import os
 import time
-from typing import Any, Optional, cast
 
 from . import version as versions
-from .cobra import Opts, UsageError
+from .cobra import UsageError
 from .common import Ctx, ServiceError, fault_error, lookup, own_fault, reconcile, vm_gate
-from .faults import Fault
+from .faults import matches
 from .fsutil import console
 from .images import valid_name
-from .state import Data, Record, claim, find, new_ulid, settle
+from .state import claim, find, new_ulid, settle
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
+    from .cobra import Opts
+    from .faults import Fault
+    from .state import Data, Record
 
 #: OrbStack issue #896's text for a machine whose rootfs cannot be removed (ID: the machine's id)
 UNDELETABLE = (
@@ -42,7 +48,7 @@ def update(ctx: Ctx, mid: str, state: Optional[str] = None, **fields: Any) -> Re
         rec = data["machines"].get(mid)
         if rec is None or rec.get("cancel"):
             raise Cancelled(mid)
-        rec.update(cast(Record, fields))
+        rec.update(fields)  # type: ignore[typeddict-item]
         if state is not None:
             if state in ("running", "stopped"):
                 settle(rec, state)
@@ -128,8 +134,10 @@ def _halt(ctx: Ctx, rec: Record) -> None:
     ctx.profile.sleep("stop")
     ctx.engine.halt(ctx.mdir(rec))
     console(ctx.mdir(rec), f"orbsim: {rec['name']} stopped")
-    with contextlib.suppress(Cancelled):
+    try:
         update(ctx, rec["id"], state="stopped", ip4=None, stopped_at=time.time())
+    except Cancelled:
+        pass
 
 
 def stop_machines(
@@ -231,7 +239,7 @@ def _undeletable(fault: Optional[Fault], recs: list[Record]) -> list[Record]:
     """The machines an ``undeletable`` fault keeps (those its glob matches, else all)."""
     if fault is None or fault.kind != "undeletable":
         return []
-    return [r for r in recs if fault.glob is None or fnmatch.fnmatchcase(r["name"], fault.glob)]
+    return [r for r in recs if fault.glob is None or matches(r["name"], fault.glob)]
 
 
 def _wait_gone(ctx: Ctx, ids: list[str], timeout: float = 600.0) -> None:
@@ -276,7 +284,7 @@ def cmd_clone(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         src_dir = ctx.mdir(src)
     dst = ctx.mdir(rec)
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
         ctx.engine.clone(src_dir, dst, hostname=new)
         console(dst, f"orbsim: cloned from {src['name']}")
         ctx.profile.sleep("clone")

@@ -57,25 +57,26 @@ move only through ``push``/``pull``.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import select
 import stat
 import sys
 import time
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Optional, cast
 
-from . import enter, fsutil, procs, relay
+from . import enter, fsutil, imagecache, procs, relay
 from .engineapi import NOT_ROOT, EngineError
+from .jsontext import dumps, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Callable, Optional
+
     from .engineapi import EngineInfo, Runtime
 
 DEFAULT_UID = 501
+#: ``signal.SIGKILL`` on Linux (``import signal`` loads ``enum``: start-up time of every delete)
+SIGKILL = 9
 BOOT_TIMEOUT = 20.0
 
 #: The device nodes of a machine's ``/dev`` (name, major, minor), all mode 0666, and its symlinks:
@@ -157,18 +158,26 @@ def _populate_dev(pid: int) -> None:
         os.close(fd)
 
 
-def _read_json(path: Path) -> Optional[dict[str, object]]:
+def _read_json(path: str) -> Optional[dict[str, object]]:
     try:
-        data = json.loads(path.read_text())
+        with open(path, encoding="utf-8") as fh:
+            data = loads(fh.read())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def _write_json(path: Path, data: Mapping[str, object]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+def _write_json(path: str, data: Mapping[str, object]) -> None:
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def _makedirs(mdir: str, *subs: str) -> None:
+    for sub in subs:
+        os.makedirs(os.path.join(mdir, sub), exist_ok=True)
 
 
 def _int(data: Mapping[str, object], key: str) -> int:
@@ -234,31 +243,28 @@ class NamespaceEngine:
         if not ready:
             rootfs.build(self.environ)
 
-    def _image(self) -> Path:
-        from . import rootfs  # start-up time: see the module docstring
-
-        if not rootfs.is_ready(self.environ):
+    def _image(self) -> str:
+        if not imagecache.ready(self.environ):
             self.preflight()
-        return rootfs.image_path(self.environ)
+        return imagecache.path(self.environ)
 
     # ------------------------------------------------------------ filesystem
 
-    def prepare(self, mdir: Path, *, hostname: str, username: str) -> None:
+    def prepare(self, mdir: str, *, hostname: str, username: str) -> None:
         image = self._image()
         fsutil.check_username(username)
-        for sub in ("upper", "work", "merged"):
-            (mdir / sub).mkdir(parents=True, exist_ok=True)
-        upper = mdir / "upper"
+        _makedirs(mdir, "upper", "work", "merged")
+        upper = os.path.join(mdir, "upper")
         uid, gid = fsutil.add_user(image, upper, username, DEFAULT_UID)
         info: EngineInfo = {"username": username, "uid": uid, "gid": gid}
-        _write_json(mdir / "engine.json", info)
+        _write_json(os.path.join(mdir, "engine.json"), info)
         self._write_hostname_files(upper, image, hostname)
 
-    def _write_hostname_files(self, upper: Path, image: Path, hostname: str) -> None:
+    def _write_hostname_files(self, upper: str, image: str, hostname: str) -> None:
         fsutil.safe_write(upper, "etc/hostname", f"{hostname}\n".encode())
         fsutil.safe_write(upper, "etc/hosts", fsutil.hosts_file(hostname).encode())
 
-    def set_hostname(self, mdir: Path, hostname: str) -> None:
+    def set_hostname(self, mdir: str, hostname: str) -> None:
         from . import guest  # start-up time: see the module docstring
 
         if self.running(mdir):
@@ -271,46 +277,49 @@ class NamespaceEngine:
                 raise EngineError(f"cannot set the hostname of the running machine to {hostname!r}")
             guest.renamed(self, mdir, hostname)
             return
-        self._write_hostname_files(mdir / "upper", self._image(), hostname)
+        self._write_hostname_files(os.path.join(mdir, "upper"), self._image(), hostname)
 
-    def clone(self, src: Path, dst: Path, *, hostname: str) -> None:
-        import shutil  # start-up time: see the module docstring
-
+    def clone(self, src: str, dst: str, *, hostname: str) -> None:
         from . import runner  # start-up time: see the module docstring
 
-        dst.mkdir(parents=True, exist_ok=True)
-        if (dst / "upper").exists():
-            shutil.rmtree(dst / "upper")
-        runner.run(["cp", "-a", "--reflink=auto", str(src / "upper"), str(dst / "upper")], timeout=1800)
-        for sub in ("work", "merged"):
-            (dst / sub).mkdir(exist_ok=True)
-        shutil.copyfile(src / "engine.json", dst / "engine.json")
-        self._write_hostname_files(dst / "upper", self._image(), hostname)
+        os.makedirs(dst, exist_ok=True)
+        if os.path.lexists(os.path.join(dst, "upper")):
+            _remove_tree(os.path.join(dst, "upper"))
+        runner.run(
+            ["cp", "-a", "--reflink=auto", os.path.join(src, "upper"), os.path.join(dst, "upper")],
+            timeout=1800,
+        )
+        _makedirs(dst, "work", "merged")
+        info = _read_json(os.path.join(src, "engine.json"))
+        if info is None:
+            raise EngineError(f"cannot clone: {os.path.join(src, 'engine.json')} is missing or broken")
+        _write_json(os.path.join(dst, "engine.json"), info)
+        self._write_hostname_files(os.path.join(dst, "upper"), self._image(), hostname)
 
     # ------------------------------------------------------------ life cycle
 
-    def _runtime(self, mdir: Path) -> Optional[Runtime]:
-        rt = _read_json(mdir / "runtime.json")
+    def _runtime(self, mdir: str) -> Optional[Runtime]:
+        rt = _read_json(os.path.join(mdir, "runtime.json"))
         if rt is None:
             return None
         pid, start = rt.get("pid"), rt.get("start")
         if isinstance(pid, int) and isinstance(start, int) and procs.start_time(pid) == start:
-            return cast("Runtime", rt)
+            return rt  # type: ignore[return-value]
         return None
 
-    def running(self, mdir: Path) -> bool:
+    def running(self, mdir: str) -> bool:
         return self._runtime(mdir) is not None
 
-    def ip4(self, mdir: Path) -> Optional[str]:
+    def ip4(self, mdir: str) -> Optional[str]:
         rt = self._runtime(mdir)
         ip = rt.get("ip") if rt else None
         return ip if isinstance(ip, str) else None
 
-    def boot(self, mdir: Path, *, hostname: str) -> str:
+    def boot(self, mdir: str, *, hostname: str) -> str:
         """Start the machine, then its boot jobs (machine-id, sshd, cloud-init: ``guest.py``)."""
         from . import guest  # start-up time: see the module docstring
 
-        with fsutil.flocked(mdir / "engine.lock"):
+        with fsutil.flocked(os.path.join(mdir, "engine.lock")):
             rt = self._runtime(mdir)
             if rt is not None:
                 return str(rt["ip"])
@@ -328,32 +337,34 @@ class NamespaceEngine:
             raise
         return ip
 
-    def seed_cloud_init(self, mdir: Path, *, user_data: bytes, instance_id: str, hostname: str) -> None:
+    def seed_cloud_init(self, mdir: str, *, user_data: bytes, instance_id: str, hostname: str) -> None:
         """Seed cloud-init's NoCloud datasource of a machine that has not booted yet."""
         from . import guest  # start-up time: see the module docstring
 
-        guest.seed_nocloud(mdir / "upper", user_data=user_data, instance_id=instance_id, hostname=hostname)
+        guest.seed_nocloud(
+            os.path.join(mdir, "upper"), user_data=user_data, instance_id=instance_id, hostname=hostname
+        )
 
-    def runtime(self, mdir: Path) -> Optional[Runtime]:
+    def runtime(self, mdir: str) -> Optional[Runtime]:
         """Pid, address, ... of the running machine's init, or None when it is not running."""
         return self._runtime(mdir)
 
     def enter_argv(
-        self, mdir: Path, user: str, workdir: Optional[str], env: Mapping[str, str], argv: list[str]
+        self, mdir: str, user: str, workdir: Optional[str], env: Mapping[str, str], argv: list[str]
     ) -> tuple[list[str], dict[str, str]]:
         """The host argv (and its environment) that runs ``argv`` in the machine as ``user``."""
         return self._enter_argv(mdir, user, workdir, env, argv)
 
-    def _boot_locked(self, mdir: Path, image: Path, hostname: str) -> str:
+    def _boot_locked(self, mdir: str, image: str, hostname: str) -> str:
         from . import network, runner  # start-up time: see the module docstring
 
-        for sub in ("upper", "work", "merged"):
-            (mdir / sub).mkdir(parents=True, exist_ok=True)
+        _makedirs(mdir, "upper", "work", "merged")
         r, w = os.pipe()
         go_r, go_w = os.pipe()  # the script waits on it for /dev (``_populate_dev``)
         try:
             # A file rather than `sh -c SCRIPT`: `ps` then shows a readable command line.
-            (mdir / "boot.sh").write_text(BOOT_SCRIPT)
+            with open(os.path.join(mdir, "boot.sh"), "w", encoding="utf-8") as fh:
+                fh.write(BOOT_SCRIPT)
             argv = [
                 "unshare",
                 "--mount",
@@ -365,17 +376,19 @@ class NamespaceEngine:
                 "--kill-child",
                 "--",
                 "/bin/sh",
-                str(mdir / "boot.sh"),
-                str(image),
-                str(mdir / "upper"),
-                str(mdir / "work"),
-                str(mdir / "merged"),
+                os.path.join(mdir, "boot.sh"),
+                image,
+                os.path.join(mdir, "upper"),
+                os.path.join(mdir, "work"),
+                os.path.join(mdir, "merged"),
                 hostname,
             ]
-            with open(mdir / "console.log", "ab") as log:
+            with open(os.path.join(mdir, "console.log"), "ab") as log:
                 log.write(f"--- boot {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
             # The script reports readiness on its stdout (then fd 3), a pipe to us.
-            outer = runner.spawn_daemon(argv, log_path=str(mdir / "console.log"), stdout=w, stdin=go_r)
+            outer = runner.spawn_daemon(
+                argv, log_path=os.path.join(mdir, "console.log"), stdout=w, stdin=go_r
+            )
         except BaseException:
             os.close(r)
             os.close(go_w)
@@ -385,21 +398,23 @@ class NamespaceEngine:
             os.close(go_r)
         try:
             outer_start = procs.start_time(outer)
-            _write_json(mdir / "runtime.json", {"outer": outer, "outer_start": outer_start})
+            _write_json(os.path.join(mdir, "runtime.json"), {"outer": outer, "outer_start": outer_start})
             try:
                 line = _read_line(r, BOOT_TIMEOUT)
             finally:
                 os.close(r)
             if not line.startswith("ready "):
-                tail = _tail(mdir / "console.log")
+                tail = _tail(os.path.join(mdir, "console.log"))
                 raise EngineError(
-                    f"machine did not start: {tail or 'no output'} (see {mdir / 'console.log'})"
+                    f"machine did not start: {tail or 'no output'} (see {os.path.join(mdir, 'console.log')})"
                 )
             pid = int(line.split()[1])
             start = procs.start_time(pid)
             ns = procs.pid_namespace(pid)
             if start is None or ns is None or procs.parent(pid) != outer:
-                raise EngineError(f"machine init exited during boot (see {mdir / 'console.log'})")
+                raise EngineError(
+                    f"machine init exited during boot (see {os.path.join(mdir, 'console.log')})"
+                )
             _populate_dev(pid)
             os.write(go_w, b"go\n")
         finally:
@@ -411,37 +426,35 @@ class NamespaceEngine:
             "start": start,
             "pidns": ns,
         }
-        _write_json(mdir / "runtime.json", record)
-        ip, veth = network.attach(str(mdir.resolve()), pid, start, self.environ)
-        _write_json(mdir / "runtime.json", {**record, "ip": ip, "veth": veth})
+        _write_json(os.path.join(mdir, "runtime.json"), record)
+        ip, veth = network.attach(os.path.realpath(mdir), pid, start, self.environ)
+        _write_json(os.path.join(mdir, "runtime.json"), {**record, "ip": ip, "veth": veth})
         return ip
 
-    def halt(self, mdir: Path) -> None:
-        if not mdir.exists():
+    def halt(self, mdir: str) -> None:
+        if not os.path.exists(mdir):
             return
-        with fsutil.flocked(mdir / "engine.lock"):
+        with fsutil.flocked(os.path.join(mdir, "engine.lock")):
             self._halt_locked(mdir)
 
-    def _halt_locked(self, mdir: Path) -> None:
-        import signal  # start-up time: see the module docstring
-
+    def _halt_locked(self, mdir: str) -> None:
         from . import network  # start-up time: see the module docstring
 
-        rt = _read_json(mdir / "runtime.json") or {}
+        rt = _read_json(os.path.join(mdir, "runtime.json")) or {}
         pid, start = rt.get("pid"), rt.get("start")
         outer = rt.get("outer")
         ns_fd = None  # held open, the pid namespace cannot be freed and its inode reused meanwhile
         if isinstance(pid, int) and isinstance(start, int) and procs.start_time(pid) == start:
-            with contextlib.suppress(OSError):
+            try:
                 ns_fd = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY)
+            except OSError:
+                pass
             if procs.start_time(pid) != start and ns_fd is not None:  # exited meanwhile
                 os.close(ns_fd)
                 ns_fd = None
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            _kill(pid)
         elif isinstance(outer, int) and procs.start_time(outer) == rt.get("outer_start"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(outer, signal.SIGKILL)  # died mid-boot: --kill-child takes the init along
+            _kill(outer)  # died mid-boot: --kill-child takes the init along
         try:
             ns = os.readlink(f"/proc/self/fd/{ns_fd}") if ns_fd is not None else None
             deadline = time.monotonic() + 10
@@ -457,55 +470,55 @@ class NamespaceEngine:
         finally:
             if ns_fd is not None:
                 os.close(ns_fd)
-        network.release(str(mdir.resolve()), self.environ)
+        network.release(os.path.realpath(mdir), self.environ)
         network.cleanup_if_unused(self.environ)
-        with contextlib.suppress(FileNotFoundError):
-            (mdir / "runtime.json").unlink()
+        try:
+            os.unlink(os.path.join(mdir, "runtime.json"))
+        except FileNotFoundError:
+            pass
 
-    def destroy(self, mdir: Path) -> None:
-        import shutil  # start-up time: see the module docstring
-
+    def destroy(self, mdir: str) -> None:
         from . import network  # start-up time: see the module docstring
 
-        if not mdir.exists():
-            network.release(str(mdir.resolve()), self.environ)
+        if not os.path.exists(mdir):
+            network.release(os.path.realpath(mdir), self.environ)
             return
         self.halt(mdir)
         _check_nothing_mounted(mdir)
-        shutil.rmtree(mdir, ignore_errors=True)
-        if mdir.exists():
+        _remove_tree(mdir)
+        if os.path.lexists(mdir):
             raise EngineError(f"cannot remove {mdir}: remove it by hand")
 
     # ------------------------------------------------------------ commands
 
-    def _user_ids(self, mdir: Path, pid: int, user: str) -> tuple[int, int, str]:
+    def _user_ids(self, mdir: str, pid: int, user: str) -> tuple[int, int, str]:
         """(uid, gid, home) of ``user`` from the running machine's /etc/passwd."""
         if user == "root":
             return 0, 0, "/root"
-        info = _read_json(mdir / "engine.json") or {}
+        info = _read_json(os.path.join(mdir, "engine.json")) or {}
         if info.get("username") == user and isinstance(info.get("uid"), int):
             return _int(info, "uid"), _int(info, "gid"), f"/home/{user}"
-        entry = fsutil.passwd_entry(Path(f"/proc/{pid}/root"), user)
+        entry = fsutil.passwd_entry(f"/proc/{pid}/root", user)
         if entry is None:
             raise EngineError(f"user {user!r} does not exist in the machine")
         return entry
 
-    def default_user(self, mdir: Path) -> str:
-        info = _read_json(mdir / "engine.json") or {}
+    def default_user(self, mdir: str) -> str:
+        info = _read_json(os.path.join(mdir, "engine.json")) or {}
         name = info.get("username")
         if not isinstance(name, str):
             raise EngineError(f"no default user recorded in {mdir}: delete the machine and create it again")
         return name
 
     def _enter_argv(
-        self, mdir: Path, user: str, workdir: Optional[str], env: Mapping[str, str], argv: list[str]
+        self, mdir: str, user: str, workdir: Optional[str], env: Mapping[str, str], argv: list[str]
     ) -> tuple[list[str], dict[str, str]]:
         cmd, full_env, _ = self._enter(mdir, user, workdir, env, argv, direct=False)
         return cmd, full_env
 
     def _enter(
         self,
-        mdir: Path,
+        mdir: str,
         user: str,
         workdir: Optional[str],
         env: Mapping[str, str],
@@ -528,7 +541,7 @@ class NamespaceEngine:
 
     def exec(
         self,
-        mdir: Path,
+        mdir: str,
         argv: list[str],
         *,
         user: str,
@@ -548,7 +561,7 @@ class NamespaceEngine:
 
     def _run_in(
         self,
-        mdir: Path,
+        mdir: str,
         argv: list[str],
         *,
         user: str,
@@ -568,12 +581,12 @@ class NamespaceEngine:
         sys.stderr.write(res.stderr)
         return res.returncode
 
-    def push(self, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
+    def push(self, mdir: str, *, user: str, sources: list[str], dest: Optional[str]) -> int:
         from . import transfer  # start-up time: see the module docstring
 
         return transfer.push(self, mdir, user=self.default_user(mdir), sources=sources, dest=dest)
 
-    def pull(self, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
+    def pull(self, mdir: str, *, user: str, sources: list[str], dest: Optional[str]) -> int:
         from . import transfer  # start-up time: see the module docstring
 
         return transfer.pull(self, mdir, user=self.default_user(mdir), sources=sources, dest=dest)
@@ -596,18 +609,57 @@ def _read_line(fd: int, timeout: float) -> str:
     return buf.decode("ascii", "replace").strip()
 
 
-def _tail(path: Path) -> str:
+def _tail(path: str) -> str:
     try:
-        lines = path.read_text(errors="replace").strip().splitlines()
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().strip().splitlines()
     except OSError:
         return ""
     return lines[-1] if lines else ""
 
 
-def _check_nothing_mounted(mdir: Path) -> None:
-    prefix = str(mdir.resolve())
+def _check_nothing_mounted(mdir: str) -> None:
+    prefix = os.path.realpath(mdir)
     with open("/proc/self/mounts") as fh:
         for line in fh:
             target = line.split()[1].replace("\\040", " ")
             if target == prefix or target.startswith(prefix + "/"):
                 raise EngineError(f"{target} is still mounted: unmount it, then delete the machine again")
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _remove_tree(path: str) -> None:
+    """``shutil.rmtree(path, ignore_errors=True)`` without ``shutil`` (start-up time: every delete).
+
+    Symlinks are removed, never followed; whatever cannot be removed stays (the caller checks).
+    """
+    # each dir_fd is valid only until the walk moves on: work inside the loop
+    for _, dirs, files, dir_fd in os.fwalk(path, topdown=False):
+        for name in files:
+            _quietly(os.unlink, name, dir_fd)
+        for name in dirs:
+            # fwalk lists a symlink to a directory among the directories, without entering it
+            try:
+                link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+            except OSError:
+                continue
+            _quietly(os.unlink if link else os.rmdir, name, dir_fd)
+    try:
+        os.rmdir(path)
+    except NotADirectoryError:
+        _quietly(os.unlink, path, None)
+    except OSError:
+        pass
+
+
+def _quietly(remove: Callable[..., None], name: str, dir_fd: Optional[int]) -> None:
+    try:
+        remove(name, dir_fd=dir_fd)
+    except OSError:
+        pass

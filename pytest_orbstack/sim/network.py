@@ -17,16 +17,28 @@ sending to the old one for up to ~30 s.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Optional, TypedDict
 
 from . import runner
 from .engineapi import EngineError
+from .jsontext import dumps, loads
 from .procs import start_time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Optional, TypedDict
+
+    class Holder(TypedDict):
+        """Who holds an address in ``ips.json``: the machine (its directory), its init, its veth."""
+
+        owner: str
+        pid: int
+        start: int
+        veth: str
+
+    #: ``ips.json``: address -> holder.
+    Table = dict[str, Holder]
 
 BRIDGE = "orbsim0"
 SUBNET = "198.19.249"
@@ -35,48 +47,54 @@ PREFIXLEN = 24
 FIRST, LAST = 2, 254
 
 
-class Holder(TypedDict):
-    """Who holds an address in ``ips.json``: the machine (its directory), its init, its veth."""
-
-    owner: str
-    pid: int
-    start: int
-    veth: str
-
-
-#: ``ips.json``: address -> holder.
-Table = dict[str, Holder]
-
-
 def mac_for(ip: str) -> str:
     """The MAC address of the machine holding ``ip``: locally administered, ``02:0b`` + the four octets."""
     return ":".join(["02", "0b", *(f"{int(octet):02x}" for octet in ip.split("."))])
 
 
-def run_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
+def run_dir(environ: Optional[Mapping[str, str]] = None) -> str:
     env = os.environ if environ is None else environ
-    return Path(env.get("ORBSIM_RUN_DIR") or "/run/orbsim")
+    return env.get("ORBSIM_RUN_DIR") or "/run/orbsim"
 
 
-@contextmanager
-def _locked(environ: Optional[Mapping[str, str]]) -> Iterator[Table]:
-    """The address table, read and written back under the host-wide lock."""
+class _locked:
+    """The address table, read and written back (if changed, and no error) under the host-wide lock.
 
-    d = run_dir(environ)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / "net.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        table_file = d / "ips.json"
+    A class, not ``contextlib.contextmanager``: start-up time.
+    """
+
+    def __init__(self, environ: Optional[Mapping[str, str]]) -> None:
+        self.dir = run_dir(environ)
+        self.file = os.path.join(self.dir, "ips.json")
+        self.fd = -1
+        self.table: Table = {}
+        self.before = ""
+
+    def __enter__(self) -> Table:
+        os.makedirs(self.dir, exist_ok=True)
+        self.fd = os.open(os.path.join(self.dir, "net.lock"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            table: Table = json.loads(table_file.read_text())
-        except (OSError, ValueError):
-            table = {}
-        before = json.dumps(table, sort_keys=True)
-        yield table
-        if json.dumps(table, sort_keys=True) != before:
-            tmp = table_file.with_name(f".ips.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, table_file)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                with open(self.file, encoding="utf-8") as fh:
+                    self.table = loads(fh.read())
+            except (OSError, ValueError):
+                self.table = {}
+            self.before = dumps(self.table, sort_keys=True)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self.table
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        try:
+            if exc is None and dumps(self.table, sort_keys=True) != self.before:
+                tmp = os.path.join(self.dir, f".ips.{os.getpid()}.tmp")
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write(dumps(self.table, indent=1, sort_keys=True) + "\n")
+                os.replace(tmp, self.file)
+        finally:
+            os.close(self.fd)
 
 
 def _owner_alive(entry: Holder) -> bool:

@@ -39,55 +39,55 @@ class PlainEngine:
 
     # -- filesystem
 
-    def _root(self, mdir: Path) -> Path:
-        return mdir / "root"
+    def _root(self, mdir: str) -> Path:
+        return Path(mdir) / "root"
 
-    def _home(self, mdir: Path, user: str) -> Path:
+    def _home(self, mdir: str, user: str) -> Path:
         root = self._root(mdir)
         return root / "root" if user == "root" else root / "home" / user
 
-    def _map(self, mdir: Path, path: str, user: str) -> Path:
+    def _map(self, mdir: str, path: str, user: str) -> Path:
         if path.startswith("/"):
             return self._root(mdir) / path.lstrip("/")
         return self._home(mdir, user) / path
 
-    def prepare(self, mdir: Path, *, hostname: str, username: str) -> None:
+    def prepare(self, mdir: str, *, hostname: str, username: str) -> None:
         root = self._root(mdir)
         for sub in ("etc", "tmp", "root", f"home/{username}"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.set_hostname(mdir, hostname)
-        (mdir / "plain-user").write_text(username + "\n")
+        (Path(mdir) / "plain-user").write_text(username + "\n")
 
-    def set_hostname(self, mdir: Path, hostname: str) -> None:
+    def set_hostname(self, mdir: str, hostname: str) -> None:
         etc = self._root(mdir) / "etc"
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "hostname").write_text(hostname + "\n")
 
-    def clone(self, src: Path, dst: Path, *, hostname: str) -> None:
+    def clone(self, src: str, dst: str, *, hostname: str) -> None:
 
-        dst.mkdir(parents=True, exist_ok=True)
+        Path(dst).mkdir(parents=True, exist_ok=True)
         runner.run(["cp", "-a", "--reflink=auto", str(self._root(src)), str(self._root(dst))], timeout=600)
-        user_file = src / "plain-user"
+        user_file = Path(src) / "plain-user"
         if user_file.exists():
-            (dst / "plain-user").write_text(user_file.read_text())
+            (Path(dst) / "plain-user").write_text(user_file.read_text())
         self.set_hostname(dst, hostname)
 
     # -- life cycle
 
-    def boot(self, mdir: Path, *, hostname: str) -> str:
-        (mdir / "plain-running").write_text("")
+    def boot(self, mdir: str, *, hostname: str) -> str:
+        (Path(mdir) / "plain-running").write_text("")
         return "127.0.0.1"
 
-    def running(self, mdir: Path) -> bool:
-        return (mdir / "plain-running").exists()
+    def running(self, mdir: str) -> bool:
+        return (Path(mdir) / "plain-running").exists()
 
-    def seed_cloud_init(self, mdir: Path, *, user_data: bytes, instance_id: str, hostname: str) -> None:
+    def seed_cloud_init(self, mdir: str, *, user_data: bytes, instance_id: str, hostname: str) -> None:
         """Plain machines run no cloud-init: the user-data is only kept beside the machine."""
-        (mdir / "user-data").write_bytes(user_data)
+        (Path(mdir) / "user-data").write_bytes(user_data)
 
-    def machine_pids(self, mdir: Path) -> list[int]:
+    def machine_pids(self, mdir: str) -> list[int]:
         """Host pids of processes started by this machine's commands."""
-        mark = f"{_PLAIN_MARK}={mdir.resolve()}".encode() + b"\0"
+        mark = f"{_PLAIN_MARK}={Path(mdir).resolve()}".encode() + b"\0"
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -100,7 +100,7 @@ class PlainEngine:
                 continue
         return found
 
-    def halt(self, mdir: Path) -> None:
+    def halt(self, mdir: str) -> None:
         deadline = time.monotonic() + 5
         while True:
             pids = [p for p in self.machine_pids(mdir) if p != os.getpid()]
@@ -111,15 +111,15 @@ class PlainEngine:
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
         with contextlib.suppress(FileNotFoundError):
-            (mdir / "plain-running").unlink()
+            (Path(mdir) / "plain-running").unlink()
 
-    def destroy(self, mdir: Path) -> None:
+    def destroy(self, mdir: str) -> None:
         self.halt(mdir)
         shutil.rmtree(mdir, ignore_errors=True)
 
     # -- commands
 
-    def _env(self, mdir: Path, user: str, env: dict[str, str]) -> dict[str, str]:
+    def _env(self, mdir: str, user: str, env: dict[str, str]) -> dict[str, str]:
         home = self._home(mdir, user)
         base = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -129,12 +129,12 @@ class PlainEngine:
             "SHELL": "/bin/sh",
         }
         base.update(env)
-        base[_PLAIN_MARK] = str(mdir.resolve())
+        base[_PLAIN_MARK] = str(Path(mdir).resolve())
         return base
 
     def exec(
         self,
-        mdir: Path,
+        mdir: str,
         argv: list[str],
         *,
         user: str,
@@ -152,13 +152,13 @@ class PlainEngine:
         # Through /usr/bin/env: PATH lookup and "command not found" -> 127, like a shell.
         return relay.interactive(["/usr/bin/env", "--", *argv], self._env(mdir, user, env), exec_ok=replace)
 
-    def _default_user(self, mdir: Path, user: str) -> str:
+    def _default_user(self, mdir: str, user: str) -> str:
         try:
-            return (mdir / "plain-user").read_text().strip() or user
+            return (Path(mdir) / "plain-user").read_text().strip() or user
         except OSError:
             return user
 
-    def push(self, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
+    def push(self, mdir: str, *, user: str, sources: list[str], dest: Optional[str]) -> int:
 
         user = self._default_user(mdir, user)
         home = self._home(mdir, user)
@@ -167,7 +167,7 @@ class PlainEngine:
         sys.stderr.write(res.stderr)
         return res.returncode
 
-    def pull(self, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
+    def pull(self, mdir: str, *, user: str, sources: list[str], dest: Optional[str]) -> int:
 
         user = self._default_user(mdir, user)
         mapped = [str(self._map(mdir, s, user)) for s in sources]

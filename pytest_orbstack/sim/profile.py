@@ -25,7 +25,6 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # start-up time: every `run` of a timed profile loads this module (fastrun.py)
     from collections.abc import Mapping
-    from pathlib import Path
     from typing import Final, Optional
 
 _ORBSTACK: Final[dict[str, float]] = {
@@ -83,7 +82,7 @@ class Profile:
         if seconds > 0:
             time.sleep(seconds)
 
-    def download(self, spool: Path) -> None:
+    def download(self, spool: str) -> None:
         """The image download of a create, sharing the bandwidth with every other one in ``spool``.
 
         Each download in progress is a file ``<pid>-<n>`` in ``spool`` (one per
@@ -94,9 +93,9 @@ class Profile:
         seconds = self.delay("create") * DOWNLOAD_SHARE
         if seconds <= 0:
             return
-        spool.mkdir(parents=True, exist_ok=True)
-        marker = spool / f"{os.getpid()}-{time.monotonic_ns()}"
-        marker.touch()
+        os.makedirs(spool, exist_ok=True)
+        marker = os.path.join(spool, f"{os.getpid()}-{time.monotonic_ns()}")
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
         try:
             done, last = 0.0, time.monotonic()
             while done < seconds:
@@ -105,10 +104,13 @@ class Profile:
                 done += (now - last) / max(1, sharing(spool))
                 last = now
         finally:
-            marker.unlink(missing_ok=True)
+            try:
+                os.unlink(marker)
+            except FileNotFoundError:
+                pass
 
 
-def sharing(spool: Path) -> int:
+def sharing(spool: str) -> int:
     """How many downloads in ``spool`` belong to a live process (a killed create's file is dropped)."""
     count = 0
     for entry in os.scandir(spool):

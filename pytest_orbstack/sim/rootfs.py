@@ -25,11 +25,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import runner
+from . import imagecache, runner
 from .engineapi import EngineError
+from .imagecache import IMAGE_NAME, STAMP
+from .imagecache import ready as is_ready
 
-#: Name of the cached image directory; bump the suffix when the recipe changes.
-IMAGE_NAME = "debian-bookworm-2"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 #: cloud-init's python3-cryptography needs python3-cffi-backend, a virtual dependency debootstrap
@@ -44,7 +44,6 @@ PACKAGES = (
     "python3-cffi-backend",
     "openssh-server",
 )
-STAMP = ".orbsim-image.json"
 #: Generous: debootstrap downloads a minimal Debian with cloud-init and OpenSSH from Debian's mirror.
 BUILD_TIMEOUT = 1800.0
 #: Seconds apt-get may take for one step (update, install).
@@ -55,18 +54,16 @@ PROGRESS_EVERY = 10.0
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
+__all__ = ["IMAGE_NAME", "STAMP", "is_ready"]  # the image's names, known from here too (imagecache.py)
+
+
 def image_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
-    env = os.environ if environ is None else environ
-    return Path(env.get("ORBSIM_IMAGE_DIR") or "/var/cache/orbsim")
+    return Path(imagecache.directory(environ))
 
 
 def image_path(environ: Optional[Mapping[str, str]] = None) -> Path:
     """Where the rootfs is (or will be)."""
-    return image_dir(environ) / IMAGE_NAME
-
-
-def is_ready(environ: Optional[Mapping[str, str]] = None) -> bool:
-    return (image_path(environ) / STAMP).is_file()
+    return Path(imagecache.path(environ))
 
 
 def status(environ: Optional[Mapping[str, str]] = None) -> dict[str, object]:

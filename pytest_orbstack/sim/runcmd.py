@@ -14,14 +14,19 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Optional
 
 from . import version as versions
-from .cobra import Command, HelpRequested, Opts, UsageError
+from .cobra import Command, HelpRequested, UsageError
 from .common import Ctx, ServiceError, default_machine, gate_faults, lookup, own_fault, reconcile, vm_gate
 from .fastrun import RUN_FLAGS, command_and_workdir, forwarded_env, scan_run
 from .lifecycle import boot, start_machines
-from .state import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from .cobra import Opts
+    from .state import Record
 
 __all__ = ["RUN_FLAGS", "cmd_pull", "cmd_push", "cmd_run", "forwarded_env", "parse_run"]
 

@@ -1,33 +1,60 @@
 """The one place where orbsim runs helper programs.
 
+Longer than most modules on purpose: starting, feeding, reading, timing out and
+reaping a program without ``subprocess`` (see "Start-up time") is one job, and
+its parts only make sense together.
+
 Every external program orbsim uses (mount, ip, nsenter, unshare, debootstrap,
 tar, cp, ...) goes through this module: argv lists only, never a shell string
 built from user data, and always a timeout.  The *user's* command (``orbsim
 run``) is ``relay.interactive``: it has no deadline of its own, exactly like
-``orbctl run`` (the caller decides how long it waits), and it is on the fast
-start-up path, which this module (``subprocess``) is not.
+``orbctl run`` (the caller decides how long it waits).
+
+Start-up time
+-------------
+Every orbsim command is a fresh Python process, and importing ``subprocess``
+costs about 30 ms of CPU (signal, enum, threading, selectors, contextlib, ...).
+So this module starts programs with ``os.posix_spawnp`` and waits for them
+with ``select.poll`` and ``os.waitpid``, importing only modules built into
+the interpreter (and ``shlex``, for an error message only).  It keeps what
+``subprocess.Popen`` did for orbsim:
+
+- the program runs in a session of its own, so a timeout kills its whole
+  process group (everything it started that did not leave the group);
+- it gets only stdin, stdout and stderr: orbsim's own descriptors are
+  close-on-exec, and inheritable ones orbsim was given are closed in the child;
+- SIGPIPE and SIGXFSZ, which Python ignores, are back to their defaults;
+- a program name without a ``/`` is looked up on the PATH of ``env`` when
+  one is given (posix_spawnp alone would search orbsim's own PATH).
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
+import errno
 import os
 import select
-import shlex
-import signal
-import subprocess
 import time
-from collections.abc import Mapping, Sequence
-from typing import IO, Callable, Optional, Union
 
 from .relay import debug
 
-Stream = Union[int, IO[bytes], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import IO, Optional, Union
+
+    Stream = Union[int, IO[bytes], None]
+    _Stdio = tuple[Optional[int], Optional[int], Optional[int]]  # fds for the child's 0, 1, 2
 
 
 #: Default deadline, in seconds, for a helper program (mount, ip, ...).
 DEFAULT_TIMEOUT = 30.0
+
+# Linux's numbers: the signal module would load enum (start-up time).
+_SIGPIPE = 13
+_SIGXFSZ = 25
+_SIGKILL = 9
+
+_CHUNK = 65536
 
 
 class RunError(Exception):
@@ -41,6 +68,8 @@ class RunError(Exception):
         stderr: str,
         timeout: Optional[float] = None,
     ) -> None:
+        import shlex  # start-up time: shlex loads re; only an error message needs it
+
         self.argv = list(argv)
         self.returncode = returncode
         self.stdout = stdout
@@ -73,7 +102,6 @@ def run(
     stdin: Stream = None,
     stdout: Stream = None,
     env: Optional[Mapping[str, str]] = None,
-    cwd: Optional[str] = None,
     capture: bool = True,
 ) -> Result:
     """Run ``argv`` to completion with a deadline.
@@ -83,29 +111,36 @@ def run(
     group and raises :class:`RunError`; so does a non-zero exit when ``check``.
     """
     debug("run", argv)
-    out: Stream = stdout if stdout is not None else (subprocess.PIPE if capture else None)
-    err: Stream = subprocess.PIPE if capture else None
-    try:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
-            list(argv),
-            stdin=_stdin(input, stdin),
-            stdout=out,
-            stderr=err,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise RunError(argv, None, "", f"cannot run {argv[0]}: {exc.strerror}") from exc
-    try:
-        raw_out, raw_err = proc.communicate(input, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        raw_out, raw_err = proc.communicate()
-        raise RunError(argv, None, _text(raw_out), _text(raw_err), timeout=timeout) from None
-    result = Result(argv, proc.returncode, _text(raw_out), _text(raw_err))
-    if check and proc.returncode != 0:
-        raise RunError(argv, proc.returncode, result.stdout, result.stderr)
+    deadline = time.monotonic() + timeout
+    out: list[bytes] = []
+    err: list[bytes] = []
+    with _Fds() as fds:
+        feed = out_r = err_r = None
+        if input is not None:
+            child_in, feed = fds.pipe()
+        else:
+            child_in = _fileno(stdin) if stdin is not None else fds.open(os.devnull, os.O_RDONLY)
+        child_out = _fileno(stdout) if stdout is not None else None
+        if child_out is None and capture:
+            out_r, child_out = fds.pipe()
+        child_err = None
+        if capture:
+            err_r, child_err = fds.pipe()
+        pid = _start(argv, env, fds, (child_in, child_out, child_err))
+        readers = {fd: chunks.append for fd, chunks in ((out_r, out), (err_r, err)) if fd is not None}
+        try:
+            _exchange(fds, feed, input or b"", readers, deadline)
+            returncode = _wait(pid, deadline)
+        except _Deadline:
+            _end(pid)
+            _drain(fds, readers)
+            raise RunError(argv, None, _text(out), _text(err), timeout=timeout) from None
+        except BaseException:
+            _end(pid)
+            raise
+    result = Result(argv, returncode, _text(out), _text(err))
+    if check and returncode != 0:
+        raise RunError(argv, returncode, result.stdout, result.stderr)
     return result
 
 
@@ -123,52 +158,36 @@ def stream(
     with the last lines printed.
     """
     debug("stream", argv)
-    try:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise RunError(argv, None, "", f"cannot run {argv[0]}: {exc.strerror}") from exc
-    assert proc.stdout is not None
-    tail: collections.deque[str] = collections.deque(maxlen=20)
     deadline = time.monotonic() + timeout
+    tail: list[str] = []
     pending = b""
-    fd = proc.stdout.fileno()
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                _kill_group(proc.pid)
-                proc.wait()
-                raise RunError(argv, None, "\n".join(tail), "", timeout=timeout)
-            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                line = _text(raw).rstrip()
-                if line:
-                    tail.append(line)
-                    on_line(line)
-    except BaseException:
-        _kill_group(proc.pid)
-        proc.wait()
-        raise
-    finally:
-        proc.stdout.close()
-    if pending.strip():
-        tail.append(_text(pending).rstrip())
-        on_line(tail[-1])
-    returncode = proc.wait()
+
+    def emit(raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if line:
+            tail.append(line)
+            del tail[:-20]
+            on_line(line)
+
+    def take(chunk: bytes) -> None:
+        nonlocal pending
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            emit(raw)
+
+    with _Fds() as fds:
+        r, w = fds.pipe()  # stdout and stderr both: the lines in the order printed
+        pid = _start(argv, env, fds, (fds.open(os.devnull, os.O_RDONLY), w, w))
+        try:
+            _exchange(fds, None, b"", {r: take}, deadline)
+            emit(pending)
+            returncode = _wait(pid, deadline)
+        except _Deadline:
+            _end(pid)
+            raise RunError(argv, None, "\n".join(tail), "", timeout=timeout) from None
+        except BaseException:
+            _end(pid)
+            raise
     if returncode != 0:
         raise RunError(argv, returncode, "\n".join(tail), "")
 
@@ -181,30 +200,217 @@ def spawn_daemon(
     ``stdout``, if given, replaces the log as the program's stdout (e.g. a pipe to report readiness);
     ``stdin``, if given, replaces /dev/null (e.g. a pipe on which it waits for a go).
 
-    Used only for a machine's long-lived init, whose life is managed by the engine.
+    Used only for a machine's long-lived init, whose life is managed by the engine: it is not
+    waited for here.  A program that cannot be started raises :class:`OSError`.
     """
     debug("spawn", argv)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+    with _Fds() as fds:
+        log = fds.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        child_in = stdin if stdin is not None else fds.open(os.devnull, os.O_RDONLY)
+        return _spawn(argv, None, (child_in, log if stdout is None else stdout, log))
+
+
+class _Deadline(Exception):
+    """The deadline passed before the program was done."""
+
+
+class _Fds:
+    """The descriptors one call opens: each closed once, and all of them when the call ends."""
+
+    def __init__(self) -> None:
+        self.mine: set[int] = set()
+
+    def __enter__(self) -> _Fds:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for fd in list(self.mine):
+            self.close(fd)
+
+    def open(self, path: str, flags: int) -> int:
+        fd = os.open(path, flags, 0o666)  # close-on-exec, like every descriptor Python makes (PEP 446)
+        self.mine.add(fd)
+        return fd
+
+    def pipe(self) -> tuple[int, int]:
+        r, w = os.pipe()  # both ends close-on-exec: the child keeps only what is dup2'ed to 0, 1, 2
+        self.mine.update((r, w))
+        return r, w
+
+    def close(self, fd: Optional[int]) -> None:
+        """Close ``fd`` if this call opened it (and has not closed it yet); a caller's fd is left alone."""
+        if fd is not None and fd in self.mine:
+            self.mine.discard(fd)
+            os.close(fd)
+
+
+def _start(argv: Sequence[str], env: Optional[Mapping[str, str]], fds: _Fds, stdio: _Stdio) -> int:
+    """``_spawn`` for run and stream: a program that cannot be run is a :class:`RunError`."""
+    try:
+        pid = _spawn(argv, env, stdio)
+    except OSError as exc:
+        raise RunError(argv, None, "", f"cannot run {argv[0]}: {exc.strerror}") from exc
+    # The child has its copies; ours would keep its stdin open and its output pipes from ending.
+    for fd in stdio:
+        fds.close(fd)
+    return pid
+
+
+def _spawn(argv: Sequence[str], env: Optional[Mapping[str, str]], stdio: _Stdio) -> int:
+    """Start ``argv`` in a new session with ``stdio`` as its fds 0, 1, 2 (None: orbsim's own); its pid."""
+    actions: list[tuple[int, ...]] = []
+    copies: list[int] = []
+    try:
+        for target, fd in enumerate(stdio):
+            if fd is None:
+                continue
+            # The dup2s run in order in the child: a source among 0..2 (orbsim started with one of
+            # them closed) could be overwritten by an earlier one.  A copy numbered 3 or more cannot.
+            source = fd
+            while source < 3 and source != target:
+                source = os.dup(source)
+                copies.append(source)
+            actions.append((os.POSIX_SPAWN_DUP2, source, target))
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+        return os.posix_spawnp(
+            _program(argv[0], env),
             list(argv),
-            stdin=subprocess.DEVNULL if stdin is None else stdin,
-            stdout=log if stdout is None else stdout,
-            stderr=log,
-            start_new_session=True,
+            os.environ if env is None else env,
+            file_actions=actions,
+            setsid=True,
+            setsigdef=(_SIGPIPE, _SIGXFSZ),
         )
-    return proc.pid
+    finally:
+        for fd in copies:
+            os.close(fd)
 
 
-def _stdin(data: Optional[bytes], stdin: Stream) -> Stream:
-    if data is not None:
-        return subprocess.PIPE
-    return stdin if stdin is not None else subprocess.DEVNULL
+def _program(name: str, env: Optional[Mapping[str, str]]) -> str:
+    """``name``, or where it is on ``env``'s PATH: the child's PATH decides, as with subprocess."""
+    if env is None or "/" in name:
+        return name
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
+def _inheritable_fds() -> list[int]:
+    """orbsim's inheritable descriptors above 2 (given by its own caller): Popen closed them in the child.
+
+    A long-lived child holding, say, the write end of a CI runner's pipe would keep that pipe open.
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:
+            pass  # the descriptor listdir read the directory with, closed by now
+    return found
 
 
-def _text(data: Optional[bytes]) -> str:
-    return data.decode("utf-8", "replace") if data else ""
+def _exchange(
+    fds: _Fds,
+    feed: Optional[int],
+    data: bytes,
+    readers: dict[int, Callable[[bytes], None]],
+    deadline: float,
+) -> None:
+    """Write ``data`` to ``feed``, hand what each reader yields to its function, until all are closed.
+
+    All at once with poll: a program blocked writing a full stderr pipe while we wait on its
+    stdout, or blocked writing output while we wait to write its input, would never finish.
+    Raises :class:`_Deadline` when the deadline passes first.
+    """
+    poller = select.poll()
+    for fd in readers:
+        poller.register(fd, select.POLLIN)
+    active = set(readers)
+    view = memoryview(data)
+    if feed is not None and view:
+        os.set_blocking(feed, False)  # write what fits in the pipe; never wait in os.write
+        poller.register(feed, select.POLLOUT)
+        active.add(feed)
+    else:
+        fds.close(feed)  # nothing to write: the program reads end-of-file at once
+    while active:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Deadline
+        for fd, _ in poller.poll(int(left * 1000) + 1):
+            if fd == feed:
+                try:
+                    written = os.write(fd, view[:_CHUNK])
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:
+                    written = len(view)  # the program stopped reading (or exited): the rest is not wanted
+                view = view[written:]
+                if view:
+                    continue
+            else:
+                chunk = os.read(fd, _CHUNK)
+                if chunk:
+                    readers[fd](chunk)
+                    continue
+            poller.unregister(fd)
+            active.discard(fd)
+            fds.close(fd)
+
+
+def _drain(fds: _Fds, readers: dict[int, Callable[[bytes], None]]) -> None:
+    """After a timeout, hand on what is already in the pipes; no waiting (something may still hold them)."""
+    for fd, take in readers.items():
+        if fd not in fds.mine:
+            continue  # read to its end already
+        os.set_blocking(fd, False)
+        try:
+            while chunk := os.read(fd, _CHUNK):
+                take(chunk)
+        except BlockingIOError:
+            pass
+
+
+def _wait(pid: int, deadline: float) -> int:
+    """Reap ``pid`` before ``deadline``; its exit code (minus the signal that ended it, like subprocess).
+
+    Called once its output has ended, so it has usually exited or is exiting: short sleeps
+    suffice (no pidfd).  Raises :class:`_Deadline` when the deadline passes first.
+    """
+    pause = 0.0001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Deadline
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
+
+
+def _end(pid: int) -> None:
+    """Kill ``pid``'s process group (its session: what it started, too) and reap it."""
+    try:
+        os.killpg(pid, _SIGKILL)
+    except OSError:
+        pass  # the group is gone already
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _fileno(stream: Union[int, IO[bytes]]) -> int:
+    return stream if isinstance(stream, int) else stream.fileno()
+
+
+def _text(chunks: list[bytes]) -> str:
+    return b"".join(chunks).decode("utf-8", "replace")

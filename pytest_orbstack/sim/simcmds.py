@@ -14,9 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from .cobra import Opts
 from .common import Ctx, ServiceError, dump_json, lookup, out, reconcile
 from .state import by_name, empty
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .cobra import Opts
 
 # ``python -I -S``: no site (an editable install's import hook alone costs more than
 # orbsim's own start-up), no PYTHON* variables, no user site; the directory that
@@ -74,9 +77,9 @@ def cmd_reset(ctx: Ctx, opts: Opts, args: list[str]) -> int:
         data.clear()  # type: ignore[attr-defined]  # old keys of other versions go too
         data.update(empty())
     machines = ctx.store.machines_dir
-    if machines.is_dir():
-        for leftover in machines.iterdir():
-            ctx.engine.destroy(leftover)
+    if os.path.isdir(machines):
+        for leftover in sorted(os.listdir(machines)):
+            ctx.engine.destroy(os.path.join(machines, leftover))
     from . import network  # start-up time: see the module docstring
 
     network.cleanup_if_unused()

@@ -25,56 +25,64 @@ user and machine, reach no account).
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
-import socket
 import sys
-from collections.abc import Mapping
-from pathlib import Path
-from typing import NamedTuple, Optional
 
 from . import fsutil, runner
 from .state import home
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Optional
 
 PORT = 22
 CONNECT_TIMEOUT = 10.0
 
 
-class Keys(NamedTuple):
-    """The files of one home's ``ssh/`` directory."""
+class Keys:
+    """The files of one home's ``ssh/`` directory (plain strings: every boot reads them, and
+    ``pathlib`` costs start-up time)."""
 
-    #: the directory
-    dir: Path
-    #: host private key installed in every machine
-    host_key: Path
-    #: client private key (``IdentityFile``)
-    client_key: Path
-    #: its public half, authorized in every machine
-    client_pub: Path
-    #: the ssh config with ``Host orb``
-    config: Path
+    __slots__ = ("client_key", "client_pub", "config", "dir", "host_key")
+
+    def __init__(self, d: str) -> None:
+        #: the directory
+        self.dir = d
+        #: host private key installed in every machine
+        self.host_key = os.path.join(d, "host_ed25519_key")
+        #: client private key (``IdentityFile``)
+        self.client_key = os.path.join(d, "id_ed25519")
+        #: its public half, authorized in every machine
+        self.client_pub = os.path.join(d, "id_ed25519.pub")
+        #: the ssh config with ``Host orb``
+        self.config = os.path.join(d, "config")
+
+    def ready(self) -> bool:
+        return all(os.path.isfile(p) for p in (self.config, self.client_pub, self.host_key))
 
 
-def ssh_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
+def ssh_dir(environ: Optional[Mapping[str, str]] = None) -> str:
+    return os.path.join(home(environ), "ssh")
 
-    return home(environ) / "ssh"
 
+def config_text(d: str, python: str) -> str:
+    import shlex  # start-up time: only the first boot of a home writes the config
 
-def config_text(d: Path, python: str) -> str:
-    proxy = shlex.join(["env", f"ORBSIM_HOME={d.parent}", python, "-m", "pytest_orbstack.sim", "ssh-proxy"])
+    parent = os.path.dirname(d)
+    proxy = shlex.join(["env", f"ORBSIM_HOME={parent}", python, "-m", "pytest_orbstack.sim", "ssh-proxy"])
     return (
         "# Written by orbsim: the equivalent of OrbStack's ~/.orbstack/ssh/config for the machines\n"
-        f"# of ORBSIM_HOME={d.parent}.  Use: ssh -F {d / 'config'} USER@MACHINE@orb\n"
+        f"# of ORBSIM_HOME={parent}.  Use: ssh -F {os.path.join(d, 'config')} USER@MACHINE@orb\n"
         "Host orb\n"
         "  HostName 127.0.0.1\n"
         "  Port 32222\n"
         "  User default\n"
-        f'  IdentityFile "{d / "id_ed25519"}"\n'
+        f'  IdentityFile "{os.path.join(d, "id_ed25519")}"\n'
         "  IdentitiesOnly yes\n"
         f"  ProxyCommand {proxy} %r\n"
         "  ProxyUseFdpass yes\n"
         "  HostKeyAlias orb\n"
-        f'  UserKnownHostsFile "{d / "known_hosts"}"\n'
+        f'  UserKnownHostsFile "{os.path.join(d, "known_hosts")}"\n'
         "  StrictHostKeyChecking yes\n"
     )
 
@@ -83,30 +91,36 @@ def ensure_keys(environ: Optional[Mapping[str, str]] = None) -> Optional[Keys]:
     """Make this home's keys, known_hosts and config once; None when the host has no ``ssh-keygen``."""
 
     d = ssh_dir(environ)
-    keys = Keys(d, d / "host_ed25519_key", d / "id_ed25519", d / "id_ed25519.pub", d / "config")
-    if keys.config.is_file() and keys.client_pub.is_file() and keys.host_key.is_file():
+    keys = Keys(d)
+    if keys.ready():
         return keys
+    import shutil  # start-up time: only the first boot of a home makes the keys
+
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
         return None
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with fsutil.flocked(d / ".lock"):
-        if keys.config.is_file():
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    with fsutil.flocked(os.path.join(d, ".lock")):
+        if os.path.isfile(keys.config):
             return keys
         for key, comment in ((keys.host_key, "orbsim-host"), (keys.client_key, "orbsim")):
-            if not key.is_file():
-                argv = [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)]
+            if not os.path.isfile(key):
+                argv = [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key]
                 runner.run(argv, timeout=60)
-        host_pub = Path(f"{keys.host_key}.pub").read_text().split()
-        (d / "known_hosts").write_text(f"orb {host_pub[0]} {host_pub[1]}\n")
-        tmp = d / f".config.{os.getpid()}"
-        tmp.write_text(config_text(d, sys.executable))
+        with open(f"{keys.host_key}.pub", encoding="utf-8") as fh:
+            host_pub = fh.read().split()
+        with open(os.path.join(d, "known_hosts"), "w", encoding="utf-8") as fh:
+            fh.write(f"orb {host_pub[0]} {host_pub[1]}\n")
+        tmp = os.path.join(d, f".config.{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(config_text(d, sys.executable))
         os.replace(tmp, keys.config)
     return keys
 
 
 def proxy(machine_ip: str, out_fd: int = 1) -> None:
     """Connect to the machine's sshd and pass the socket to ``ssh`` over ``out_fd`` (ProxyUseFdpass)."""
+    import socket  # start-up time: only ``orbsim ssh-proxy`` connects
 
     conn = socket.create_connection((machine_ip, PORT), timeout=CONNECT_TIMEOUT)
     try:

@@ -20,74 +20,71 @@ when the owner died.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Optional, TypedDict, cast
 
 from .fastrun import home_dir
+from .jsontext import dumps, loads
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Optional, TypedDict
 
-class _Machine(TypedDict):
-    id: str
-    name: str
-    #: the image as OrbStack records it (``ubuntu``, ``jammy``, ``amd64``, ``default``/``cloud``)
-    distro: str
-    version: str
-    arch: str
-    variant: str
-    isolated: bool
-    #: the default user
-    username: str
-    created_at: float
-    #: ``running``, ``stopped`` or a transitional state (``TRANSITIONAL``)
-    state: str
+    class _Machine(TypedDict):
+        id: str
+        name: str
+        #: the image as OrbStack records it (``ubuntu``, ``jammy``, ``amd64``, ``default``/``cloud``)
+        distro: str
+        version: str
+        arch: str
+        variant: str
+        isolated: bool
+        #: the default user
+        username: str
+        created_at: float
+        #: ``running``, ``stopped`` or a transitional state (``TRANSITIONAL``)
+        state: str
 
+    class Record(_Machine, total=False):
+        """One machine of ``state.json``, keyed by its id (a ULID)."""
 
-class Record(_Machine, total=False):
-    """One machine of ``state.json``, keyed by its id (a ULID)."""
+        #: the orbsim process that owns a transitional state, and its start time (``claim``)
+        op_pid: int
+        op_token: Optional[str]
+        #: set by a delete while the create is still running: the create gives up
+        cancel: bool
+        #: the address, and the UNIX time ``info`` starts showing it
+        ip4: Optional[str]
+        ip_at: float
+        started_at: float
+        ready_at: Optional[float]
+        stopped_at: float
+        #: started under a ``no-ip`` fault: ``info`` shows no address
+        no_ip: bool
+        cpu_limit: int
+        memory_limit_mib: int
+        disk_limit_bytes: int
 
-    #: the orbsim process that owns a transitional state, and its start time (``claim``)
-    op_pid: int
-    op_token: Optional[str]
-    #: set by a delete while the create is still running: the create gives up
-    cancel: bool
-    #: the address, and the UNIX time ``info`` starts showing it
-    ip4: Optional[str]
-    ip_at: float
-    started_at: float
-    ready_at: Optional[float]
-    stopped_at: float
-    #: started under a ``no-ip`` fault: ``info`` shows no address
-    no_ip: bool
-    cpu_limit: int
-    memory_limit_mib: int
-    disk_limit_bytes: int
+    class Data(TypedDict):
+        """``state.json``: the registry of one ``$ORBSIM_HOME``."""
 
-
-class Data(TypedDict):
-    """``state.json``: the registry of one ``$ORBSIM_HOME``."""
-
-    machines: dict[str, Record]
-    #: the id of the machine ``orbctl default`` set
-    default: Optional[str]
-    config: dict[str, str]
-    #: how many calls each ``ORBSIM_FAULTS`` rule had (by the rule's text)
-    faults: dict[str, int]
-    #: ``running``, or ``stopped`` after ``orbctl stop``
-    vm: str
+        machines: dict[str, Record]
+        #: the id of the machine ``orbctl default`` set
+        default: Optional[str]
+        config: dict[str, str]
+        #: how many calls each ``ORBSIM_FAULTS`` rule had (by the rule's text)
+        faults: dict[str, int]
+        #: ``running``, or ``stopped`` after ``orbctl stop``
+        vm: str
 
 
 TRANSITIONAL = frozenset({"creating", "provisioning", "starting", "stopping", "deleting"})
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def home(environ: Optional[Mapping[str, str]] = None) -> Path:
-
-    return Path(home_dir(environ))
+def home(environ: Optional[Mapping[str, str]] = None) -> str:
+    return home_dir(environ)
 
 
 def new_ulid(now: Optional[float] = None) -> str:
@@ -135,23 +132,23 @@ def empty() -> Data:
 class Store:
     """``$ORBSIM_HOME``'s registry.  ``with store.locked() as data:`` reads, and writes back changes."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.path = root / "state.json"
-        self.lock_path = root / "state.lock"
-        self.machines_dir = root / "machines"
+    def __init__(self, root: str) -> None:
+        self.root = os.fspath(root)
+        self.path = os.path.join(self.root, "state.json")
+        self.lock_path = os.path.join(self.root, "state.lock")
+        self.machines_dir = os.path.join(self.root, "machines")
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Store:
         return cls(home(environ))
 
-    def mdir(self, machine_id: str) -> Path:
-        return self.machines_dir / machine_id
+    def mdir(self, machine_id: str) -> str:
+        return os.path.join(self.machines_dir, machine_id)
 
     def _load(self) -> Data:
         try:
             with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
+                data = loads(fh.read())
         except FileNotFoundError:
             return empty()
         base = empty()
@@ -159,39 +156,55 @@ class Store:
         return base
 
     def _save(self, data: Data) -> None:
-        tmp = self.path.with_name(f"state.json.{os.getpid()}.tmp")
+        tmp = os.path.join(self.root, f"state.json.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.write(dumps(data, indent=1, sort_keys=True))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
 
-    @contextmanager
-    def locked(self) -> Iterator[Data]:
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            data = self._load()
-            before = json.dumps(data, sort_keys=True)
-            try:
-                yield data
-            except BaseException as exc:
-                # A deliberate error (a service error, an injected fault) keeps what was
-                # recorded before it, e.g. a used fault counter; anything else changes nothing.
-                if getattr(exc, "keeps_state", False) and json.dumps(data, sort_keys=True) != before:
-                    self._save(data)
-                raise
-            if json.dumps(data, sort_keys=True) != before:
-                self._save(data)
-        finally:
-            os.close(fd)  # closing the descriptor drops the lock
+    def locked(self) -> _Locked:
+        return _Locked(self)
 
     def read(self) -> Data:
         """A consistent snapshot (no write-back)."""
         with self.locked() as data:
-            return cast(Data, json.loads(json.dumps(data)))
+            copy: Data = loads(dumps(data))
+            return copy
+
+
+class _Locked:
+    """``Store.locked()``: flock ``state.lock``, read ``state.json``; on the way out write it back if
+    changed.  A class, not ``contextlib.contextmanager``: start-up time (``contextlib`` and what it loads)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.fd = -1
+        self.before = ""
+        self.data: Optional[Data] = None
+
+    def __enter__(self) -> Data:
+        os.makedirs(self.store.root, exist_ok=True)
+        self.fd = os.open(self.store.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.data = self.store._load()
+            self.before = dumps(self.data, sort_keys=True)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self.data
+
+    def __exit__(self, kind: object, exc: Optional[BaseException], tb: object) -> None:
+        try:
+            assert self.data is not None
+            # A deliberate error (a service error, an injected fault) keeps what was
+            # recorded before it, e.g. a used fault counter; anything else changes nothing.
+            keep = exc is None or getattr(exc, "keeps_state", False)
+            if keep and dumps(self.data, sort_keys=True) != self.before:
+                self.store._save(self.data)
+        finally:
+            os.close(self.fd)  # closing the descriptor drops the lock
 
 
 # --------------------------------------------------------------------------- lookups

@@ -6,34 +6,61 @@
 from __future__ import annotations
 
 from . import version as versions
-from .basic import (
-    cmd_config_get,
-    cmd_config_set,
-    cmd_config_show,
-    cmd_default,
-    cmd_info,
-    cmd_list,
-    cmd_logs,
-    cmd_not_done,
-    cmd_rename,
-    cmd_status,
-    cmd_version,
-)
 from .cli import ROOT
 from .cobra import Command, Flag
-from .create import cmd_create
-from .lifecycle import cmd_clone, cmd_delete, cmd_restart, cmd_start, cmd_stop
-from .runcmd import cmd_pull, cmd_push, cmd_run
-from .simcmds import (
-    cmd_image_build,
-    cmd_image_key,
-    cmd_image_status,
-    cmd_reset,
-    cmd_shims,
-    cmd_ssh_config,
-    cmd_ssh_proxy,
-    cmd_timeline,
-)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Callable
+
+    from .cobra import Opts
+    from .common import Ctx
+
+
+class Handler:
+    """A command's handler ``module.function``, imported when the command runs.
+
+    Start-up time: each command loads only its own module (``orbctl info`` does
+    not load ``create``'s image and cloud-init code, nor ``push``'s tar).
+    """
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, spec: str) -> None:
+        self.module, _, self.name = spec.partition(".")
+
+    def resolve(self) -> Callable[[Ctx, Opts, list[str]], int]:
+        found: Callable[[Ctx, Opts, list[str]], int] = getattr(_load(self.module), self.name)
+        return found
+
+    def __call__(self, ctx: Ctx, opts: Opts, args: list[str]) -> int:
+        return self.resolve()(ctx, opts, args)
+
+
+def _load(module: str) -> ModuleType:
+    if module == "basic":
+        from . import basic
+
+        return basic
+    if module == "lifecycle":
+        from . import lifecycle
+
+        return lifecycle
+    if module == "create":
+        from . import create
+
+        return create
+    if module == "runcmd":
+        from . import runcmd
+
+        return runcmd
+    if module == "simcmds":
+        from . import simcmds
+
+        return simcmds
+    raise ValueError(f"no command module {module!r}")
+
 
 FMT = Flag("format", "f", "output format: text, json")
 MACHINE = Flag("machine", "m", "machine name (default: default machine)")
@@ -54,8 +81,8 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             Flag("disk", None, "disk size limit (e.g. 64G)"),
         ]
     cmds = [
-        Command("status", "status", "Show OrbStack status", nargs=(0, 0), run=cmd_status),
-        Command("version", "version", "Show version", nargs=(0, 0), run=cmd_version),
+        Command("status", "status", "Show OrbStack status", nargs=(0, 0), run=Handler("basic.cmd_status")),
+        Command("version", "version", "Show version", nargs=(0, 0), run=Handler("basic.cmd_version")),
         Command(
             "create",
             "create [flags] DISTRO[:VERSION] [MACHINE_NAME]",
@@ -63,7 +90,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             aliases=("add", "new"),
             flags=create_flags,
             nargs=(1, 2),
-            run=cmd_create,
+            run=Handler("create.cmd_create"),
         ),
         Command(
             "list",
@@ -76,7 +103,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
                 FMT,
             ],
             nargs=(0, 0),
-            run=cmd_list,
+            run=Handler("basic.cmd_list"),
         ),
         Command(
             "info",
@@ -85,14 +112,14 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             aliases=("i",),
             flags=[FMT],
             nargs=(1, 1),
-            run=cmd_info,
+            run=Handler("basic.cmd_info"),
         ),
         Command(
             "start",
             "start [flags] [ID/NAME]...",
             "Start OrbStack or a machine",
             flags=[Flag("all", "a", "start all machines", is_bool=True)],
-            run=cmd_start,
+            run=Handler("lifecycle.cmd_start"),
         ),
         Command(
             "stop",
@@ -102,14 +129,14 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
                 Flag("all", "a", "stop all machines", is_bool=True),
                 Flag("force", "f", "force stop (kill)", is_bool=True),
             ],
-            run=cmd_stop,
+            run=Handler("lifecycle.cmd_stop"),
         ),
         Command(
             "restart",
             "restart [flags] [ID/NAME]...",
             "Restart OrbStack or a machine",
             flags=[Flag("all", "a", "restart all machines", is_bool=True)],
-            run=cmd_restart,
+            run=Handler("lifecycle.cmd_restart"),
         ),
         Command(
             "delete",
@@ -119,15 +146,21 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
                 Flag("force", "f", "do not ask for confirmation", is_bool=True),
                 Flag("all", "a", "delete all machines", is_bool=True),
             ],
-            run=cmd_delete,
+            run=Handler("lifecycle.cmd_delete"),
         ),
-        Command("rename", "rename OLD_NAME NEW_NAME", "Rename a machine", nargs=(2, 2), run=cmd_rename),
+        Command(
+            "rename",
+            "rename OLD_NAME NEW_NAME",
+            "Rename a machine",
+            nargs=(2, 2),
+            run=Handler("basic.cmd_rename"),
+        ),
         Command(
             "run",
             "run [flags] COMMAND [ARGS]...",
             "Run a command in a machine",
             aliases=("exec", "shell"),
-            run=cmd_run,
+            run=Handler("runcmd.cmd_run"),
             disable_flag_parsing=True,
         ),
         Command(
@@ -136,7 +169,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             "Copy files to a machine",
             flags=[MACHINE],
             nargs=(1, None),
-            run=cmd_push,
+            run=Handler("runcmd.cmd_push"),
         ),
         Command(
             "pull",
@@ -144,7 +177,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             "Copy files from a machine",
             flags=[MACHINE],
             nargs=(1, None),
-            run=cmd_pull,
+            run=Handler("runcmd.cmd_pull"),
         ),
         Command(
             "logs",
@@ -152,19 +185,31 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             "Show a machine's console logs",
             flags=[Flag("all", "a", "show all logs", is_bool=True)],
             nargs=(1, 1),
-            run=cmd_logs,
+            run=Handler("basic.cmd_logs"),
         ),
         Command(
-            "default", "default [ID/NAME]", "Get or set the default machine", nargs=(0, 1), run=cmd_default
+            "default",
+            "default [ID/NAME]",
+            "Get or set the default machine",
+            nargs=(0, 1),
+            run=Handler("basic.cmd_default"),
         ),
         Command(
             "config",
             "config",
             "Change OrbStack settings",
             subcommands=[
-                Command("show", "show", "Show all settings", nargs=(0, 0), run=cmd_config_show),
-                Command("get", "get KEY", "Get a setting", nargs=(1, 1), run=cmd_config_get),
-                Command("set", "set KEY VALUE", "Change a setting", nargs=(2, 2), run=cmd_config_set),
+                Command(
+                    "show", "show", "Show all settings", nargs=(0, 0), run=Handler("basic.cmd_config_show")
+                ),
+                Command("get", "get KEY", "Get a setting", nargs=(1, 1), run=Handler("basic.cmd_config_get")),
+                Command(
+                    "set",
+                    "set KEY VALUE",
+                    "Change a setting",
+                    nargs=(2, 2),
+                    run=Handler("basic.cmd_config_set"),
+                ),
             ],
         ),
         Command(
@@ -172,7 +217,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             "export [flags] ID/NAME OUTPUT.tar.zst",
             "Export a machine",
             nargs=(2, 2),
-            run=cmd_not_done,
+            run=Handler("basic.cmd_not_done"),
         ),
         Command(
             "import",
@@ -180,7 +225,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
             "Import a machine",
             flags=[Flag("name", "n", "name of the imported machine")],
             nargs=(1, 1),
-            run=cmd_not_done,
+            run=Handler("basic.cmd_not_done"),
         ),
     ]
     if versions.has_clone(v):
@@ -191,7 +236,7 @@ def _orbctl_commands(v: versions.Version) -> list[Command]:
                 "clone OLD_NAME NEW_NAME",
                 "Clone a machine",
                 nargs=(2, 2),
-                run=cmd_clone,
+                run=Handler("lifecycle.cmd_clone"),
             ),
         )
     return cmds
@@ -204,14 +249,14 @@ def _orbsim_commands() -> list[Command]:
             "shims DIR",
             "orbsim: write orbctl and orb launchers into DIR",
             nargs=(1, 1),
-            run=cmd_shims,
+            run=Handler("simcmds.cmd_shims"),
         ),
         Command(
             "reset",
             "reset",
             "orbsim: delete every machine of this ORBSIM_HOME",
             nargs=(0, 0),
-            run=cmd_reset,
+            run=Handler("simcmds.cmd_reset"),
         ),
         Command(
             "image",
@@ -224,21 +269,21 @@ def _orbsim_commands() -> list[Command]:
                     "build the machine image (root, ~1 min)",
                     flags=[Flag("force", None, "rebuild even if it exists", is_bool=True)],
                     nargs=(0, 0),
-                    run=cmd_image_build,
+                    run=Handler("simcmds.cmd_image_build"),
                 ),
                 Command(
                     "status",
                     "status",
                     "show the machine image as JSON",
                     nargs=(0, 0),
-                    run=cmd_image_status,
+                    run=Handler("simcmds.cmd_image_status"),
                 ),
                 Command(
                     "key",
                     "key",
                     "print a key that changes when the image must be rebuilt (for CI caches)",
                     nargs=(0, 0),
-                    run=cmd_image_key,
+                    run=Handler("simcmds.cmd_image_key"),
                 ),
             ],
         ),
@@ -247,20 +292,20 @@ def _orbsim_commands() -> list[Command]:
             "ssh-config",
             "orbsim: print the path of the ssh config (Host orb) of this ORBSIM_HOME",
             nargs=(0, 0),
-            run=cmd_ssh_config,
+            run=Handler("simcmds.cmd_ssh_config"),
         ),
         Command(
             "ssh-proxy",
             "ssh-proxy USER@MACHINE",
             "orbsim: ProxyCommand of that ssh config (ProxyUseFdpass)",
             nargs=(1, 1),
-            run=cmd_ssh_proxy,
+            run=Handler("simcmds.cmd_ssh_proxy"),
         ),
         Command(
             "timeline",
             "timeline [ID/NAME]...",
             "orbsim: per-machine timestamps as JSON (ready_at, ...)",
-            run=cmd_timeline,
+            run=Handler("simcmds.cmd_timeline"),
         ),
     ]
 

@@ -63,7 +63,7 @@ def _missing(src: str) -> str:
     return f"cp: cannot stat '{src}': No such file or directory\n"
 
 
-def push(engine: MachineAccess, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
+def push(engine: MachineAccess, mdir: str, *, user: str, sources: list[str], dest: Optional[str]) -> int:
 
     rc = 0
     staged: list[tuple[str, str]] = []
@@ -107,7 +107,7 @@ def _unstage(text: str, staged: list[tuple[str, str]]) -> str:
     return text
 
 
-def pull(engine: MachineAccess, mdir: Path, *, user: str, sources: list[str], dest: Optional[str]) -> int:
+def pull(engine: MachineAccess, mdir: str, *, user: str, sources: list[str], dest: Optional[str]) -> int:
 
     target = dest if dest else os.getcwd()
     stage = tempfile.mkdtemp(prefix="orbsim-pull-")

@@ -15,8 +15,11 @@ The version decides the details that changed between OrbStack releases:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Final, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Final, Optional
 
 DEFAULT: Final = "2.0.4"
 

@@ -132,7 +132,7 @@ def assert_gone(mdir: Path, record: dict[str, object], seen: set[tuple[int, int]
 
 def address_table() -> dict[str, dict[str, object]]:
     try:
-        data: dict[str, dict[str, object]] = json.loads((network.run_dir() / "ips.json").read_text())
+        data: dict[str, dict[str, object]] = json.loads((Path(network.run_dir()) / "ips.json").read_text())
     except (OSError, ValueError):
         return {}
     return data

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_orbstack.sim import cli, cobra, version
-from pytest_orbstack.sim.cobra import Command, Flag, Opts, UsageError
-from pytest_orbstack.sim.common import Ctx
+from pytest_orbstack.sim import cli, cobra, table, version
+from pytest_orbstack.sim.cobra import Command, Flag, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pytest_orbstack.sim.cobra import Opts
+    from pytest_orbstack.sim.common import Ctx
 
 
 def _tree(calls: list[tuple[str, Opts, list[str]]]) -> cli.BuildRoot:
@@ -102,3 +106,20 @@ def test_an_empty_value_given_in_the_word_is_a_value_and_a_missing_one_an_error(
         cobra.parse_flags(cmd, ["--format"])
     with pytest.raises(UsageError, match="flag needs an argument: 'f' in -f"):
         cobra.parse_flags(cmd, ["-f"])
+
+
+def _commands(cmd: Command) -> list[Command]:
+    return [cmd, *(c for sub in cmd.subcommands for c in _commands(sub))]
+
+
+@pytest.mark.parametrize("emulated", ["1.5.0", "2.0.4", "2.2.0"])
+def test_every_handler_of_the_real_tree_is_a_function_of_its_module(emulated: str) -> None:
+    handlers = [c.run for c in _commands(table.build_root("orbsim", version.parse(emulated))) if c.run]
+    assert len(handlers) >= 25
+    for handler in handlers:
+        assert isinstance(handler, table.Handler)
+        found = handler.resolve()
+        assert callable(found)
+        assert (found.__module__, found.__name__) == (f"pytest_orbstack.sim.{handler.module}", handler.name)
+    with pytest.raises(ValueError, match="no command module"):
+        table.Handler("nowhere.cmd_x").resolve()

@@ -6,7 +6,6 @@ and both must print the same output, errors and exit code.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -119,6 +118,7 @@ def test_run_imports_neither_the_cli_nor_json(sim: Sim, word: str, profile: str)
                 "pytest_orbstack.sim.__main__",
                 "pytest_orbstack.sim.enter",
                 "pytest_orbstack.sim.fastrun",
+                "pytest_orbstack.sim.jsontext",
                 "pytest_orbstack.sim.relay",
                 *(["pytest_orbstack.sim.profile"] if profile != "instant" else []),
             ]
@@ -146,16 +146,6 @@ def test_run_argv_is_scanned_once_for_both_paths() -> None:
     assert fastrun.scan_run(["-h=1", "true"])[3] == ("help", "-h=1")
     assert fastrun.scan_run(["--", "ls"])[3] == ("unknown", "--")
     assert fastrun.scan_run(["--shell=1", "ls"])[3] == ("unknown", "--shell=1")
-
-
-def test_loads_and_dumps_match_json() -> None:
-    for text in ['{"a": [1, 2.5, null, true, "x\\u00e9"], "b": {}}', ' {"k": 1e400}\n', "[]"]:
-        assert fastrun.loads(text) == json.loads(text)
-    for bad in ["{", "{} x", "", "nul"]:
-        with pytest.raises(ValueError):
-            fastrun.loads(bad)
-    items = ["orbctl", 'é"\n\\', "\x00", "\U0001f600", ""]
-    assert fastrun.dumps_strings(items) == json.dumps(items)
 
 
 def test_home_dir_follows_the_documented_order() -> None:
@@ -189,3 +179,46 @@ def test_shim_shebang_runs_python_isolated() -> None:
     assert shebang("/opt/my python/bin/python3") == TRAMPOLINE.format(python="'/opt/my python/bin/python3'")
     long = "/" + "p" * 300
     assert shebang(long).startswith("#!/bin/sh\n")
+
+
+#: What a machine's life cycle must not load (start-up time: docs/orbsim.md, "Every other command").
+HEAVY = ("typing", "pathlib", "json", "re", "contextlib", "subprocess", "shutil", "tempfile", "enum")
+HEAVY += ("signal",)
+
+
+def test_a_machines_life_cycle_loads_none_of_the_heavy_modules(sim: Sim) -> None:
+    """clone, boot (the first run), info, list, stop, start, delete: each a new process, as a shim runs it."""
+    clone = "pytest-test-fastrun-lean"
+    steps = [
+        ["clone", M, clone],
+        ["run", "-m", clone, "true"],
+        ["info", "-f", "json", clone],
+        ["list", "-f", "json"],
+        ["stop", clone],
+        ["start", clone],
+        ["delete", "-f", clone],
+    ]
+    root = str(Path(fastrun.__file__).parents[2])
+    loaded = {}
+    for argv in steps:
+        code = (
+            "import sys\n"
+            f"sys.path.insert(0, {root!r})\n"
+            "from pytest_orbstack.sim.__main__ import main\n"
+            f"code = main({argv!r}, 'orbctl')\n"
+            f"print('\\n' + str(code), sorted(m for m in sys.modules if m in {HEAVY!r}))\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", code],
+            env=sim.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, (argv, proc.stderr)
+        status, _, modules = proc.stdout.rstrip("\n").rpartition("\n")[2].partition(" ")
+        assert status == "0", (argv, proc.stdout, proc.stderr)
+        loaded[argv[0]] = modules
+    assert loaded == {argv[0]: "[]" for argv in steps}
+    assert clone not in sim.names()

@@ -19,13 +19,17 @@ PACKAGE = "pytest_orbstack.sim"
 #: pytest loads ``pytest_plugin`` in every run, with orbsim or not.
 START_UP = {
     "__main__": {"cli", "table"},
+    "table": {"basic", "create", "lifecycle", "runcmd", "simcmds"},
     "fastrun": {"profile"},
     "relay": {"shlex"},
+    "runner": {"shlex"},
     "enter": {"ctypes"},
     "version": {"hashlib"},
     "engine": {"plain"},
-    "namespace": {"guest", "network", "rootfs", "runner", "transfer", "shutil", "signal"},
+    "namespace": {"guest", "network", "rootfs", "runner", "transfer", "shutil"},
     "simcmds": {"network", "rootfs", "ssh"},
+    "faults": {"fnmatch", "re"},
+    "ssh": {"shlex", "shutil", "socket"},
     "create": {"signal"},
     "pytest_plugin": {"shutil", "rootfs", "engine", "namespace"},
 }
