@@ -182,8 +182,18 @@ def test_shim_shebang_runs_python_isolated() -> None:
 
 
 #: What a machine's life cycle must not load (start-up time: docs/orbsim.md, "Every other command").
-HEAVY = ("typing", "pathlib", "json", "re", "contextlib", "subprocess", "shutil", "tempfile", "enum")
-HEAVY += ("signal",)
+HEAVY = (
+    "typing",
+    "pathlib",
+    "json",
+    "re",
+    "contextlib",
+    "subprocess",
+    "shutil",
+    "tempfile",
+    "enum",
+    "signal",
+)
 
 
 def test_a_machines_life_cycle_loads_none_of_the_heavy_modules(sim: Sim) -> None:
