@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - other interpreters
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
 
 
 class _ScanContext:
@@ -57,53 +57,67 @@ def dumps_strings(items: list[str]) -> str:
     return "[" + ", ".join(_json.encode_basestring_ascii(item) for item in items) + "]"
 
 
-def dumps(value: Any, *, indent: int = 2, sort_keys: bool = False) -> str:
-    """``json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=False)``.
+def dumps(value: Any, *, indent: int = 2, sort_keys: bool = False, ensure_ascii: bool = False) -> str:
+    """``json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii)``.
 
     For the values orbsim writes: dicts with string keys, lists, tuples, strings,
     ints, floats, booleans and None; anything else is a ``TypeError``, as in ``json``.
+    orbsim's own files are written with ``ensure_ascii=True``: a string from argv, the
+    environment or a path may hold lone surrogates (bytes that are not UTF-8), which
+    only an escape can carry into a UTF-8 file.
     """
     if _json is None:
-        return json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=False)
-    parts: list[str] = []
-    _encode(value, parts, indent, sort_keys, 0)
-    return "".join(parts)
+        return json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
+    quote = _json.encode_basestring_ascii if ensure_ascii else _json.encode_basestring
+    encoder = _Encoder(indent, sort_keys, quote)
+    encoder.encode(value, 0)
+    return "".join(encoder.parts)
 
 
-def _encode(value: Any, parts: list[str], indent: int, sort_keys: bool, depth: int) -> None:
-    if isinstance(value, str):
-        parts.append(_json.encode_basestring(value))
-    elif value is None or value is True or value is False:
-        parts.append("null" if value is None else "true" if value else "false")
-    elif isinstance(value, int):
-        parts.append(int.__repr__(value))
-    elif isinstance(value, float):
-        parts.append(_float(value))
-    elif isinstance(value, dict):
-        items = sorted(value.items()) if sort_keys else list(value.items())
-        if not items:
-            parts.append("{}")
-            return
-        inner = "\n" + " " * (indent * (depth + 1))
-        parts.append("{")
-        for i, (key, item) in enumerate(items):
-            if not isinstance(key, str):
-                raise TypeError(f"keys must be str, not {type(key).__name__}")
-            parts.append(("," if i else "") + inner + _json.encode_basestring(key) + ": ")
-            _encode(item, parts, indent, sort_keys, depth + 1)
-        parts.append("\n" + " " * (indent * depth) + "}")
-    elif isinstance(value, (list, tuple)):
-        if not value:
-            parts.append("[]")
-            return
-        inner = "\n" + " " * (indent * (depth + 1))
-        parts.append("[")
-        for i, item in enumerate(value):
-            parts.append(("," if i else "") + inner)
-            _encode(item, parts, indent, sort_keys, depth + 1)
-        parts.append("\n" + " " * (indent * depth) + "]")
-    else:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+class _Encoder:
+    """``json``'s pretty printer, for the types ``dumps`` takes."""
+
+    def __init__(self, indent: int, sort_keys: bool, quote: Callable[[str], str]) -> None:
+        self.indent = indent
+        self.sort_keys = sort_keys
+        self.quote = quote
+        self.parts: list[str] = []
+
+    def encode(self, value: Any, depth: int) -> None:
+        parts = self.parts
+        if isinstance(value, str):
+            parts.append(self.quote(value))
+        elif value is None or value is True or value is False:
+            parts.append("null" if value is None else "true" if value else "false")
+        elif isinstance(value, int):
+            parts.append(int.__repr__(value))
+        elif isinstance(value, float):
+            parts.append(_float(value))
+        elif isinstance(value, dict):
+            items = sorted(value.items()) if self.sort_keys else list(value.items())
+            if not items:
+                parts.append("{}")
+                return
+            inner = "\n" + " " * (self.indent * (depth + 1))
+            parts.append("{")
+            for i, (key, item) in enumerate(items):
+                if not isinstance(key, str):
+                    raise TypeError(f"keys must be str, not {type(key).__name__}")
+                parts.append(("," if i else "") + inner + self.quote(key) + ": ")
+                self.encode(item, depth + 1)
+            parts.append("\n" + " " * (self.indent * depth) + "}")
+        elif isinstance(value, (list, tuple)):
+            if not value:
+                parts.append("[]")
+                return
+            inner = "\n" + " " * (self.indent * (depth + 1))
+            parts.append("[")
+            for i, item in enumerate(value):
+                parts.append(("," if i else "") + inner)
+                self.encode(item, depth + 1)
+            parts.append("\n" + " " * (self.indent * depth) + "]")
+        else:
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _float(value: float) -> str:

@@ -171,7 +171,7 @@ def _write_json(path: str, data: Mapping[str, object]) -> None:
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(dumps(data, indent=1) + "\n")
+        fh.write(dumps(data, indent=1, ensure_ascii=True) + "\n")
     os.replace(tmp, path)
 
 
@@ -283,8 +283,11 @@ class NamespaceEngine:
         from . import runner  # start-up time: see the module docstring
 
         os.makedirs(dst, exist_ok=True)
-        if os.path.lexists(os.path.join(dst, "upper")):
-            _remove_tree(os.path.join(dst, "upper"))
+        upper = os.path.join(dst, "upper")
+        if os.path.lexists(upper):  # left by a clone that failed half-way
+            _remove_tree(upper)
+            if os.path.lexists(upper):  # else cp would copy into it: upper/upper
+                raise EngineError(f"cannot remove {upper}: remove it by hand")
         runner.run(
             ["cp", "-a", "--reflink=auto", os.path.join(src, "upper"), os.path.join(dst, "upper")],
             timeout=1800,

@@ -91,7 +91,7 @@ class _locked:
             if exc is None and dumps(self.table, sort_keys=True) != self.before:
                 tmp = os.path.join(self.dir, f".ips.{os.getpid()}.tmp")
                 with open(tmp, "w", encoding="utf-8") as fh:
-                    fh.write(dumps(self.table, indent=1, sort_keys=True) + "\n")
+                    fh.write(dumps(self.table, indent=1, sort_keys=True, ensure_ascii=True) + "\n")
                 os.replace(tmp, self.file)
         finally:
             os.close(self.fd)

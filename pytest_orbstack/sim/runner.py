@@ -267,7 +267,7 @@ def _spawn(argv: Sequence[str], env: Optional[Mapping[str, str]], stdio: _Stdio)
             # The dup2s run in order in the child: a source among 0..2 (orbsim started with one of
             # them closed) could be overwritten by an earlier one.  A copy numbered 3 or more cannot.
             source = fd
-            while source < 3 and source != target:
+            while source < 3:  # dup2 onto itself keeps close-on-exec on glibc before 2.29
                 source = os.dup(source)
                 copies.append(source)
             actions.append((os.POSIX_SPAWN_DUP2, source, target))
@@ -290,7 +290,7 @@ def _program(name: str, env: Optional[Mapping[str, str]]) -> str:
     if env is None or "/" in name:
         return name
     for directory in env.get("PATH", os.defpath).split(os.pathsep):
-        path = os.path.join(directory, name)
+        path = os.path.join(directory or ".", name)  # an empty entry is the current directory
         if os.access(path, os.X_OK) and not os.path.isdir(path):
             return path
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)

@@ -158,7 +158,7 @@ class Store:
     def _save(self, data: Data) -> None:
         tmp = os.path.join(self.root, f"state.json.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(dumps(data, indent=1, sort_keys=True))
+            fh.write(dumps(data, indent=1, sort_keys=True, ensure_ascii=True))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)

@@ -35,6 +35,13 @@ def test_dumps_is_json_dumps(value: object, indent: int, sort_keys: bool) -> Non
     assert jsontext.dumps(value, indent=indent, sort_keys=sort_keys) == want
 
 
+@pytest.mark.parametrize("value", [*VALUES, {"k": "caf\udcc3", "\udcff": ["\u00e9\U0001f600"]}])
+def test_dumps_ascii_is_json_dumps_and_carries_lone_surrogates(value: object) -> None:
+    text = jsontext.dumps(value, indent=1, sort_keys=True, ensure_ascii=True)
+    assert text == json.dumps(value, indent=1, sort_keys=True)
+    assert json.loads(text.encode("utf-8")) == json.loads(json.dumps(value))
+
+
 def test_dumps_refuses_what_json_refuses_and_writes_json_constants() -> None:
     with pytest.raises(TypeError):
         jsontext.dumps({"a": object()})
