@@ -7,12 +7,9 @@ it, and the record settles ``running`` (or is forgotten when the create fails).
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import os
 import sys
 import time
-from typing import NamedTuple  # create runs once per machine image: start-up time matters less
 
 from .cobra import Command, UsageError
 from .common import SERVICE_PREFIX, Ctx, ServiceError, fault_error, reconcile, vm_gate
@@ -34,22 +31,54 @@ DOWNLOAD_502 = "make rootfs: download metadata: GET download status: 502 Bad Gat
 SETUP_TIMEOUT = "setup: machine didn't start in 30s (missing IP address)"
 
 
-class CreateOptions(NamedTuple):
-    """What ``create``'s flags and arguments ask for, checked by the CLI."""
+class CreateOptions:
+    """What ``create``'s flags and arguments ask for, checked by the CLI.
 
-    name: str
-    distro: str
-    #: the version as given (``22.04``), None for the distro's default
-    ver: Optional[str]
-    arch: str
-    #: ``cloud`` with user-data, else ``default``
-    variant: str
-    username: str
-    isolated: bool
-    user_data: Optional[bytes] = None
-    cpu_limit: Optional[int] = None
-    memory_limit_mib: Optional[int] = None
-    disk_limit_bytes: Optional[int] = None
+    A plain class, not a ``NamedTuple``: ``typing`` costs start-up time.
+    """
+
+    __slots__ = (
+        "arch",
+        "cpu_limit",
+        "disk_limit_bytes",
+        "distro",
+        "isolated",
+        "memory_limit_mib",
+        "name",
+        "user_data",
+        "username",
+        "variant",
+        "ver",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        distro: str,
+        ver: Optional[str],
+        arch: str,
+        variant: str,
+        username: str,
+        isolated: bool,
+        user_data: Optional[bytes] = None,
+        cpu_limit: Optional[int] = None,
+        memory_limit_mib: Optional[int] = None,
+        disk_limit_bytes: Optional[int] = None,
+    ) -> None:
+        self.name = name
+        self.distro = distro
+        #: the version as given (``22.04``), None for the distro's default
+        self.ver = ver
+        self.arch = arch
+        #: ``cloud`` with user-data, else ``default``
+        self.variant = variant
+        self.username = username
+        self.isolated = isolated
+        self.user_data = user_data
+        self.cpu_limit = cpu_limit
+        self.memory_limit_mib = memory_limit_mib
+        self.disk_limit_bytes = disk_limit_bytes
 
 
 def default_username() -> str:
@@ -58,6 +87,8 @@ def default_username() -> str:
         value = os.environ.get(key, "").strip()
         if value:
             return value
+    import getpass  # start-up time: only when neither variable names the user
+
     return getpass.getuser()
 
 
@@ -247,14 +278,11 @@ def _detached(ctx: Ctx, rec: Record, work: Callable[[], int]) -> int:
                     claim(data["machines"][rec["id"]], "creating")
             code = work()
         except ServiceError as exc:
-            with contextlib.suppress(OSError):
-                sys.stderr.write(SERVICE_PREFIX + exc.message + "\n")
+            _say(SERVICE_PREFIX + exc.message + "\n")
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                sys.stderr.write(f"orbsim: {exc}\n")
+            _say(f"orbsim: {exc}\n")
         finally:
-            with contextlib.suppress(OSError):
-                sys.stderr.flush()
+            _say("")
             os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
@@ -263,3 +291,12 @@ def _detached(ctx: Ctx, rec: Record, work: Callable[[], int]) -> int:
     sys.stderr.write(said.decode("utf-8", "replace"))
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 1
+
+
+def _say(text: str) -> None:
+    """Write ``text`` to stderr and flush; the reader may be gone (the detached create's caller)."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except OSError:
+        pass

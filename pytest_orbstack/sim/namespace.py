@@ -217,11 +217,19 @@ class NamespaceEngine:
 
     def preflight(self) -> None:
         """Raise EngineError if machines cannot be made; build the image on first need."""
+        from . import runner  # start-up time: see the module docstring
+
+        path = self.environ.get("PATH")
+        if (
+            os.geteuid() == 0
+            and imagecache.ready(self.environ)
+            and all(runner.which(tool, path) is not None for tool in TOOLS)
+        ):
+            return  # the usual case, without shutil and rootfs (start-up time of every create)
         import shutil  # start-up time: see the module docstring
 
         from . import rootfs  # start-up time: see the module docstring
 
-        path = self.environ.get("PATH")
         missing = {tool: pkg for tool, pkg in TOOLS.items() if shutil.which(tool, path=path) is None}
         if missing and os.geteuid() == 0 and shutil.which("apt-get", path=path) is not None:
             packages = sorted(set(missing.values()))

@@ -289,11 +289,22 @@ def _program(name: str, env: Optional[Mapping[str, str]]) -> str:
     """``name``, or where it is on ``env``'s PATH: the child's PATH decides, as with subprocess."""
     if env is None or "/" in name:
         return name
-    for directory in env.get("PATH", os.defpath).split(os.pathsep):
-        path = os.path.join(directory or ".", name)  # an empty entry is the current directory
-        if os.access(path, os.X_OK) and not os.path.isdir(path):
-            return path
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    found = which(name, env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    return found
+
+
+def which(name: str, path: Optional[str] = None) -> Optional[str]:
+    """Where ``name`` is on ``path`` (default ``$PATH``), as ``shutil.which`` finds it, without ``shutil``."""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) and not os.path.isdir(name) else None
+    search = os.environ.get("PATH", os.defpath) if path is None else path
+    for directory in search.split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)  # an empty entry is the current directory
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def _inheritable_fds() -> list[int]:

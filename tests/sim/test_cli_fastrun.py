@@ -197,16 +197,19 @@ HEAVY = (
 
 
 def test_a_machines_life_cycle_loads_none_of_the_heavy_modules(sim: Sim) -> None:
-    """clone, boot (the first run), info, list, stop, start, delete: each a new process, as a shim runs it."""
+    """create, clone, boot (the first run), info, list, stop, start, delete: each a new process, as a
+    shim runs it (the default user named by ``ORBSIM_USER``, as the plugin's CI recipe does)."""
     clone = "pytest-test-fastrun-lean"
+    made = "pytest-test-fastrun-made"
     steps = [
+        ["create", "debian", made],
         ["clone", M, clone],
         ["run", "-m", clone, "true"],
         ["info", "-f", "json", clone],
         ["list", "-f", "json"],
         ["stop", clone],
         ["start", clone],
-        ["delete", "-f", clone],
+        ["delete", "-f", clone, made],
     ]
     root = str(Path(fastrun.__file__).parents[2])
     loaded = {}
@@ -231,4 +234,4 @@ def test_a_machines_life_cycle_loads_none_of_the_heavy_modules(sim: Sim) -> None
         assert status == "0", (argv, proc.stdout, proc.stderr)
         loaded[argv[0]] = modules
     assert loaded == {argv[0]: "[]" for argv in steps}
-    assert clone not in sim.names()
+    assert not {clone, made} & set(sim.names())

@@ -30,7 +30,7 @@ START_UP = {
     "simcmds": {"network", "rootfs", "ssh"},
     "faults": {"fnmatch", "re"},
     "ssh": {"shlex", "shutil", "socket"},
-    "create": {"signal"},
+    "create": {"signal", "getpass"},
     "pytest_plugin": {"shutil", "rootfs", "engine", "namespace"},
 }
 

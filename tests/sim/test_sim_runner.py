@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -286,3 +287,15 @@ print(sorted(m for m in {slow!r} if m in sys.modules))
         [sys.executable, "-I", "-S", "-c", script], check=True, capture_output=True, text=True, timeout=10
     )
     assert out.stdout == "[]\n"
+
+
+def test_which_finds_what_shutil_which_finds(tmp_path: Path) -> None:
+    tool = tmp_path / "bin" / "tool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    (tmp_path / "bin" / "plain").write_text("not executable")
+    (tmp_path / "bin" / "adir").mkdir()
+    search = f"/nonexistent:{tmp_path / 'bin'}:/usr/bin"
+    for name in ("tool", "plain", "adir", "sh", "no-such-tool-xyz", str(tool), "/etc/passwd"):
+        assert runner.which(name, search) == shutil.which(name, path=search), name
