@@ -20,7 +20,7 @@ import os
 import time
 
 from . import enter, relay
-from .jsontext import loads
+from .jsontext import load_object
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,15 +76,6 @@ def scan_run(argv: list[str]) -> tuple[dict[str, str], bool, list[str], Optional
     return opts, shell, rest, None
 
 
-def _load(path: str) -> Optional[dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = loads(fh.read())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _machine(data: dict[str, Any], ref: Optional[str]) -> Optional[dict[str, Any]]:
     """``state.find`` / ``common.default_machine`` (None where those report an error)."""
     machines = data.get("machines")
@@ -117,15 +108,15 @@ def run(argv: list[str]) -> Optional[int]:
     if trouble is not None:  # the full CLI reports it
         return None
     root = home_dir()
-    data = _load(os.path.join(root, "state.json"))
+    data = load_object(os.path.join(root, "state.json"))
     if data is None or data.get("vm", "running") != "running":
         return None
     rec = _machine(data, opts.get("machine"))
     if rec is None or rec.get("state") != "running" or not isinstance(rec.get("id"), str):
         return None
     mdir = os.path.join(root, "machines", rec["id"])
-    runtime = _load(os.path.join(mdir, "runtime.json"))
-    info = _load(os.path.join(mdir, "engine.json"))
+    runtime = load_object(os.path.join(mdir, "runtime.json"))
+    info = load_object(os.path.join(mdir, "engine.json"))
     if runtime is None or info is None:
         return None
     pid, start = runtime.get("pid"), runtime.get("start")

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - other interpreters
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Any, Callable, Optional
 
 
 class _ScanContext:
@@ -48,6 +48,16 @@ def loads(text: str) -> Any:
     if text[end:].strip(" \t\n\r"):
         raise ValueError("extra data after JSON")
     return value
+
+
+def load_object(path: str) -> Optional[dict[str, Any]]:
+    """The JSON object in the file ``path``; None if it is missing, unreadable, not JSON or not an object."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = loads(fh.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def dumps_strings(items: list[str]) -> str:

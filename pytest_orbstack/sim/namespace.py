@@ -44,10 +44,9 @@ machine uses it.  (On a host whose PID 1 does not reap orphans, the exited
 Start-up time: every ``orbctl list`` or ``info`` asks this engine whether
 machines run (``running``: ``/proc`` and ``runtime.json``), and the plugin polls
 ``info`` while a machine gets ready.  The modules that make, boot, halt or copy
-into machines (``rootfs``, ``guest``, ``network``, ``runner``, ``transfer``: with
-``subprocess``, ``tarfile``, ``tempfile``, ``socket``; ``shutil`` and ``signal``)
-are imported by the methods that use them: ``orbsim info`` took 48 ms with them
-all at module level, 25 ms without (median, one host).  Over 350 lines: one engine class
+into machines (``rootfs``, ``guest``, ``network``, ``runner``, ``transfer``) are
+imported by the methods that use them, and nothing here uses ``shutil``, ``signal``,
+``json`` or ``pathlib`` (docs/orbsim.md, "Every other command").  Over 350 lines: one engine class
 with its boot script; what it delegates lives in those modules.
 
 There is no ``/mnt/mac``: a host bind-mount inside test machines would let
@@ -65,7 +64,7 @@ import time
 
 from . import enter, fsutil, imagecache, procs, relay
 from .engineapi import NOT_ROOT, EngineError
-from .jsontext import dumps, loads
+from .jsontext import dumps, load_object
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -158,15 +157,6 @@ def _populate_dev(pid: int) -> None:
         os.close(fd)
 
 
-def _read_json(path: str) -> Optional[dict[str, object]]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = loads(fh.read())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _write_json(path: str, data: Mapping[str, object]) -> None:
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
@@ -220,31 +210,25 @@ class NamespaceEngine:
         from . import runner  # start-up time: see the module docstring
 
         path = self.environ.get("PATH")
-        if (
-            os.geteuid() == 0
-            and imagecache.ready(self.environ)
-            and all(runner.which(tool, path) is not None for tool in TOOLS)
-        ):
-            return  # the usual case, without shutil and rootfs (start-up time of every create)
-        import shutil  # start-up time: see the module docstring
-
+        missing = {tool: pkg for tool, pkg in TOOLS.items() if runner.which(tool, path) is None}
+        ready = imagecache.ready(self.environ)
+        if not missing and ready and os.geteuid() == 0:
+            return  # the usual case, without rootfs (start-up time of every create)
         from . import rootfs  # start-up time: see the module docstring
 
-        missing = {tool: pkg for tool, pkg in TOOLS.items() if shutil.which(tool, path=path) is None}
-        if missing and os.geteuid() == 0 and shutil.which("apt-get", path=path) is not None:
+        installable = runner.which("apt-get", path) is not None
+        if missing and os.geteuid() == 0 and installable:
             packages = sorted(set(missing.values()))
             rootfs.install_packages(
                 packages, why="to run machines", say=rootfs.to_stderr, environ=self.environ
             )
-            missing = {tool: pkg for tool, pkg in missing.items() if shutil.which(tool, path=path) is None}
-        ready = rootfs.is_ready(self.environ)
+            missing = {tool: pkg for tool, pkg in missing.items() if runner.which(tool, path) is None}
         autobuild = self.environ.get("ORBSIM_IMAGE_AUTOBUILD", "1") != "0"
-        installable = shutil.which("apt-get", path=path) is not None
         problem = preflight_problem(
             euid=os.geteuid(),
             image_ready=ready,
             missing_tools=missing,
-            can_build=autobuild and (shutil.which("debootstrap", path=path) is not None or installable),
+            can_build=autobuild and (runner.which("debootstrap", path) is not None or installable),
         )
         if problem:
             raise EngineError(problem)
@@ -292,16 +276,14 @@ class NamespaceEngine:
 
         os.makedirs(dst, exist_ok=True)
         upper = os.path.join(dst, "upper")
-        if os.path.lexists(upper):  # left by a clone that failed half-way
+        if os.path.lexists(upper):  # left by a clone that failed half-way (cp would copy into it)
             _remove_tree(upper)
-            if os.path.lexists(upper):  # else cp would copy into it: upper/upper
-                raise EngineError(f"cannot remove {upper}: remove it by hand")
         runner.run(
             ["cp", "-a", "--reflink=auto", os.path.join(src, "upper"), os.path.join(dst, "upper")],
             timeout=1800,
         )
         _makedirs(dst, "work", "merged")
-        info = _read_json(os.path.join(src, "engine.json"))
+        info = load_object(os.path.join(src, "engine.json"))
         if info is None:
             raise EngineError(f"cannot clone: {os.path.join(src, 'engine.json')} is missing or broken")
         _write_json(os.path.join(dst, "engine.json"), info)
@@ -310,7 +292,7 @@ class NamespaceEngine:
     # ------------------------------------------------------------ life cycle
 
     def _runtime(self, mdir: str) -> Optional[Runtime]:
-        rt = _read_json(os.path.join(mdir, "runtime.json"))
+        rt = load_object(os.path.join(mdir, "runtime.json"))
         if rt is None:
             return None
         pid, start = rt.get("pid"), rt.get("start")
@@ -451,7 +433,7 @@ class NamespaceEngine:
     def _halt_locked(self, mdir: str) -> None:
         from . import network  # start-up time: see the module docstring
 
-        rt = _read_json(os.path.join(mdir, "runtime.json")) or {}
+        rt = load_object(os.path.join(mdir, "runtime.json")) or {}
         pid, start = rt.get("pid"), rt.get("start")
         outer = rt.get("outer")
         ns_fd = None  # held open, the pid namespace cannot be freed and its inode reused meanwhile
@@ -497,8 +479,6 @@ class NamespaceEngine:
         self.halt(mdir)
         _check_nothing_mounted(mdir)
         _remove_tree(mdir)
-        if os.path.lexists(mdir):
-            raise EngineError(f"cannot remove {mdir}: remove it by hand")
 
     # ------------------------------------------------------------ commands
 
@@ -506,7 +486,7 @@ class NamespaceEngine:
         """(uid, gid, home) of ``user`` from the running machine's /etc/passwd."""
         if user == "root":
             return 0, 0, "/root"
-        info = _read_json(os.path.join(mdir, "engine.json")) or {}
+        info = load_object(os.path.join(mdir, "engine.json")) or {}
         if info.get("username") == user and isinstance(info.get("uid"), int):
             return _int(info, "uid"), _int(info, "gid"), f"/home/{user}"
         entry = fsutil.passwd_entry(f"/proc/{pid}/root", user)
@@ -515,7 +495,7 @@ class NamespaceEngine:
         return entry
 
     def default_user(self, mdir: str) -> str:
-        info = _read_json(os.path.join(mdir, "engine.json")) or {}
+        info = load_object(os.path.join(mdir, "engine.json")) or {}
         name = info.get("username")
         if not isinstance(name, str):
             raise EngineError(f"no default user recorded in {mdir}: delete the machine and create it again")
@@ -646,9 +626,10 @@ def _kill(pid: int) -> None:
 
 
 def _remove_tree(path: str) -> None:
-    """``shutil.rmtree(path, ignore_errors=True)`` without ``shutil`` (start-up time: every delete).
+    """``shutil.rmtree(path)`` without ``shutil`` (start-up time: every delete).
 
-    Symlinks are removed, never followed; whatever cannot be removed stays (the caller checks).
+    Symlinks are removed, never followed.  What cannot be removed is passed over, and if
+    ``path`` is still there at the end, one ``EngineError`` says so.
     """
     # each dir_fd is valid only until the walk moves on: work inside the loop
     for _, dirs, files, dir_fd in os.fwalk(path, topdown=False):
@@ -667,6 +648,8 @@ def _remove_tree(path: str) -> None:
         _quietly(os.unlink, path, None)
     except OSError:
         pass
+    if os.path.lexists(path):
+        raise EngineError(f"cannot remove {path}: remove it by hand")
 
 
 def _quietly(remove: Callable[..., None], name: str, dir_fd: Optional[int]) -> None:

@@ -16,12 +16,11 @@ sending to the old one for up to ~30 s.
 
 from __future__ import annotations
 
-import fcntl
 import os
 
-from . import runner
+from . import fsutil, runner
 from .engineapi import EngineError
-from .jsontext import dumps, loads
+from .jsontext import dumps, load_object
 from .procs import start_time
 
 TYPE_CHECKING = False
@@ -66,23 +65,18 @@ class _locked:
     def __init__(self, environ: Optional[Mapping[str, str]]) -> None:
         self.dir = run_dir(environ)
         self.file = os.path.join(self.dir, "ips.json")
-        self.fd = -1
+        self.lock = fsutil.flocked(os.path.join(self.dir, "net.lock"))
         self.table: Table = {}
         self.before = ""
 
     def __enter__(self) -> Table:
         os.makedirs(self.dir, exist_ok=True)
-        self.fd = os.open(os.path.join(self.dir, "net.lock"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.lock.__enter__()
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            try:
-                with open(self.file, encoding="utf-8") as fh:
-                    self.table = loads(fh.read())
-            except (OSError, ValueError):
-                self.table = {}
+            self.table = load_object(self.file) or {}
             self.before = dumps(self.table, sort_keys=True)
         except BaseException:
-            os.close(self.fd)
+            self.lock.__exit__()
             raise
         return self.table
 
@@ -94,7 +88,7 @@ class _locked:
                     fh.write(dumps(self.table, indent=1, sort_keys=True, ensure_ascii=True) + "\n")
                 os.replace(tmp, self.file)
         finally:
-            os.close(self.fd)
+            self.lock.__exit__()
 
 
 def _owner_alive(entry: Holder) -> bool:

@@ -19,11 +19,11 @@ when the owner died.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 
 from .fastrun import home_dir
+from .fsutil import flocked
 from .jsontext import dumps, loads
 
 TYPE_CHECKING = False
@@ -179,19 +179,18 @@ class _Locked:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.fd = -1
+        self.lock = flocked(store.lock_path)
         self.before = ""
         self.data: Optional[Data] = None
 
     def __enter__(self) -> Data:
         os.makedirs(self.store.root, exist_ok=True)
-        self.fd = os.open(self.store.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.lock.__enter__()
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
             self.data = self.store._load()
             self.before = dumps(self.data, sort_keys=True)
         except BaseException:
-            os.close(self.fd)
+            self.lock.__exit__()
             raise
         return self.data
 
@@ -204,7 +203,7 @@ class _Locked:
             if keep and dumps(self.data, sort_keys=True) != self.before:
                 self.store._save(self.data)
         finally:
-            os.close(self.fd)  # closing the descriptor drops the lock
+            self.lock.__exit__()
 
 
 # --------------------------------------------------------------------------- lookups

@@ -26,7 +26,7 @@ START_UP = {
     "enter": {"ctypes"},
     "version": {"hashlib"},
     "engine": {"plain"},
-    "namespace": {"guest", "network", "rootfs", "runner", "transfer", "shutil"},
+    "namespace": {"guest", "network", "rootfs", "runner", "transfer"},
     "simcmds": {"network", "rootfs", "ssh"},
     "faults": {"fnmatch", "re"},
     "ssh": {"shlex", "shutil", "socket"},
