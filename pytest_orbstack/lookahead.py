@@ -18,6 +18,7 @@ so each counts the same).
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Sequence
 from typing import Final, NamedTuple, Optional
 
@@ -42,14 +43,15 @@ def upcoming(item: pytest.Item, nextitem: Optional[pytest.Item], limit: int) -> 
     if nextitem is None or limit < 1:
         return []
     session = item.session
-    queued = _worker_queue(item.config)
+    queued = _worker_queue(item.config, limit)
     if queued is not None:
         items = session.items
         rest = [items[i] for i in queued if 0 <= i < len(items)]
     elif hasattr(item.config, "workerinput"):
         rest = []  # an xdist worker whose queue cannot be read: only nextitem is known
-    else:
-        rest = session.items[_index(session, nextitem) + 1 :]
+    else:  # only the window is copied: once per test, so the run's cost grows with its length only
+        start = _index(session, nextitem) + 1
+        rest = session.items[start : start + limit]
     return [nextitem, *rest][:limit]
 
 
@@ -125,8 +127,8 @@ def _index(session: pytest.Session, item: pytest.Item) -> int:
     return positions.get(item.nodeid, len(session.items))
 
 
-def _worker_queue(config: pytest.Config) -> Optional[list[int]]:
-    """The item indices an xdist worker has been sent and not started, or ``None``.
+def _worker_queue(config: pytest.Config, limit: int) -> Optional[list[int]]:
+    """The first ``limit`` item indices an xdist worker has been sent and not started, or ``None``.
 
     xdist 3.6+ keeps them in a ``TestQueue`` that is inspected under its ``lock()``;
     older releases in a ``queue.Queue`` (``.queue`` under ``.mutex``).
@@ -140,10 +142,10 @@ def _worker_queue(config: pytest.Config) -> Optional[list[int]]:
         snapshot: list[object]
         if callable(getattr(torun, "lock", None)):
             with torun.lock() as pending:
-                snapshot = list(pending)
+                snapshot = list(itertools.islice(pending, limit))
         elif hasattr(torun, "queue") and hasattr(torun, "mutex"):
             with torun.mutex:
-                snapshot = list(torun.queue)
+                snapshot = list(itertools.islice(torun.queue, limit))
         else:
             return None
         return [i for i in snapshot if isinstance(i, int)]

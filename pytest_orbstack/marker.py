@@ -88,7 +88,6 @@ def marker_overrides(item: pytest.Item) -> dict[str, Any]:
     """
     found: dict[str, Any] = {}
     checked: list[Any] = []
-    base = Path(str(item.path)).parent
     for node, mark in item.iter_markers_with_node("orb"):
         if mark.args:
             raise MarkerError(
@@ -107,7 +106,7 @@ def marker_overrides(item: pytest.Item) -> dict[str, Any]:
             if key in found or value is None:
                 continue  # a closer marker already set it
             try:
-                found.update(spec_fields({key: value}, base))
+                found.update(spec_fields({key: value}, Path(str(item.path)).parent))
             except InvalidSpecError as exc:
                 where = f"{item.nodeid}: @pytest.mark.orb({key}={value!r})"
                 raise MarkerError(f"{where}: {exc.allowed}") from None

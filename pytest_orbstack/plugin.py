@@ -267,11 +267,10 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     if nextitem is None or runtime is None or not runtime.settings.prefetch_limit:
         return
     try:
-        runtime.prefetch(lookahead.upcoming(item, nextitem, lookahead.WINDOW))
+        runtime.prefetch(functools.partial(lookahead.upcoming, item, nextitem, lookahead.WINDOW))
     except Exception as exc:  # never this test's problem: the next test makes its own machine
-        runtime.stats.event(
-            f"could not prefetch a machine for {nextitem.nodeid}: {first_line(exc)}", verbose=True
-        )
+        failed = f"could not prefetch a machine for {nextitem.nodeid}: {first_line(exc)}"
+        runtime.stats.event(failed, verbose=True)
 
 
 # --- the shared machine between tests: replaced when it died --------------------------------------

@@ -178,7 +178,7 @@ class OrbRuntime:
                         self._provisioner.context,
                         self._provisioner.source,
                         limit=plan.prefetch,
-                        on_warm=lambda spec: self.prefetch(self.coming(), current=True),
+                        on_warm=lambda spec: self.prefetch(self.coming, current=True),
                     )
             return self._provisioner
 
@@ -189,8 +189,8 @@ class OrbRuntime:
                 self.before_first_machine()  # a failure here fails this test; the next one tries again
             self._started = True
 
-    def prefetch(self, items: Sequence[pytest.Item], *, current: bool = False) -> None:
-        """Start making the machines ``items`` (the tests coming next, in order) will take.
+    def prefetch(self, coming: Callable[[], Sequence[pytest.Item]], *, current: bool = False) -> None:
+        """Start making the machines ``coming()`` (the tests coming next, in order) will take.
 
         Those of ``orb_vm_fresh``, up to ``--orb-prefetch``, and the shared
         ``orb_vm`` machine while this process has none, when one of ``items``
@@ -202,7 +202,8 @@ class OrbRuntime:
         prefetch is off, or before this process can make a machine of a spec
         ahead (see :class:`~pytest_orbstack.prefetch.PrefetchSource`).  Skips
         items marked ``skip`` or ``skipif`` and items whose ``orb`` marker is
-        wrong (the test reports that itself).
+        wrong (the test reports that itself).  ``coming`` is called only when
+        there is something to do: a test that uses no machine pays nothing for it.
         """
         with self._lock:
             provisioner = self._provisioner
@@ -212,7 +213,7 @@ class OrbRuntime:
             return
         source = provisioner.source
         ahead = lookahead.ahead(
-            items,
+            coming(),
             self.settings,
             source.limit,
             shared=self.shared.machine is None,

@@ -13,12 +13,14 @@ plugins are registered only when pytest-xdist is active.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Optional
 
 import pytest
 
 from pytest_orbstack import availability, guard, hosts, naming
+from pytest_orbstack.errors import first_line
 from pytest_orbstack.report import WORKEROUTPUT_KEY
 
 if TYPE_CHECKING:
@@ -41,6 +43,9 @@ RUN_ID_KEY: Final = "orbstack_run_id"
 DIST_KEY: Final = "orbstack_dist"
 #: ``workeroutput`` key of the run-scoped base machines a worker built (clone fast path).
 BASES_KEY: Final = "orbstack_bases"
+#: Seconds between two looks for a worker's "wanted" file once every worker collected and none
+#: wanted machines then (a machine fixture reached through ``request.getfixturevalue``).
+WANTED_LOOK_INTERVAL: Final = 0.25
 #: ``workeroutput`` key: did the worker set out to make machines (then the controller purges at the end)?
 ACTIVE_KEY: Final = "orbstack_active"
 
@@ -63,8 +68,14 @@ class XdistHooks:
         #: workers started, and those that ended saying they made no machine
         self.started: set[str] = set()
         self.idle: set[str] = set()
-        #: the run's duties were started (a worker said it needs machines)
+        #: the run's duties were started (a worker said it needs machines); under ``_lock``
         self._begun = False
+        self._lock = threading.Lock()
+        #: workers whose collection was reported
+        self._collected: set[str] = set()
+        #: looks for a "wanted" file once every worker collected and none wanted machines then
+        self._watcher: Optional[threading.Thread] = None
+        self._stop = threading.Event()
         #: machine counts per host, from the workers' reports (hosts.py)
         self.hosts: dict[tuple[str, str], hosts.HostTally] = {}
         self._identity = hosts.identity()
@@ -80,13 +91,40 @@ class XdistHooks:
         """A worker collected: if its selected tests need machines, prepare and start the run's duties
         now, before xdist hands out the first test."""
         self._begin(at_collection=True)
+        self._collected.add(str(node.gateway.id))
+        if self._collected >= self.started:
+            self._watch()
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """A machine fixture reached only through ``request.getfixturevalue``: its worker said so
-        before its first machine; the lease and the watchdog start at its test's first report."""
-        self._begin(at_collection=False)
+    def _watch(self) -> None:
+        """Every worker collected and none needs a machine: a test may still reach a machine fixture
+        through ``request.getfixturevalue``, and its worker then leaves the "wanted" file before its
+        first machine.  A thread looks for that file every ``WANTED_LOOK_INTERVAL`` seconds and takes
+        the lease and starts the watchdog when it is there, without waiting for that test to end."""
+        if self._begun or self._watcher is not None or self._runtime.config.option.collectonly:
+            return
+        self._watcher = threading.Thread(target=self._look_until_wanted, name="orbstack-wanted", daemon=True)
+        self._watcher.start()
+
+    def _look_until_wanted(self) -> None:
+        while not self._begun and not self._stop.wait(WANTED_LOOK_INTERVAL):
+            try:
+                self._begin(at_collection=False)
+            except Exception as exc:  # the lease cannot be written: say so; the workers' pins stay
+                self._runtime.stats.event(f"could not take the run's lease: {first_line(exc)}")
+                return
+
+    @pytest.hookimpl(tryfirst=True)  # before the plugin's sessionfinish ends the run's duties
+    def pytest_sessionfinish(self) -> None:
+        self._stop.set()
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.join(timeout=30)
 
     def _begin(self, *, at_collection: bool) -> None:
+        with self._lock:
+            self._begin_locked(at_collection=at_collection)
+
+    def _begin_locked(self, *, at_collection: bool) -> None:
         runtime = self._runtime
         config = runtime.config
         if self._begun or config.option.collectonly:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reliability_helpers import PREFIX, REPEAT, Scenario, one_line_error, poll
+from reliability_helpers import PREFIX, REPEAT, Scenario, one_line_error, poll, watchdogs_of
 
 # --- inner test suites ---------------------------------------------------------------------------
 
@@ -217,6 +217,39 @@ def test_sigkill_of_the_xdist_controller(scenario: Scenario, attempt: int) -> No
     assert run.wait() == -signal.SIGKILL
     scenario.assert_no_leftovers()
     # the orphaned workers end by themselves, and nothing they made afterwards survives them
+    scenario.assert_group_gone(run)
+    scenario.assert_no_leftovers()
+    scenario.assert_watchdogs_gone(within=40)
+    assert "ended without finishing" in scenario.reaper_log()
+
+
+@pytest.mark.parametrize("attempt", REPEAT)
+def test_sigkill_of_the_xdist_controller_when_only_getfixturevalue_asked_for_a_machine(
+    scenario: Scenario, attempt: int
+) -> None:
+    """No test names a machine fixture, so no worker says at collection that it needs machines:
+    the controller takes the lease and starts the watchdog while the test that reached one in its
+    body still runs (not at its report, 90 s later)."""
+    scenario.write_tests(
+        """
+        import os, time
+        from pathlib import Path
+
+        def test_plain():
+            pass
+
+        def test_reaches_one(request):
+            machine = request.getfixturevalue("orb_vm")
+            Path(os.environ["SCENARIO_DIR"], f"ready-{os.getpid()}").write_text(machine.name)
+            time.sleep(90)
+        """
+    )
+    run = scenario.start("-n", "2")
+    held(scenario.wait_ready(1, run))
+    assert poll(lambda: bool(watchdogs_of(scenario.state_dir)), 30), run.output
+    run.signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL
+    scenario.assert_no_leftovers()
     scenario.assert_group_gone(run)
     scenario.assert_no_leftovers()
     scenario.assert_watchdogs_gone(within=40)
