@@ -71,11 +71,13 @@ class XdistHooks:
         #: the run's duties were started (a worker said it needs machines); under ``_lock``
         self._begun = False
         self._lock = threading.Lock()
-        #: workers whose collection was reported
-        self._collected: set[str] = set()
+        #: workers started whose collection was not reported yet (a worker that died is not awaited)
+        self._awaited: set[str] = set()
         #: looks for a "wanted" file once every worker collected and none wanted machines then
         self._watcher: Optional[threading.Thread] = None
         self._stop = threading.Event()
+        #: what stopped the run in the watcher's thread (``pytest.exit``), raised on the main thread
+        self._failure: Optional[BaseException] = None
         #: machine counts per host, from the workers' reports (hosts.py)
         self.hosts: dict[tuple[str, str], hosts.HostTally] = {}
         self._identity = hosts.identity()
@@ -86,39 +88,61 @@ class XdistHooks:
         # a worker's own --dist reads "no": how the tests are spread over the workers (lookahead.demand)
         node.workerinput[DIST_KEY] = str(node.config.getoption("dist", "no"))
         self.started.add(str(node.gateway.id))
+        self._awaited.add(str(node.gateway.id))
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: Any) -> None:
         """A worker collected: if its selected tests need machines, prepare and start the run's duties
         now, before xdist hands out the first test."""
         self._begin(at_collection=True)
-        self._collected.add(str(node.gateway.id))
-        if self._collected >= self.started:
-            self._watch()
+        self._awaited.discard(str(node.gateway.id))
+        self._watch()
 
     def _watch(self) -> None:
-        """Every worker collected and none needs a machine: a test may still reach a machine fixture
-        through ``request.getfixturevalue``, and its worker then leaves the "wanted" file before its
-        first machine.  A thread looks for that file every ``WANTED_LOOK_INTERVAL`` seconds and takes
-        the lease and starts the watchdog when it is there, without waiting for that test to end."""
-        if self._begun or self._watcher is not None or self._runtime.config.option.collectonly:
+        """Every worker collected (or died) and none needs a machine: a test may still reach a machine
+        fixture through ``request.getfixturevalue``, and its worker then leaves the "wanted" file
+        before its first machine.  A thread looks for that file every ``WANTED_LOOK_INTERVAL`` seconds
+        and takes the lease and starts the watchdog when it is there, while that test runs."""
+        if self._awaited or self._begun or self._watcher is not None:
+            return
+        if self._runtime.config.option.collectonly:
             return
         self._watcher = threading.Thread(target=self._look_until_wanted, name="orbstack-wanted", daemon=True)
         self._watcher.start()
 
     def _look_until_wanted(self) -> None:
         while not self._begun and not self._stop.wait(WANTED_LOOK_INTERVAL):
-            try:
-                self._begin(at_collection=False)
-            except Exception as exc:  # the lease cannot be written: say so; the workers' pins stay
-                self._runtime.stats.event(f"could not take the run's lease: {first_line(exc)}")
+            if not self._look(stopping=False):
                 return
+
+    def _look(self, *, stopping: bool) -> bool:
+        """One look for the "wanted" file (lease and watchdog if it is there); False: stop looking."""
+        try:
+            self._begin(at_collection=False)
+        except pytest.exit.Exception as exc:  # the lease cannot be written: the run stops, as always
+            if stopping:
+                self._runtime.stats.event(f"could not take the run's lease: {first_line(exc)}")
+            else:
+                self._failure = exc  # raised by the next test report, on pytest's own thread
+            return False
+        except Exception as exc:
+            self._runtime.stats.event(f"could not look for machines a worker makes: {first_line(exc)}")
+            return False
+        return True
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     @pytest.hookimpl(tryfirst=True)  # before the plugin's sessionfinish ends the run's duties
     def pytest_sessionfinish(self) -> None:
+        """Stop looking, after a last look: a machine made just before the end still gets its run's
+        final purge."""
         self._stop.set()
         watcher = self._watcher
         if watcher is not None:
             watcher.join(timeout=30)
+            self._look(stopping=True)
 
     def _begin(self, *, at_collection: bool) -> None:
         with self._lock:
@@ -147,6 +171,8 @@ class XdistHooks:
             guard.mark_purged(lock_dir)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        self._awaited.discard(str(node.gateway.id))  # died before its collection: not waited for
+        self._watch()
         data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
         if data:
             self._runtime.stats.merge(data)

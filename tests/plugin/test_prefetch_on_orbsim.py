@@ -94,6 +94,50 @@ def test_each_fresh_machine_was_made_during_the_test_before(
     assert_no_leftovers()
 
 
+#: Records, for each call of prefetch's look ahead, the test it was made for.
+COUNTING_CONFTEST = """
+import json
+from pathlib import Path
+
+import pytest_orbstack.lookahead as lookahead
+
+_asked = []
+_upcoming = lookahead.upcoming
+
+
+def _counting(item, nextitem, limit):
+    _asked.append(item.nodeid)
+    return _upcoming(item, nextitem, limit)
+
+
+lookahead.upcoming = _counting
+
+
+def pytest_sessionfinish(session):
+    Path(__file__).with_name("upcoming.json").write_text(json.dumps(_asked))
+"""
+
+
+def test_tests_before_the_first_machine_pay_nothing_for_the_look_ahead(
+    pytester: pytest.Pytester,
+    run_pytest: Callable[..., pytest.RunResult],
+    assert_no_leftovers: Callable[..., None],
+) -> None:
+    """Prefetch looks at the coming tests only once the process makes machines: a test before
+    (or in a run without any) does not copy the rest of the run."""
+    pytester.makeconftest(COUNTING_CONFTEST)
+    pytester.makepyfile(
+        test_a_plain="\n".join(f"def test_plain_{i}():\n    pass\n" for i in range(5)), test_suite=SUITE
+    )
+    result = run_pytest("-p", "no:xdist", "-p", "no:randomly", "-v")
+    result.assert_outcomes(passed=9)
+    asked = json.loads((pytester.path / "upcoming.json").read_text())
+    assert not [nodeid for nodeid in asked if "test_a_plain" in nodeid], asked
+    assert [nodeid for nodeid in asked if "test_fresh" in nodeid], asked  # it still looks ahead then
+    assert "took prefetched machine" in result.stdout.str()
+    assert_no_leftovers()
+
+
 def test_off_with_orb_no_prefetch(
     pytester: pytest.Pytester,
     run_pytest: Callable[..., pytest.RunResult],

@@ -223,13 +223,32 @@ def test_sigkill_of_the_xdist_controller(scenario: Scenario, attempt: int) -> No
     assert "ended without finishing" in scenario.reaper_log()
 
 
+#: The first worker gw0 dies before it reports its collection; xdist starts another in its place.
+GW0_DIES_IN_COLLECTION = """
+import os
+from pathlib import Path
+
+import pytest
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reports the collection
+def pytest_collection_finish(session):
+    died = Path(os.environ["SCENARIO_DIR"], "gw0-died")
+    if getattr(session.config, "workerinput", {}).get("workerid") == "gw0" and not died.exists():
+        died.write_text("")
+        os._exit(3)
+"""
+
+
 @pytest.mark.parametrize("attempt", REPEAT)
+@pytest.mark.parametrize("dies", [False, True], ids=["", "a-worker-died-in-its-collection"])
 def test_sigkill_of_the_xdist_controller_when_only_getfixturevalue_asked_for_a_machine(
-    scenario: Scenario, attempt: int
+    scenario: Scenario, attempt: int, dies: bool
 ) -> None:
     """No test names a machine fixture, so no worker says at collection that it needs machines:
     the controller takes the lease and starts the watchdog while the test that reached one in its
-    body still runs (not at its report, 90 s later)."""
+    body still runs (not at its report, 90 s later), also when a worker died before it collected."""
+    if dies:
+        scenario.pytester.makeconftest(GW0_DIES_IN_COLLECTION)
     scenario.write_tests(
         """
         import os, time
@@ -247,6 +266,7 @@ def test_sigkill_of_the_xdist_controller_when_only_getfixturevalue_asked_for_a_m
     run = scenario.start("-n", "2")
     held(scenario.wait_ready(1, run))
     assert poll(lambda: bool(watchdogs_of(scenario.state_dir)), 30), run.output
+    assert (scenario.markers / "gw0-died").exists() == dies
     run.signal(signal.SIGKILL)
     assert run.wait() == -signal.SIGKILL
     scenario.assert_no_leftovers()

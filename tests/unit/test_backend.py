@@ -231,17 +231,3 @@ def test_the_runtime_keeps_what_its_keep_policy_says() -> None:
     runtime.failed_machines.add("pytest-test-m1")  # what a failed test's report adds
     assert runtime.keep.keeps("pytest-test-m1")
     assert not runtime.keep.keeps("pytest-test-m2")
-
-
-def test_prefetch_asks_for_the_coming_tests_only_when_it_can_make_machines() -> None:
-    """A run (or a process) that has made no machine yet pays nothing per test for prefetch."""
-    runtime = _runtime(FakeOrb(), Settings())
-    asked: list[int] = []
-
-    def coming() -> list[pytest.Item]:
-        asked.append(1)
-        return []
-
-    runtime.prefetch(coming)
-    runtime.prefetch(coming, current=True)
-    assert asked == []
