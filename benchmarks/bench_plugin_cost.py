@@ -6,7 +6,8 @@ suite of unit tests beside the machine tests pays for it too.  This runs
 plugin loaded and with ``-p no:orbstack``, without xdist and with ``-n
 --workers``, alternated ``--rounds`` times, and prints the medians of wall
 and CPU time (pytest and its workers) side by side and the difference.  No
-orbctl is called in either.  ``--other PYTHON``: a third way in the same
+orbctl is called in either.  ``-p no:orbstack`` leaves orbsim's own small
+entry-point plugin loaded: the difference is pytest-orbstack's.  ``--other PYTHON``: a third way in the same
 rounds, the plugin as another environment's Python has it installed (another
 checkout, before a change).
 

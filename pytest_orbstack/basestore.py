@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Optional
 
-import filelock
-
 from pytest_orbstack.errors import OrbstackError
 from pytest_orbstack.ownership import try_lock
 
@@ -156,6 +154,8 @@ class BaseStore:
     @contextlib.contextmanager
     def build_turn(self, spec: MachineSpec, key: str) -> Iterator[BuildTurn]:
         """Hold the run's build lock of ``key`` (waiting while another process builds it)."""
+        import filelock  # noqa: PLC0415 (start-up time: only a process that builds a base needs it)
+
         self._lock_dir.mkdir(parents=True, exist_ok=True)
         stem = self._stem(key)
         lock = filelock.FileLock(str(self._lock_dir / f"{stem}.lock"), timeout=self.lock_timeout)
@@ -175,6 +175,8 @@ class BaseStore:
     @contextlib.contextmanager
     def reuse_lock(self, spec: MachineSpec, key: str, name: str) -> Iterator[None]:
         """Hold the host-wide build lock of the reused base ``name`` (key ``key``)."""
+        import filelock  # noqa: PLC0415 (start-up time: only a process that reuses a base needs it)
+
         lock = filelock.FileLock(str(self._bases_dir() / f"{key}.lock"), timeout=self.lock_timeout)
         try:
             lock.acquire()

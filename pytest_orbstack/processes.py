@@ -22,8 +22,6 @@ not exist or provably started at another time.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import hashlib
 import os
@@ -81,6 +79,9 @@ def _linux_identity(pid: int, proc: Path) -> Optional[str]:
 
 
 def _libc_sysctl(mib: list[int]) -> bytes:  # pragma: no cover (macOS only)
+    import ctypes  # noqa: PLC0415 (start-up time: macOS only)
+    import ctypes.util  # noqa: PLC0415
+
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     array = (ctypes.c_int * len(mib))(*mib)
     buffer = ctypes.create_string_buffer(_KINFO_PROC_SIZE)
