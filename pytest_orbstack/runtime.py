@@ -193,7 +193,7 @@ class OrbRuntime:
         """Start making the machines ``coming()`` (the tests coming next, in order) will take.
 
         Those of ``orb_vm_fresh``, up to ``--orb-prefetch``, and the shared
-        ``orb_vm`` machine while this process has none, when one of ``items``
+        ``orb_vm`` machine while this process has none, when one of those tests
         uses it or the run's selected tests say this process will run such a
         test (:attr:`~pytest_orbstack.plan.Demand.shared_everywhere`): one
         more, beyond that bound.  ``current``: the first item is the test
